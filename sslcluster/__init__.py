@@ -1,0 +1,7 @@
+"""sslcluster: learn image representations without labels, cluster them, and evaluate the clusters.
+
+Stages (each reads and writes the run directory, see ``sslcluster.tracking.rundir``):
+pretrain -> export -> cluster -> evaluate -> (name) -> report.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,64 @@
+"""Composing the Hydra config tree (``configs/``) from overrides, with one-line errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from sslcluster.errors import SSLClusterError
+
+
+def config_dir() -> Path:
+    """``$SSLCLUSTER_CONFIG_DIR``, else the repository's ``configs/`` beside the package."""
+    env = os.environ.get("SSLCLUSTER_CONFIG_DIR")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parent.parent / "configs")
+    for c in candidates:
+        if (c / "config.yaml").is_file():
+            return c
+    raise SSLClusterError(f"config tree not found (looked in {', '.join(map(str, candidates))}); "
+                          "set SSLCLUSTER_CONFIG_DIR")
+
+
+def hydra_error_line(e: BaseException) -> str:
+    """Hydra's multi-line messages, with their causes, folded into one line."""
+    parts: list[str] = []
+    cur: BaseException | None = e
+    while cur is not None:
+        text = " ".join(line.strip() for line in str(cur).splitlines() if line.strip()
+                        and not line.strip().startswith(("full_key:", "object_type=", "reference_type=")))
+        if text and text not in parts:
+            parts.append(text)
+        cur = cur.__cause__ or cur.__context__
+    return " | ".join(parts) or type(e).__name__
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The resolved-and-checked config for ``overrides`` (``key=value``, ``group=option``, ``+key=value``)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    except Exception as e:  # hydra raises several types; all are the user's overrides at fault
+        raise SSLClusterError(f"bad config override: {hydra_error_line(e)}") from None
+    check(cfg)
+    return cfg
+
+
+def check(cfg: DictConfig) -> None:
+    """Resolve every interpolation now, so a bad value is reported before any work starts."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as e:
+        raise SSLClusterError(f"bad config: {hydra_error_line(e)}") from None
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,1 @@
+"""Image sources (digits, image folders, torchvision sets), datasets and augmentation pipelines."""

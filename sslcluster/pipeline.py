@@ -1,0 +1,161 @@
+"""The stages wired together. ``run_pipeline`` is the main job (``python train.py``); the ``stage_*`` functions
+run one stage, on a new run directory or on an existing one (``run.key=...``)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from omegaconf import DictConfig
+
+from sslcluster.config import to_yaml
+from sslcluster.errors import SSLClusterError
+from sslcluster.stages.cluster import cluster
+from sslcluster.stages.evaluate import evaluate_clustering, evaluate_representation
+from sslcluster.stages.export import export_split
+from sslcluster.stages.pretrain import pretrain
+from sslcluster.stages.report import report
+from sslcluster.tracking.embeddings import read_manifest
+from sslcluster.tracking.io import write_text
+from sslcluster.tracking.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+BASELINE_PREFIX = "pixels_"
+
+
+def _existing_file(path: str | None, what: str) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise SSLClusterError(f"{what} not found: {p}")
+    return p
+
+
+@contextmanager
+def open_run(cfg: DictConfig, stage: str, must_exist: bool = False) -> Iterator[RunDir]:
+    """A new run directory (``run.key`` unset or new), or the existing ``run.key``; a new one is removed again
+    if the stage fails before it wrote a checkpoint, so no half-made run is left behind."""
+    root = Path(cfg.run.root)
+    existing = cfg.run.key is not None and (root / cfg.run.key).is_dir() and not cfg.run.overwrite
+    if must_exist and not existing:
+        raise SSLClusterError(f"stage {stage!r} needs an existing run: set run.key (no run {cfg.run.key!r} "
+                              f"in {root})")
+    if existing:
+        run = RunDir.open(root, cfg.run.key)
+        write_text(run.path / "stage_configs" / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}.yaml", to_yaml(cfg))
+        yield run
+        return
+    run = RunDir.create(root, cfg.run.key, tag=str(cfg.run.tag), overwrite=cfg.run.overwrite)
+    try:
+        run.write_config(to_yaml(cfg))
+        yield run
+    except BaseException:
+        if not (run.checkpoints_dir / "last.ckpt").exists():
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+
+
+def cluster_key(cfg: DictConfig, prefix: str = "") -> str:
+    base = cfg.cluster.key or f"{cfg.clustering.name}-{cfg.cluster.split}"
+    return f"{prefix}{base}"
+
+
+def run_pipeline(cfg: DictConfig) -> RunDir:
+    """pretrain -> export -> cluster -> evaluate -> report, on the learned features and the pixel baseline."""
+    t0 = time.perf_counter()
+    checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
+    embeddings = Path(cfg.embeddings).expanduser() if cfg.embeddings else None
+    if embeddings is not None:
+        read_manifest(embeddings)  # fail now, not after training
+    split = cfg.cluster.split
+    with open_run(cfg, "run") as run:
+        if checkpoint is None and embeddings is None and cfg.stages.pretrain:
+            checkpoint = pretrain(cfg, run)
+        learned: dict[str, Path] = {}
+        if embeddings is not None:
+            learned[split] = embeddings
+        elif cfg.stages.export:
+            splits = list(dict.fromkeys([*cfg.export.splits, split]))
+            for s in splits:
+                learned[s] = export_split(cfg, run, s, checkpoint, cfg.export.features)
+        pixels: dict[str, Path] = {}
+        if cfg.stages.baseline and embeddings is None:
+            for s in dict.fromkeys([*learned.keys(), split]):
+                pixels[s] = export_split(cfg, run, s, None, "pixels")
+        metrics: dict = {}
+        for feats, prefix in ((learned, ""), (pixels, BASELINE_PREFIX)):
+            if split not in feats:
+                continue
+            if cfg.stages.cluster:
+                cdir = cluster(cfg, run, feats[split], cluster_key(cfg, prefix.replace("_", "-")),
+                               overwrite=cfg.run.overwrite)
+                if cfg.stages.evaluate:
+                    metrics.update({prefix + k: v for k, v in evaluate_clustering(cfg, cdir).items()})
+            if cfg.stages.evaluate and "train" in feats and "test" in feats:
+                rep = evaluate_representation(cfg, feats["train"], feats["test"])
+                metrics.update({prefix + k: v for k, v in rep.items()})
+        metrics["wall_time_s"] = time.perf_counter() - t0
+        metrics["seed"] = cfg.seed
+        run.update_metrics(metrics)
+        print(report(run, metrics["wall_time_s"]))
+    return run
+
+
+# -- single stages -----------------------------------------------------------------------------------------
+
+def stage_pretrain(cfg: DictConfig) -> RunDir:
+    with open_run(cfg, "pretrain") as run:
+        ckpt = pretrain(cfg, run)
+        print(f"checkpoint: {ckpt}\nrun key: {run.key}\nrun dir: {run.path}")
+    return run
+
+
+def stage_export(cfg: DictConfig) -> RunDir:
+    checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
+    with open_run(cfg, "export") as run:
+        if checkpoint is None:
+            checkpoint = _existing_file(str(run.checkpoints_dir / "last.ckpt"), "checkpoint (set checkpoint=PATH)")
+        for s in cfg.export.splits:
+            print(f"exported: {export_split(cfg, run, s, checkpoint, cfg.export.features)}")
+        print(f"run key: {run.key}\nrun dir: {run.path}")
+    return run
+
+
+def stage_cluster(cfg: DictConfig) -> RunDir:
+    emb = Path(cfg.embeddings).expanduser() if cfg.embeddings else None
+    if emb is not None:
+        read_manifest(emb)
+    with open_run(cfg, "cluster") as run:
+        emb = emb or run.embeddings_dir(cfg.cluster.split)
+        out = cluster(cfg, run, emb, cluster_key(cfg), overwrite=cfg.run.overwrite or cfg.cluster.get("overwrite", False))
+        print(f"clusters: {out}\nrun key: {run.key}\nrun dir: {run.path}")
+    return run
+
+
+def stage_evaluate(cfg: DictConfig) -> RunDir:
+    with open_run(cfg, "evaluate", must_exist=True) as run:
+        clusters_root = run.path / "clusters"
+        keys = [cfg.cluster.key] if cfg.cluster.key else sorted(p.name for p in clusters_root.glob("*")
+                                                                 if (p / "record.json").exists())
+        if not keys:
+            raise SSLClusterError(f"no clusterings in {clusters_root}; run the cluster stage first")
+        metrics: dict = {}
+        for key in keys:
+            m = evaluate_clustering(cfg, run.cluster_dir(key))
+            prefix = BASELINE_PREFIX if key.startswith("pixels-") else ""
+            if key == cluster_key(cfg, prefix.replace("_", "-")):
+                metrics.update({prefix + k: v for k, v in m.items()})
+            print(f"{key}: " + ", ".join(f"{k}={m[k]:.4f}" for k in ("nmi", "ari", "acc") if k in m))
+        for name, prefix in (("", ""), ("pixels_", BASELINE_PREFIX)):
+            tr, te = run.embeddings_dir(f"{name}train"), run.embeddings_dir(f"{name}test")
+            if (tr / "manifest.json").exists() and (te / "manifest.json").exists():
+                metrics.update({prefix + k: v for k, v in evaluate_representation(cfg, tr, te).items()})
+        run.update_metrics(metrics)
+        print(report(run))
+    return run

@@ -1,0 +1,1 @@
+"""Self-supervised pretraining: backbones, methods (backbone + head + loss), optimisers, monitors."""

@@ -1,0 +1,66 @@
+"""Backbones: image tensor (B, C, H, W) -> feature vector (B, out_dim).
+
+Backbones know nothing of the method or the data set; each exposes ``out_dim``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from sslcluster.errors import SSLClusterError
+
+
+class TinyCNN(nn.Module):
+    """A small convolutional network for tests and the embedded digits default.
+
+    Stages of (conv 3x3, norm, ReLU) ending with a stride-2 conv, then global average pooling.
+    ``norm='none'`` gives a network without BatchNorm (used by the exact distributed-equivalence tests).
+    """
+
+    def __init__(self, in_channels: int = 3, width: int = 32, depth: int = 3, norm: str = "batch") -> None:
+        super().__init__()
+        if norm not in ("batch", "none"):
+            raise SSLClusterError(f"backbone.norm={norm!r} is not one of batch, none")
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for d in range(depth):
+            c_out = width * 2**d
+            for stride in (1, 2):
+                layers.append(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=norm == "none"))
+                if norm == "batch":
+                    layers.append(nn.BatchNorm2d(c_out))
+                layers.append(nn.ReLU(inplace=True))
+                c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x)).flatten(1)
+
+
+_RESNETS = ("resnet18", "resnet34", "resnet50")
+
+
+class ResNet(nn.Module):
+    """torchvision ResNet without its classifier; ``cifar_stem`` swaps the 7x7/2 conv + max-pool for a 3x3/1
+    conv (as in SimCLR's CIFAR experiments, Chen et al. 2020, appendix B.9)."""
+
+    def __init__(self, arch: str = "resnet18", cifar_stem: bool = False, in_channels: int = 3) -> None:
+        super().__init__()
+        if arch not in _RESNETS:
+            raise SSLClusterError(f"unknown ResNet {arch!r}; valid: {', '.join(_RESNETS)}")
+        net = getattr(torchvision.models, arch)(weights=None)
+        if cifar_stem:
+            net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        elif in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.out_dim = net.fc.in_features
+        net.fc = nn.Identity()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -1,0 +1,1 @@
+"""Self-supervised methods: thin LightningModules composing backbone + head + loss."""

@@ -1,0 +1,57 @@
+"""What every method shares: the backbone, the optimiser and schedule, and the run config in checkpoints.
+
+A method subclass adds its head(s) and loss and implements ``training_step``; nothing here knows the data set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from sslcluster.ssl.optim import OptimConfig, build_optimizer, build_scheduler
+
+CONFIG_KEY = "sslcluster_config"
+
+
+class SSLMethod(pl.LightningModule):
+    """Base of the methods.
+
+    Args:
+        backbone: maps images (B, C, H, W) to features (B, backbone.out_dim).
+        optim: optimiser settings; the rate is scaled by the global batch size.
+        batch_size_per_device: images per device and step, for the learning-rate scaling.
+    """
+
+    def __init__(self, backbone: nn.Module, optim: OptimConfig | dict[str, Any] | None = None,
+                 batch_size_per_device: int = 256) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.optim_cfg = optim if isinstance(optim, OptimConfig) else OptimConfig(**dict(optim or {}))
+        self.batch_size_per_device = batch_size_per_device
+        #: the resolved run config (plain dict), saved into every checkpoint so export can rebuild the backbone.
+        self.run_config: dict[str, Any] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features (B, D) of images (B, C, H, W)."""
+        return self.backbone(x)
+
+    def global_batch_size(self) -> int:
+        accumulate = getattr(self.trainer, "accumulate_grad_batches", 1) or 1
+        return self.batch_size_per_device * self.trainer.world_size * accumulate
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.parameters(), self.optim_cfg, self.global_batch_size())
+        total = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        scheduler = build_scheduler(optimizer, self.optim_cfg, total, steps_per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_config is not None:
+            checkpoint[CONFIG_KEY] = self.run_config

@@ -1,0 +1,48 @@
+"""SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual Representations").
+
+Two augmented views per image, a 2-layer projection head and the NT-Xent loss, all from lightly. The loss gathers
+the projections of every rank (``gather_distributed``) with gradients flowing, so the step below is the same on
+one device or many.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from lightly.loss import NTXentLoss
+from lightly.models.modules.heads import SimCLRProjectionHead
+from torch import nn
+
+from sslcluster.errors import SSLClusterError
+from sslcluster.ssl.methods.base import SSLMethod
+from sslcluster.ssl.optim import OptimConfig
+
+
+class SimCLR(SSLMethod):
+    """Args: see :class:`SSLMethod`; ``temperature`` of NT-Xent; projection head sizes."""
+
+    def __init__(self, backbone: nn.Module, optim: OptimConfig | dict[str, Any] | None = None,
+                 batch_size_per_device: int = 256, temperature: float = 0.5, hidden_dim: int = 512,
+                 output_dim: int = 128, gather_distributed: bool = True) -> None:
+        super().__init__(backbone, optim, batch_size_per_device)
+        if batch_size_per_device < 2:
+            raise SSLClusterError(f"data.batch_size={batch_size_per_device}: NT-Xent needs at least 2 images per "
+                                  "batch (the other images are the negatives)")
+        if temperature <= 0:
+            raise SSLClusterError(f"method.temperature={temperature} must be positive")
+        self.projection_head = SimCLRProjectionHead(backbone.out_dim, hidden_dim, output_dim)
+        self.criterion = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Projections (B, output_dim) of images (B, C, H, W)."""
+        return self.projection_head(self.backbone(x))
+
+    def training_step(self, batch: tuple[Sequence[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
+        views, _ = batch
+        x0, x1 = views[0], views[1]
+        # One pass over both views: (2B, C, H, W) -> (2B, output_dim).
+        z0, z1 = self.project(torch.cat([x0, x1])).chunk(2)
+        loss = self.criterion(z0, z1)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
+        return loss

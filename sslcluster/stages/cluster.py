@@ -1,0 +1,98 @@
+"""Stage 3: cluster an embeddings set -> ``clusters/<key>/{record.json, labels.npy}``.
+
+Reads the embeddings without their labels. The record is written first with ``status: running`` and rewritten
+``complete`` only after ``labels.npy`` is on disk, so a killed run never leaves a record claiming success.
+Label-free quality (variances, silhouette, ...) is measured here, on the space that was clustered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from sslcluster.clustering.preprocess import PreprocessConfig, preprocess
+from sslcluster.errors import SSLClusterError
+from sslcluster.evaluation.metrics import cluster_metrics
+from sslcluster.stages.common import build
+from sslcluster.tracking.embeddings import read_embeddings
+from sslcluster.tracking.io import read_json, write_json, write_npy
+from sslcluster.tracking.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def algorithm_params(algo: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(algo):
+        return {f.name: getattr(algo, f.name) for f in dataclasses.fields(algo) if f.init}
+    return {}
+
+
+def prepare_cluster_dir(run: RunDir, key: str, overwrite: bool) -> Path:
+    out = run.cluster_dir(key)
+    if out.exists():
+        rec = out / "record.json"
+        status = read_json(rec).get("status") if rec.exists() else None
+        if status == "complete" and not overwrite:
+            raise SSLClusterError(f"cluster key {key!r} already exists in {run.path} "
+                                  "(pass cluster.overwrite=true to replace it, or choose cluster.key)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    return out
+
+
+def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite: bool = False) -> Path:
+    es = read_embeddings(embeddings, with_labels=False)
+    pre_cfg = PreprocessConfig(**OmegaConf.to_container(cfg.clustering.preprocess, resolve=True), seed=cfg.seed)
+    algo = build(cfg.clustering.algorithm)
+    out = prepare_cluster_dir(run, key, overwrite)
+    record: dict[str, Any] = {
+        "key": key,
+        "algorithm": cfg.clustering.name,
+        "params": algorithm_params(algo),
+        "preprocess": pre_cfg.describe(),
+        "embeddings": str(Path(embeddings).resolve()),
+        "features": es.manifest.get("features"),
+        "ids_sha256": es.index.ids_sha256(),
+        "n_points": int(es.array.shape[0]),
+        "seed": cfg.seed,
+        "status": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    write_json(out / "record.json", record)
+    try:
+        t0 = time.perf_counter()
+        x = preprocess(np.asarray(es.array), pre_cfg)
+        t1 = time.perf_counter()
+        labels = np.asarray(algo.fit_predict(x), dtype=np.int64)
+        t2 = time.perf_counter()
+        if labels.shape != (x.shape[0],):
+            raise SSLClusterError(f"{cfg.clustering.name} returned {labels.shape} labels for {x.shape[0]} points")
+        quality = cluster_metrics(x, labels, None)
+        if quality["n_clusters"] == 0:
+            raise SSLClusterError(f"{cfg.clustering.name} labelled every point as noise; nothing was clustered "
+                                  "(try other parameters)")
+        t3 = time.perf_counter()
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    write_npy(out / "labels.npy", labels)
+    record.update({
+        "params": algorithm_params(algo),
+        "backend": getattr(algo, "resolved_backend", lambda n: None)(x.shape[0]),
+        "clustered_dim": int(x.shape[1]),
+        "quality": quality,
+        "times_s": {"preprocess": t1 - t0, "fit": t2 - t1, "quality": t3 - t2},
+        "status": "complete",
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+    write_json(out / "record.json", record)
+    log.info("clustered %d points into %d clusters (%s) in %.2fs", x.shape[0], quality["n_clusters"],
+             cfg.clustering.name, t2 - t1)
+    return out

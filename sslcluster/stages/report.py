@@ -1,0 +1,42 @@
+"""Stage 5: the run's summary table, learned representation beside the raw-pixel baseline."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sslcluster.tracking.rundir import RunDir
+
+ROWS = ("nmi", "ari", "acc", "purity", "silhouette", "knn_top1", "linear_top1", "n_clusters")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4f}"
+    return str(v)
+
+
+def format_table(metrics: dict[str, Any], baseline_prefix: str = "pixels_") -> str:
+    has_base = any(k.startswith(baseline_prefix) for k in metrics)
+    header = f"{'metric':<14}{'learned':>10}" + (f"{'pixels':>10}{'delta':>10}" if has_base else "")
+    lines = [header, "-" * len(header)]
+    for key in ROWS:
+        if key not in metrics and baseline_prefix + key not in metrics:
+            continue
+        a, b = metrics.get(key), metrics.get(baseline_prefix + key)
+        line = f"{key:<14}{_fmt(a):>10}"
+        if has_base:
+            delta = a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
+            line += f"{_fmt(b):>10}{(_fmt(delta) if key != 'n_clusters' else '-'):>10}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def report(run: RunDir, wall_s: float | None = None) -> str:
+    metrics = run.read_metrics()
+    text = [format_table(metrics), "", f"run key: {run.key}", f"run dir: {run.path}"]
+    if wall_s is not None:
+        text.append(f"wall time: {wall_s:.1f} s")
+    return "\n".join(text)

@@ -1,0 +1,1 @@
+"""Run directories, run records and atomic file writes."""
