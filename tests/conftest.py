@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny configs that run the real code paths in seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """Overrides for a seconds-long run on digits, with the run root in a temporary folder."""
+    return [
+        f"run.root={tmp_path / 'runs'}",
+        "trainer.max_epochs=1",
+        "data.batch_size=64",
+        "backbone.module.width=8",
+        "backbone.module.depth=2",
+        "logger=none",
+        "clustering.algorithm.n_init=1",
+        "evaluate.linear_probe=false",
+        "export.batch_size=256",
+    ]
+
+
+@pytest.fixture
+def compose():
+    from sslcluster.config import compose as _compose
+
+    return _compose

@@ -1,0 +1,41 @@
+import pytest
+
+from sslcluster.config import compose
+from sslcluster.errors import SSLClusterError
+
+
+def test_default_composes_every_group():
+    cfg = compose([])
+    for group in ("method", "backbone", "data", "augmentation", "trainer", "clustering", "logger"):
+        assert group in cfg, group
+    assert cfg.method.name == "simclr"
+    assert cfg.data.name == "digits"
+    assert cfg.backbone.module.in_channels == cfg.data.channels == 1
+
+
+def test_overrides_and_group_choice():
+    cfg = compose(["backbone=resnet18", "data=cifar10", "trainer.max_epochs=3", "clustering.algorithm.k=7"])
+    assert cfg.backbone.module.arch == "resnet18"
+    assert cfg.backbone.module.in_channels == 3
+    assert cfg.trainer.max_epochs == 3
+    assert cfg.clustering.algorithm.k == 7
+
+
+def test_unknown_key_is_one_clear_line():
+    with pytest.raises(SSLClusterError) as e:
+        compose(["trainer.max_epochz=3"])
+    msg = str(e.value)
+    assert "max_epochz" in msg and "\n" not in msg
+
+
+def test_unknown_group_option_lists_valid_ones():
+    with pytest.raises(SSLClusterError) as e:
+        compose(["method=nosuch"])
+    msg = str(e.value)
+    assert "nosuch" in msg and "simclr" in msg and "\n" not in msg
+
+
+def test_missing_required_value_is_named():
+    with pytest.raises(SSLClusterError) as e:
+        compose(["data=image_folder"])
+    assert "root" in str(e.value)

@@ -1,0 +1,109 @@
+"""End to end on digits (kept short), each stage alone on another run's output, and the run directory."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sslcluster.cli import main
+from sslcluster.config import compose
+from sslcluster.pipeline import run_pipeline, stage_cluster, stage_evaluate, stage_export, stage_pretrain
+from sslcluster.tracking.embeddings import read_embeddings
+
+REQUIRED_METRICS = ("nmi", "ari", "acc", "intra_var", "inter_var", "knn_top1", "n_clusters")
+
+
+def test_end_to_end_run_directory(tiny, capsys):
+    run = run_pipeline(compose(tiny + ["run.key=e2e"]))
+    out = capsys.readouterr().out
+    assert "run key: e2e" in out and "nmi" in out and "pixels" in out
+    p = run.path
+    cfg = yaml.safe_load((p / "config.yaml").read_text())
+    assert cfg["trainer"]["max_epochs"] == 1 and cfg["seed"] == 0
+    metrics = json.loads((p / "metrics.json").read_text())
+    for key in REQUIRED_METRICS:
+        assert key in metrics and f"pixels_{key}" in metrics, key
+    assert 0 <= metrics["nmi"] <= 1 and metrics["n_clusters"] == 10
+    assert (p / "checkpoints" / "last.ckpt").is_file()
+    for split in ("train", "test", "pixels_train", "pixels_test"):
+        es = read_embeddings(p / "embeddings" / split, with_labels=True)
+        assert es.manifest["status"] == "complete"
+        assert es.array.dtype == np.float32 and es.array.shape[0] == len(es.index.ids)
+        assert (es.index.labels >= 0).all()
+    # labels are kept apart from the embeddings: only index.csv holds them
+    header = (p / "embeddings" / "test" / "index.csv").read_text().splitlines()[0]
+    assert header == "id,path,label"
+    labels = np.load(p / "clusters" / "kmeans-test" / "labels.npy")
+    assert labels.dtype == np.int64 and labels.shape == (360,)
+    rec = json.loads((p / "clusters" / "kmeans-test" / "record.json").read_text())
+    assert rec["status"] == "complete" and rec["algorithm"] == "kmeans"
+    assert not list(p.rglob("*.tmp"))
+
+
+def test_each_stage_alone_on_another_runs_output(tiny, tmp_path, capsys):
+    cfg = compose(tiny + ["run.key=a"])
+    stage_pretrain(cfg)
+    ckpt = tmp_path / "runs" / "a" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    # export from run a's checkpoint into a new run b
+    stage_export(compose(tiny + ["run.key=b", f"checkpoint={ckpt}"]))
+    b = tmp_path / "runs" / "b"
+    assert (b / "embeddings" / "test" / "manifest.json").is_file()
+    # cluster run b's embeddings, then evaluate them
+    stage_cluster(compose(tiny + ["run.key=b"]))
+    assert (b / "clusters" / "kmeans-test" / "labels.npy").is_file()
+    stage_evaluate(compose(tiny + ["run.key=b"]))
+    m = json.loads((b / "metrics.json").read_text())
+    assert "nmi" in m and "knn_top1" in m
+    # cluster another run's embeddings by path into a fresh run
+    stage_cluster(compose(tiny + ["run.key=c", f"embeddings={b / 'embeddings' / 'test'}",
+                                  "cluster.key=from-b", "clustering.algorithm.k=5"]))
+    rec = json.loads((tmp_path / "runs" / "c" / "clusters" / "from-b" / "record.json").read_text())
+    assert rec["params"]["k"] == 5
+
+
+def test_existing_cluster_key_is_refused(tiny, tmp_path):
+    stage_export_run = compose(tiny + ["run.key=r", "stages.baseline=false", "stages.cluster=false"])
+    run_pipeline(stage_export_run)
+    stage_cluster(compose(tiny + ["run.key=r"]))
+    assert main(["cluster", *tiny, "run.key=r"]) == 2
+
+
+def test_cli_missing_checkpoint_is_one_line_and_leaves_nothing(tiny, tmp_path, capsys):
+    code = main(["run", *tiny, "checkpoint=/nonexistent/last.ckpt"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "/nonexistent/last.ckpt" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_cli_unknown_key_and_group(tiny, capsys):
+    assert main(["run", *tiny, "nosuchkey=1"]) == 2
+    assert "nosuchkey" in capsys.readouterr().err
+    assert main(["pretrain", *tiny, "backbone=nosuchnet"]) == 2
+    err = capsys.readouterr().err
+    assert "nosuchnet" in err and "tiny_cnn" in err
+
+
+def test_mismatched_labels_file_is_refused(tiny, tmp_path, capsys):
+    run_pipeline(compose(tiny + ["run.key=m", "stages.baseline=false"]))
+    bad = tmp_path / "labels.csv"
+    bad.write_text("id,label\nnot-an-id,3\n")
+    before = (tmp_path / "runs" / "m" / "metrics.json").read_text()
+    assert main(["evaluate", *tiny, "run.key=m", f"evaluate.labels={bad}"]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "do not match" in err.replace("does not match", "do not match")
+    assert (tmp_path / "runs" / "m" / "metrics.json").read_text() == before
+
+
+def test_embeddings_rows_not_matching_ids_is_refused(tiny, tmp_path, capsys):
+    run_pipeline(compose(tiny + ["run.key=x", "stages.baseline=false", "stages.cluster=false"]))
+    emb = tmp_path / "runs" / "x" / "embeddings" / "test"
+    lines = (emb / "index.csv").read_text().splitlines()
+    (emb / "index.csv").write_text("\n".join(lines[:-5]) + "\n")
+    assert main(["cluster", *tiny, f"embeddings={emb}", "run.key=y"]) == 2
+    err = capsys.readouterr().err
+    assert "index.csv" in err and str(emb) in err
+    assert not (tmp_path / "runs" / "y").exists()
