@@ -38,11 +38,12 @@ def _existing_file(path: str | None, what: str) -> Path | None:
 
 
 @contextmanager
-def open_run(cfg: DictConfig, stage: str, must_exist: bool = False) -> Iterator[RunDir]:
-    """A new run directory (``run.key`` unset or new), or the existing ``run.key``; a new one is removed again
-    if the stage fails before it wrote a checkpoint, so no half-made run is left behind."""
+def open_run(cfg: DictConfig, stage: str, reuse: bool = True, must_exist: bool = False) -> Iterator[RunDir]:
+    """A new run directory (``run.key`` unset or new), or, where ``reuse`` is allowed, the existing ``run.key``.
+    A new one is removed again if the stage fails before it wrote a checkpoint, so no half-made run is left."""
     root = Path(cfg.run.root)
-    existing = cfg.run.key is not None and (root / cfg.run.key).is_dir() and not cfg.run.overwrite
+    existing = (reuse and cfg.run.key is not None and (root / cfg.run.key).is_dir()
+                and not cfg.run.overwrite)
     if must_exist and not existing:
         raise SSLClusterError(f"stage {stage!r} needs an existing run: set run.key (no run {cfg.run.key!r} "
                               f"in {root})")
@@ -74,7 +75,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
     if embeddings is not None:
         read_manifest(embeddings)  # fail now, not after training
     split = cfg.cluster.split
-    with open_run(cfg, "run") as run:
+    with open_run(cfg, "run", reuse=False) as run:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
             checkpoint = pretrain(cfg, run)
         learned: dict[str, Path] = {}
@@ -110,7 +111,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
 # -- single stages -----------------------------------------------------------------------------------------
 
 def stage_pretrain(cfg: DictConfig) -> RunDir:
-    with open_run(cfg, "pretrain") as run:
+    with open_run(cfg, "pretrain", reuse=False) as run:
         ckpt = pretrain(cfg, run)
         print(f"checkpoint: {ckpt}\nrun key: {run.key}\nrun dir: {run.path}")
     return run
@@ -133,7 +134,7 @@ def stage_cluster(cfg: DictConfig) -> RunDir:
         read_manifest(emb)
     with open_run(cfg, "cluster") as run:
         emb = emb or run.embeddings_dir(cfg.cluster.split)
-        out = cluster(cfg, run, emb, cluster_key(cfg), overwrite=cfg.run.overwrite or cfg.cluster.get("overwrite", False))
+        out = cluster(cfg, run, emb, cluster_key(cfg), overwrite=cfg.run.overwrite or cfg.cluster.overwrite)
         print(f"clusters: {out}\nrun key: {run.key}\nrun dir: {run.path}")
     return run
 

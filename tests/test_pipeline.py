@@ -107,3 +107,11 @@ def test_embeddings_rows_not_matching_ids_is_refused(tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "index.csv" in err and str(emb) in err
     assert not (tmp_path / "runs" / "y").exists()
+
+
+def test_new_run_with_existing_key_is_refused(tiny, tmp_path, capsys):
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    (tmp_path / "runs" / "taken" / "keep.txt").write_text("x")
+    assert main(["run", *tiny, "run.key=taken"]) == 2
+    assert "taken" in capsys.readouterr().err
+    assert (tmp_path / "runs" / "taken" / "keep.txt").exists()
