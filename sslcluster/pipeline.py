@@ -97,6 +97,10 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
                                overwrite=cfg.run.overwrite)
                 if cfg.stages.evaluate:
                     metrics.update({prefix + k: v for k, v in evaluate_clustering(cfg, cdir).items()})
+                if not prefix and cfg.get("naming") is not None and cfg.naming.enabled:
+                    from sslcluster.naming import name_in_pipeline
+
+                    name_in_pipeline(cfg, cdir)  # optional: warns (never fails the run) without a key
             if cfg.stages.evaluate and "train" in feats and "test" in feats:
                 rep = evaluate_representation(cfg, feats["train"], feats["test"])
                 metrics.update({prefix + k: v for k, v in rep.items()})
@@ -135,6 +139,25 @@ def stage_cluster(cfg: DictConfig) -> RunDir:
         emb = emb or run.embeddings_dir(cfg.cluster.split)
         out = cluster(cfg, run, emb, cluster_key(cfg), overwrite=cfg.run.overwrite or cfg.cluster.get("overwrite", False))
         print(f"clusters: {out}\nrun key: {run.key}\nrun dir: {run.path}")
+    return run
+
+
+def stage_name(cfg: DictConfig) -> RunDir:
+    """Name the clusters of ``cluster.key`` (default: the pipeline's learned clustering) with ``cfg.naming``,
+    whether or not ``naming.enabled``; writes ``clusters/<key>/names.json``."""
+    from sslcluster.naming import name_clustering
+
+    with open_run(cfg, "name", must_exist=True) as run:
+        key = cluster_key(cfg)
+        cdir = run.cluster_dir(key)
+        if not (cdir / "record.json").is_file():
+            have = sorted(p.parent.name for p in (run.path / "clusters").glob("*/record.json"))
+            raise SSLClusterError(f"no clustering {key!r} in run {run.key} (cluster.key=...; have: "
+                                  f"{', '.join(have) or 'none'})")
+        path = name_clustering(cfg, cdir)
+        if path is not None:
+            print(f"names: {path}")
+        print(f"run key: {run.key}\nrun dir: {run.path}")
     return run
 
 
