@@ -20,8 +20,9 @@ from sslcluster.cli import main
 from sslcluster.config import compose
 from sslcluster.errors import SSLClusterError
 from sslcluster.naming import read_names
+from sslcluster.naming.client import ClientSettings, NamingClient, NamingError
 from sslcluster.naming.images import encode_image
-from sslcluster.naming.prompt import AnswerError, parse_answer
+from sslcluster.naming.prompt import AnswerError, build_messages, parse_answer
 from sslcluster.naming.select import select_images
 from sslcluster.pipeline import run_pipeline, stage_name
 from sslcluster.tracking.embeddings import EmbeddingIndex, write_embeddings
@@ -73,7 +74,7 @@ class FakeLLM:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -102,10 +103,11 @@ class FakeLLM:
     def answer(self, h: BaseHTTPRequestHandler, action: str, n: int, body: dict[str, Any]) -> None:
         if action == "stall":
             self.release.wait(self.stall_s)
-        if action == "429":
-            return self.send(h, 429, {"error": {"message": "slow down", "type": "rate_limit"}}, {"Retry-After": "0"})
-        if action == "500":
-            return self.send(h, 500, {"error": {"message": "boom", "type": "server_error"}})
+        if action in ("429", "429-wait"):
+            return self.send(h, 429, {"error": {"message": "slow down", "type": "rate_limit"}},
+                             {"Retry-After": "0" if action == "429" else "120"})
+        if action in ("400", "500", "503"):
+            return self.send(h, int(action), {"error": {"message": "boom", "type": "server_error"}})
         if action == "badbody":
             return self.send_raw(h, 200, b"{not json", "application/json")
         content = {"ok": json.dumps({"name": f"Shape {n}", "description": f"Images of kind {n}."}),
@@ -442,6 +444,22 @@ def test_bad_settings_are_one_line_errors(tiny, tmp_path, llm):
     with pytest.raises(SSLClusterError, match="no clustering 'nope'.*kmeans-test"):
         stage_name(naming_cfg(tiny, llm, "cluster.key=nope"))
     assert llm.requests == []
+
+
+def test_client_backoff_is_exponential_and_bounded(llm):
+    waits: list[float] = []
+    settings = ClientSettings(model="m", base_url=llm.base_url, timeout_s=5, retries=4, backoff_s=0.01,
+                              backoff_max_s=0.05, max_requests=10)
+    client = NamingClient(settings, "sk-test", sleep=waits.append)
+    llm.script = ["500", "503", "429", "429-wait"]
+    assert json.loads(client.complete(build_messages("hi", [])))["name"] == "Shape 5"
+    # 0.01 * 2**attempt, capped at 0.05; a Retry-After of 120 s is bounded by backoff_max_s too
+    assert waits == pytest.approx([0.01, 0.02, 0.04, 0.05])
+    assert client.requests_sent == 5
+    llm.script = ["400"]
+    with pytest.raises(NamingError, match="HTTP 400"):  # not retried
+        client.complete(build_messages("hi", []))
+    assert client.requests_sent == 6 and len(waits) == 4
 
 
 # -- units ---------------------------------------------------------------------------------------------------------

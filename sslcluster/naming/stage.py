@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -254,7 +255,8 @@ class Namer:
         cached = self.cache is not None and self.cache.get(key) is not None
         imgs = ", ".join(f"{im.mime} {im.width}x{im.height} {im.nbytes} B" for im in job.images)
         extra = {k: v for k, v in request_kwargs(self.settings, []).items() if k not in ("model", "messages")}
-        print(f"cluster {job.cluster} ({job.size} members): POST {self.settings.base_url or 'https://api.openai.com/v1'}"
+        url = self.settings.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        print(f"cluster {job.cluster} ({job.size} members): POST {url.rstrip('/')}"
               f"/chat/completions model={self.settings.model} {extra} "
               f"{'(cached: would not be sent) ' if cached else ''}images [{imgs}] "
               f"rows {[p.row for p in job.picks]}", file=self.out)
