@@ -38,7 +38,7 @@ class FakeLLM:
     """An OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1. ``script`` is consumed one action per request
     (then ``ok``): ``ok`` (a fresh name), ``same`` (always the name "Same thing"), ``429``, ``500``, ``badjson``
     (a reply that is not JSON), ``badbody`` (an HTTP body that is not JSON), ``stall`` (answers after
-    ``stall_s``)."""
+    ``stall_s``), ``pair`` (answers once two requests are in flight)."""
 
     def __init__(self, script: list[str] | None = None, stall_s: float = 3.0) -> None:
         self.script = list(script or [])
@@ -103,6 +103,10 @@ class FakeLLM:
     def answer(self, h: BaseHTTPRequestHandler, action: str, n: int, body: dict[str, Any]) -> None:
         if action == "stall":
             self.release.wait(self.stall_s)
+        if action == "pair":  # hold the answer until a second request is in flight (at most 3 s)
+            for _ in range(300):
+                if self.max_in_flight >= 2 or self.release.wait(0.01):
+                    break
         if action in ("429", "429-wait"):
             return self.send(h, 429, {"error": {"message": "slow down", "type": "rate_limit"}},
                              {"Retry-After": "0" if action == "429" else "120"})
@@ -112,6 +116,7 @@ class FakeLLM:
             return self.send_raw(h, 200, b"{not json", "application/json")
         content = {"ok": json.dumps({"name": f"Shape {n}", "description": f"Images of kind {n}."}),
                    "stall": json.dumps({"name": f"Late {n}", "description": "Too late."}),
+                   "pair": json.dumps({"name": f"Pair {n}", "description": "Answered together."}),
                    "same": json.dumps({"name": "Same thing", "description": "Looks alike."}),
                    "badjson": "Sure! These look like digits, {name: maybe"}[action]
         self.send(h, 200, {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": 0, "model": body["model"],
@@ -392,8 +397,7 @@ def test_noise_cluster(tiny, tmp_path, llm, mode):
 
 def test_request_cap_and_concurrency_limit(tiny, tmp_path, llm):
     cdir = make_clustering(tmp_path / "runs", k=5)
-    llm.script = ["stall"] * 5
-    llm.stall_s = 0.3
+    llm.script = ["pair"] * 5
     stage_name(naming_cfg(tiny, llm, "naming.max_requests=3", "naming.concurrency=2"))
     doc = names_doc(cdir)
     assert len(llm.requests) == 3 and doc["requests_sent"] == 3 and llm.max_in_flight == 2
