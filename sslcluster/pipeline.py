@@ -73,6 +73,11 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
     embeddings = Path(cfg.embeddings).expanduser() if cfg.embeddings else None
     if embeddings is not None:
         read_manifest(embeddings)  # fail now, not after training
+    naming = cfg.get("naming") is not None and cfg.naming.enabled
+    if naming:
+        from sslcluster.naming import check_settings, name_in_pipeline
+
+        check_settings(cfg.naming)  # fail now too
     split = cfg.cluster.split
     with open_run(cfg, "run") as run:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
@@ -97,9 +102,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
                                overwrite=cfg.run.overwrite)
                 if cfg.stages.evaluate:
                     metrics.update({prefix + k: v for k, v in evaluate_clustering(cfg, cdir).items()})
-                if not prefix and cfg.get("naming") is not None and cfg.naming.enabled:
-                    from sslcluster.naming import name_in_pipeline
-
+                if not prefix and naming:
                     name_in_pipeline(cfg, cdir)  # optional: warns (never fails the run) without a key
             if cfg.stages.evaluate and "train" in feats and "test" in feats:
                 rep = evaluate_representation(cfg, feats["train"], feats["test"])

@@ -353,6 +353,12 @@ def test_pipeline_stage_names_the_learned_clustering(tiny, tmp_path, llm):
     assert json.loads((run.path / "metrics.json").read_text())["nmi"] > 0.9
 
 
+def test_pipeline_refuses_bad_naming_settings_before_any_work(tiny, tmp_path):
+    with pytest.raises(SSLClusterError, match="naming.duplicates"):
+        run_pipeline(compose(tiny + ["run.key=bad", "naming=llm", "naming.duplicates=never"]))
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
 def test_naming_is_off_by_default(tiny, tmp_path, llm):
     src = make_clustering(tmp_path / "src", k=2)
     run = run_pipeline(compose(tiny + ["run.key=plain", f"embeddings={src.parent.parent / 'embeddings' / 'test'}",
@@ -445,6 +451,10 @@ def test_bad_settings_are_one_line_errors(tiny, tmp_path, llm):
         stage_name(naming_cfg(tiny, llm, "naming.noise=drop"))
     with pytest.raises(SSLClusterError, match="naming.images.nearest"):
         stage_name(naming_cfg(tiny, llm, "naming.images.nearest=9"))
+    with pytest.raises(SSLClusterError, match="naming.images.count must be an integer of at least 1"):
+        stage_name(naming_cfg(tiny, llm, "naming.images.count=0"))
+    with pytest.raises(SSLClusterError, match="naming.timeout_s must be positive"):
+        stage_name(naming_cfg(tiny, llm, "naming.timeout_s=0"))
     with pytest.raises(SSLClusterError, match="no clustering 'nope'.*kmeans-test"):
         stage_name(naming_cfg(tiny, llm, "cluster.key=nope"))
     assert llm.requests == []

@@ -36,6 +36,6 @@ Readers (pictures, W&B) should use :func:`read_names`, which returns ``{cluster 
 clusters and nothing when the file was made for other labels.
 """
 
-from sslcluster.naming.stage import NAMES, name_clustering, name_in_pipeline, read_names
+from sslcluster.naming.stage import NAMES, check_settings, name_clustering, name_in_pipeline, read_names
 
-__all__ = ["NAMES", "name_clustering", "name_in_pipeline", "read_names"]
+__all__ = ["NAMES", "check_settings", "name_clustering", "name_in_pipeline", "read_names"]

@@ -88,18 +88,30 @@ def _settings(ncfg: DictConfig) -> ClientSettings:
                           temperature=ncfg.temperature, max_tokens=ncfg.max_tokens, json_mode=bool(ncfg.json_mode))
 
 
-def _check(ncfg: DictConfig) -> None:
+def check_settings(ncfg: DictConfig) -> None:
+    """Refuse bad ``naming.*`` settings with one line naming the key (the pipeline calls this before training)."""
     for key, value, allowed in (("noise", ncfg.noise, NOISE_MODES), ("duplicates", ncfg.duplicates, DUPLICATE_MODES),
                                 ("images.detail", ncfg.images.detail, DETAILS)):
         if value not in allowed:
             raise SSLClusterError(f"naming.{key} must be one of {', '.join(allowed)}, got {value!r}")
-    for key, value, low in (("concurrency", ncfg.concurrency, 1), ("answer_retries", ncfg.answer_retries, 0),
-                            ("max_name_words", ncfg.max_name_words, 1)):
-        if int(value) < low:
-            raise SSLClusterError(f"naming.{key} must be at least {low}, got {value}")
+    for key, low in (("concurrency", 1), ("answer_retries", 0), ("max_name_words", 1), ("images.count", 1),
+                     ("images.nearest", 0), ("images.max_side", 1), ("images.min_side", 0)):
+        value = OmegaConf.select(ncfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise SSLClusterError(f"naming.{key} must be an integer of at least {low}, got {value!r}")
+    if ncfg.images.nearest > ncfg.images.count:
+        raise SSLClusterError(f"naming.images.nearest must be between 0 and naming.images.count "
+                              f"({ncfg.images.count}), got {ncfg.images.nearest}")
+    if ncfg.images.min_side > ncfg.images.max_side:
+        raise SSLClusterError(f"naming.images.min_side ({ncfg.images.min_side}) is larger than "
+                              f"naming.images.max_side ({ncfg.images.max_side})")
     if not str(ncfg.prompt).strip():
         raise SSLClusterError("naming.prompt is empty")
     choose_format(str(ncfg.images.format), "")
+    try:
+        _settings(ncfg).check()
+    except (TypeError, ValueError) as e:
+        raise SSLClusterError(f"bad naming setting: {e}") from None
 
 
 def _data_root(run_path: Path, cfg: DictConfig) -> str | None:
@@ -146,9 +158,8 @@ class Namer:
     def __init__(self, cfg: DictConfig, cluster_dir: Path, out: TextIO | None = None) -> None:
         self.cfg = cfg
         self.ncfg = cfg.naming
-        _check(self.ncfg)
+        check_settings(self.ncfg)
         self.settings = _settings(self.ncfg)
-        self.settings.check()
         self.cluster_dir = Path(cluster_dir)
         self.out = out or sys.stdout
         self.dry_run = bool(self.ncfg.dry_run)
@@ -232,7 +243,7 @@ class Namer:
                         answer, source = self._ask(job, prompt_text(str(self.ncfg.prompt), sorted(taken.values())))
                         if _norm(answer.name) not in taken:
                             job.answer, job.source = answer, source
-                    except NamingError as e:
+                    except Exception as e:  # noqa: BLE001 - the suffix below still tells the names apart
                         log.warning("cluster %d: asking again for a distinct name failed (%s); suffixing",
                                     job.cluster, e)
                 if _norm(job.answer.name) in taken:
@@ -324,13 +335,15 @@ def name_clustering(cfg: DictConfig, cluster_dir: Path, strict: bool = True, out
 
 
 def name_in_pipeline(cfg: DictConfig, cluster_dir: Path) -> Path | None:
-    """The pipeline's optional naming step: never fails the run. A missing key or a bad clustering is a warning;
-    per-cluster failures are recorded in ``names.json``."""
+    """The pipeline's optional naming step: never fails the run. A missing key, a bad setting or any other
+    failure is logged and naming is skipped; per-cluster failures are recorded in ``names.json``."""
     try:
         return name_clustering(cfg, cluster_dir, strict=False)
     except SSLClusterError as e:
         log.warning("cluster naming skipped: %s", e)
-        return None
+    except Exception:  # noqa: BLE001 - an optional stage must not cost the run its results
+        log.exception("cluster naming failed; the run goes on without names")
+    return None
 
 
 def read_names(cluster_dir: str | Path, check: bool = True) -> dict[int, dict[str, Any]]:
