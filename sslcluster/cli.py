@@ -6,6 +6,7 @@ same config tree as ``train.py``.
     sslcluster export   run.key=KEY | checkpoint=PATH [overrides]
     sslcluster cluster  run.key=KEY | embeddings=PATH [clustering=...]
     sslcluster evaluate run.key=KEY [cluster.key=...]
+    sslcluster name     run.key=KEY [cluster.key=...] [naming.model=...] [naming.dry_run=true]
     sslcluster runs     [KEY] [run.root=runs]
 """
 
@@ -30,6 +31,7 @@ def _stages() -> dict[str, Callable]:
         "export": pipeline.stage_export,
         "cluster": pipeline.stage_cluster,
         "evaluate": pipeline.stage_evaluate,
+        "name": pipeline.stage_name,
     }
 
 

@@ -74,6 +74,11 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
     embeddings = Path(cfg.embeddings).expanduser() if cfg.embeddings else None
     if embeddings is not None:
         read_manifest(embeddings)  # fail now, not after training
+    naming = cfg.get("naming") is not None and cfg.naming.enabled
+    if naming:
+        from sslcluster.naming import check_settings, name_in_pipeline
+
+        check_settings(cfg.naming)  # fail now too
     split = cfg.cluster.split
     with open_run(cfg, "run", reuse=False) as run:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
@@ -98,6 +103,8 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
                                overwrite=cfg.run.overwrite)
                 if cfg.stages.evaluate:
                     metrics.update({prefix + k: v for k, v in evaluate_clustering(cfg, cdir).items()})
+                if not prefix and naming:
+                    name_in_pipeline(cfg, cdir)  # optional: warns (never fails the run) without a key
             if cfg.stages.evaluate and "train" in feats and "test" in feats:
                 rep = evaluate_representation(cfg, feats["train"], feats["test"])
                 metrics.update({prefix + k: v for k, v in rep.items()})
@@ -136,6 +143,25 @@ def stage_cluster(cfg: DictConfig) -> RunDir:
         emb = emb or run.embeddings_dir(cfg.cluster.split)
         out = cluster(cfg, run, emb, cluster_key(cfg), overwrite=cfg.run.overwrite or cfg.cluster.overwrite)
         print(f"clusters: {out}\nrun key: {run.key}\nrun dir: {run.path}")
+    return run
+
+
+def stage_name(cfg: DictConfig) -> RunDir:
+    """Name the clusters of ``cluster.key`` (default: the pipeline's learned clustering) with ``cfg.naming``,
+    whether or not ``naming.enabled``; writes ``clusters/<key>/names.json``."""
+    from sslcluster.naming import name_clustering
+
+    with open_run(cfg, "name", must_exist=True) as run:
+        key = cluster_key(cfg)
+        cdir = run.cluster_dir(key)
+        if not (cdir / "record.json").is_file():
+            have = sorted(p.parent.name for p in (run.path / "clusters").glob("*/record.json"))
+            raise SSLClusterError(f"no clustering {key!r} in run {run.key} (cluster.key=...; have: "
+                                  f"{', '.join(have) or 'none'})")
+        path = name_clustering(cfg, cdir)
+        if path is not None:
+            print(f"names: {path}")
+        print(f"run key: {run.key}\nrun dir: {run.path}")
     return run
 
 
