@@ -22,6 +22,7 @@ from sslcluster.stages.report import report
 from sslcluster.tracking.embeddings import read_manifest
 from sslcluster.tracking.io import write_text
 from sslcluster.tracking.rundir import RunDir
+from sslcluster.tracking.wandb_log import tracking_session
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
     if embeddings is not None:
         read_manifest(embeddings)  # fail now, not after training
     split = cfg.cluster.split
-    with open_run(cfg, "run") as run:
+    with open_run(cfg, "run") as run, tracking_session(cfg, run) as tracker:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
             checkpoint = pretrain(cfg, run)
         learned: dict[str, Path] = {}
@@ -104,6 +105,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
         metrics["seed"] = cfg.seed
         run.update_metrics(metrics)
         print(report(run, metrics["wall_time_s"]))
+        tracker.log_final(run.read_metrics())  # logger=wandb: summary, pictures, per-cluster tables (rank 0)
     return run
 
 
