@@ -268,22 +268,23 @@ def _set_nested(d: dict[str, Any], keys: list[str], value: Any) -> None:
 
 def read_offline_run(folder: str | Path) -> dict[str, Any]:
     """What an offline W&B run folder holds: ``project``, ``group``, ``name``, ``config``, ``summary`` (latest
-    values, nested keys as dicts), ``history_keys`` and ``files`` (paths under ``files/``)."""
+    values, nested keys as dicts), ``job_type``, ``tags``, ``history_keys`` and ``files`` (under ``files/``)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     folder = Path(folder)
     files = sorted(folder.glob("run-*.wandb"))
     if not files:
         raise SSLClusterError(f"no run-*.wandb file in {folder}")
-    out: dict[str, Any] = {"project": None, "group": None, "name": None, "config": {}, "summary": {},
-                           "history_keys": set()}
+    out: dict[str, Any] = {"project": None, "group": None, "name": None, "job_type": None, "tags": [],
+                           "config": {}, "summary": {}, "history_keys": set()}
     for data in _wandb_records(files[0]):
         rec = pb.Record()
         rec.ParseFromString(data)
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             r = rec.run
-            out.update(project=r.project, group=r.run_group, name=r.display_name)
+            out.update(project=r.project, group=r.run_group, name=r.display_name, job_type=r.job_type,
+                       tags=list(r.tags))
             for item in r.config.update:
                 out["config"][item.key] = json.loads(item.value_json)
         elif kind == "config":
