@@ -50,7 +50,7 @@ def test_two_by_two_multirun_then_compare(tiny, tmp_path, capsys):
     groups = set()
     for r in runs:
         (folder,) = offline_runs(r)
-        info = read_offline_run(folder)
+        info = read_offline_run(folder, wait_s=60)
         groups.add(info["group"])
         assert info["name"] == r.name and info["summary"]["nmi"] == metrics[r.name][1]["nmi"]
     assert groups == {f"multirun-{sweep.name}"}

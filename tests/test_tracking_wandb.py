@@ -44,7 +44,8 @@ def test_offline_run_holds_config_summary_curves_and_table(wandb_run):
     folder = folders[0]
     # the pipeline says where the offline files are and how to upload them
     assert str(folder) in out and f"wandb sync {folder}" in out
-    info = read_offline_run(folder)
+    info = read_offline_run(folder, wait_s=60)
+    assert info["complete"], "no exit record in the .wandb file"
     cfg = yaml.safe_load((run.path / "config.yaml").read_text())
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert info["project"] == "sslcluster" and info["group"] == "ablation-a" and info["name"] == "wb"
@@ -96,7 +97,8 @@ def test_evaluation_only_run_logs_pictures_and_names(wandb_run):
     assert Tracker(cfg, run).log_final(run.read_metrics()) is not None
     new = [f for f in offline_runs(run.path) if f not in before]
     assert len(new) == 1
-    info = read_offline_run(new[0])
+    info = read_offline_run(new[0], wait_s=60)
+    assert info["complete"]
     assert info["job_type"] == "evaluate" and info["group"] == "ablation-a" and info["name"] == "wb"
     assert "plots/kmeans-test/umap" in info["history_keys"]
     assert info["summary"]["nmi"] == pytest.approx(run.read_metrics()["nmi"])
@@ -136,3 +138,20 @@ def test_other_ranks_log_nothing(monkeypatch, tmp_path):
     tracker = Tracker(compose(["logger=wandb"]), run)
     assert not tracker.enabled and tracker.log_final({"nmi": 0.5}) is None
     assert not (Path(run.path) / "wandb").exists()
+
+
+def test_a_wandb_failure_after_evaluation_is_a_warning(monkeypatch, tmp_path, caplog):
+    import wandb
+
+    from sslcluster.tracking.rundir import RunDir
+
+    run = RunDir.create(tmp_path, "r")
+    run.update_metrics({"nmi": 0.5})
+
+    def broken_init(**kwargs):
+        raise RuntimeError("service unavailable")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    with caplog.at_level(logging.WARNING):
+        assert Tracker(compose(["logger=wandb"]), run).log_final(run.read_metrics()) is None
+    assert "service unavailable" in caplog.text and str(run.path) in caplog.text

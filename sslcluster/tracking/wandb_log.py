@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 
 from sslcluster.errors import SSLClusterError
 from sslcluster.tracking.io import read_json
-from sslcluster.tracking.loggers import finish_wandb, wandb_init_kwargs, wandb_logger_for
+from sslcluster.tracking.loggers import finish_wandb, wandb_init_kwargs, wandb_logger_for, wandb_mode
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def sample_strip(paths: list[str], side: int = 48, torchvision_root: str | None 
         except SSLClusterError as e:
             log.debug("sample image skipped: %s", e)
             continue
-        resample = Image.NEAREST if max(img.size) < side else Image.BILINEAR
+        resample = Image.Resampling.NEAREST if max(img.size) < side else Image.Resampling.BILINEAR
         tiles.append(img.resize((side, side), resample))
     if not tiles:
         return None
@@ -152,6 +152,8 @@ class Tracker:
         self.cfg = cfg
         self.run = run
         self.enabled = cfg.logger.name == "wandb" and is_rank_zero()
+        if self.enabled:
+            wandb_mode(cfg)  # a bad mode is reported before any work starts
         self.offline_dir: Path | None = None
         self._own: Any | None = None  # a W&B run this tracker started (no training in this process)
 
@@ -166,9 +168,22 @@ class Tracker:
         return self._own
 
     def log_final(self, metrics: dict[str, Any]) -> Path | None:
-        """Summary metrics, pictures and per-cluster tables into W&B, then finish the run; the offline folder."""
+        """Summary metrics, pictures and per-cluster tables into W&B, then finish the run; the offline folder.
+        A W&B failure here is a warning: the run directory already holds every result."""
         if not self.enabled:
             return None
+        try:
+            return self._log_final(metrics)
+        except SSLClusterError:
+            self.close(1)
+            raise
+        except Exception as e:  # W&B's own errors must not fail a finished run
+            log.warning("W&B logging after evaluation failed (%s: %s); the results are in %s",
+                        type(e).__name__, e, self.run.path)
+            self.close(1)
+            return None
+
+    def _log_final(self, metrics: dict[str, Any]) -> Path | None:
         import wandb
 
         exp = self._experiment()
@@ -235,6 +250,8 @@ _HEADER = 7
 def _wandb_records(path: Path) -> Iterator[bytes]:
     """The records of a ``.wandb`` file (W&B's LevelDB-style log: 7-byte header, 32 KiB blocks, chunked records)."""
     data = path.read_bytes()
+    if len(data) < _HEADER:  # nothing written yet
+        return
     if data[:4] != b":W&B":
         raise SSLClusterError(f"{path} is not a W&B run file")
     pos, pending = _HEADER, b""
@@ -266,20 +283,37 @@ def _set_nested(d: dict[str, Any], keys: list[str], value: Any) -> None:
     d[keys[-1]] = value
 
 
-def read_offline_run(folder: str | Path) -> dict[str, Any]:
-    """What an offline W&B run folder holds: ``project``, ``group``, ``name``, ``config``, ``summary`` (latest
-    values, nested keys as dicts), ``job_type``, ``tags``, ``history_keys`` and ``files`` (under ``files/``)."""
-    from wandb.proto import wandb_internal_pb2 as pb
+def read_offline_run(folder: str | Path, wait_s: float = 0.0) -> dict[str, Any]:
+    """What an offline W&B run folder holds: ``project``, ``group``, ``name``, ``job_type``, ``tags``, ``config``,
+    ``summary`` (latest values, nested keys as dicts), ``history_keys``, ``files`` (under ``files/``) and
+    ``complete`` (the run's exit record is on disk). W&B's service writes the file in blocks, possibly after
+    ``finish()`` returned: ``wait_s`` polls that long for the exit record."""
+    import time
 
     folder = Path(folder)
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = _parse_offline_run(folder)
+        if out["complete"] or time.monotonic() >= deadline:
+            return out
+        time.sleep(0.2)
+
+
+def _parse_offline_run(folder: Path) -> dict[str, Any]:
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2 as pb
+
     files = sorted(folder.glob("run-*.wandb"))
     if not files:
         raise SSLClusterError(f"no run-*.wandb file in {folder}")
     out: dict[str, Any] = {"project": None, "group": None, "name": None, "job_type": None, "tags": [],
-                           "config": {}, "summary": {}, "history_keys": set()}
+                           "config": {}, "summary": {}, "history_keys": set(), "complete": False}
     for data in _wandb_records(files[0]):
         rec = pb.Record()
-        rec.ParseFromString(data)
+        try:
+            rec.ParseFromString(data)
+        except DecodeError:  # a record still being written
+            break
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             r = rec.run
@@ -296,8 +330,11 @@ def read_offline_run(folder: str | Path) -> dict[str, Any]:
         elif kind == "history":
             for item in rec.history.item:
                 out["history_keys"].add(item.nested_key[0] if item.nested_key else item.key)
+        elif kind == "exit":
+            out["complete"] = True
     out["config"].pop("_wandb", None)
-    out["files"] = sorted(str(p.relative_to(folder / "files")) for p in (folder / "files").rglob("*") if p.is_file())
+    files_dir = folder / "files"
+    out["files"] = sorted(str(p.relative_to(files_dir)) for p in files_dir.rglob("*") if p.is_file())
     return out
 
 
