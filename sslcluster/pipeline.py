@@ -141,7 +141,7 @@ def stage_cluster(cfg: DictConfig) -> RunDir:
 
 
 def stage_evaluate(cfg: DictConfig) -> RunDir:
-    with open_run(cfg, "evaluate", must_exist=True) as run:
+    with open_run(cfg, "evaluate", must_exist=True) as run, tracking_session(cfg, run) as tracker:
         clusters_root = run.path / "clusters"
         keys = [cfg.cluster.key] if cfg.cluster.key else sorted(p.name for p in clusters_root.glob("*")
                                                                  if (p / "record.json").exists())
@@ -160,4 +160,5 @@ def stage_evaluate(cfg: DictConfig) -> RunDir:
                 metrics.update({prefix + k: v for k, v in evaluate_representation(cfg, tr, te).items()})
         run.update_metrics(metrics)
         print(report(run))
+        tracker.log_final(run.read_metrics())  # logger=wandb: a new W&B run, job_type=evaluate
     return run
