@@ -15,7 +15,7 @@ from PIL import Image
 
 from sslcluster.config import compose
 from sslcluster.errors import SSLClusterError
-from sslcluster.pipeline import run_pipeline
+from sslcluster.pipeline import run_pipeline, stage_evaluate
 from sslcluster.tracking.embeddings import read_index
 from sslcluster.tracking.wandb_log import Tracker, cluster_rows, offline_runs, read_offline_run
 
@@ -83,7 +83,7 @@ def test_cluster_rows_purity_matches_labels(wandb_run):
 
 
 def test_evaluation_only_run_logs_pictures_and_names(wandb_run):
-    """No training in this process: the hook opens a new W&B run (job_type evaluate) in the same group."""
+    """The evaluate stage (no training in the process) logs into a new W&B run (job_type evaluate), same group."""
     run, _, overrides = wandb_run
     cdir = run.path / "clusters" / "kmeans-test"
     plots = cdir / "plots"
@@ -93,8 +93,7 @@ def test_evaluation_only_run_logs_pictures_and_names(wandb_run):
     big = int(np.bincount(pred).argmax())
     (cdir / "names.json").write_text(json.dumps({str(big): {"name": "loops", "description": "round digits"}}))
     before = set(offline_runs(run.path))
-    cfg = compose(overrides)
-    assert Tracker(cfg, run).log_final(run.read_metrics()) is not None
+    stage_evaluate(compose(overrides))  # `sslcluster evaluate run.key=wb logger=wandb`
     new = [f for f in offline_runs(run.path) if f not in before]
     assert len(new) == 1
     info = read_offline_run(new[0], wait_s=60)
