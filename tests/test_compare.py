@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from sslcluster.cli import main
-from sslcluster.tracking.compare import compare_runs, load_run, resolve_inputs, varying_keys
+from sslcluster.tracking.compare import compare_runs, fmt_cell, load_run, resolve_inputs, varying_keys
 
 
 def make_run(root: Path, key: str, method: str, seed: int, metrics: dict, k: int = 10) -> Path:
@@ -132,3 +133,13 @@ def test_multirun_folder_pointers(tmp_path):
     assert any("job 2 has no run.json" in p for p in problems)
     comp = compare_runs([load_run(p) for p in found])
     assert comp.by == [] and len(comp.groups) == 1
+    # the folder of multiruns (runs/multirun) means every multirun in it
+    found_all, _ = resolve_inputs([str(sweep.parent)])
+    assert [p.resolve() for p in found_all] == [a.resolve()]
+
+
+def test_cell_format():
+    assert fmt_cell(0.51234, 0.01, 3, 3) == "0.5123 ± 0.0100"
+    assert fmt_cell(0.5, math.nan, 1, 2) == "0.5000 (n=1)"
+    assert fmt_cell(10.0, 0.0, 2, 2) == "10 ± 0" and fmt_cell(10.0, math.nan, 1, 1) == "10"
+    assert fmt_cell(math.nan, math.nan, 0, 2) == "-"

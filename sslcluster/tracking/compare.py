@@ -1,8 +1,8 @@
 """``sslcluster compare``: runs grouped by what varies between them, metrics as mean ± std over the rest (seeds).
 
 Reads run directories only (``config.yaml`` + ``metrics.json``), no W&B. Inputs are run directories, glob patterns,
-Hydra multirun folders (``<run.root>/multirun/<stamp>``, through the jobs' ``run.json``) or folders of runs (a run
-root). The grouping keys are the config keys whose values differ between the runs (``--by`` to choose), leaving out
+Hydra multirun folders (``<run.root>/multirun/<stamp>``, through the jobs' ``run.json``), folders of those
+(``<run.root>/multirun``) or folders of runs (a run root). The grouping keys are the config keys whose values differ between the runs (``--by`` to choose), leaving out
 the seed, ``run.*`` and ``logger.*``, keys that only repeat the seed, and keys that vary exactly like another one
 (``method.name`` stands for ``method.module._target_``).
 
@@ -130,6 +130,11 @@ def resolve_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
                 problems += probs
             elif p.is_dir() and any((c / "config.yaml").is_file() for c in p.iterdir() if c.is_dir()):
                 found += sorted(c for c in p.iterdir() if (c / "config.yaml").is_file())
+            elif p.is_dir() and any(is_multirun_folder(c) for c in p.iterdir() if c.is_dir()):
+                for sweep in sorted(c for c in p.iterdir() if c.is_dir() and is_multirun_folder(c)):
+                    runs, probs = read_job_pointers(sweep)  # e.g. runs/multirun/: every multirun in it
+                    found += runs
+                    problems += probs
             else:
                 problems.append(f"{p}: not a run directory (no config.yaml), a multirun folder or a folder of runs")
     unique: dict[Path, Path] = {}
@@ -215,7 +220,10 @@ def fmt_cell(mean: float, std: float, n: int, group_n: int) -> str:
     """``0.5123 ± 0.0100``; a single value alone; ``(n=k)`` when fewer runs than the group's have it."""
     if n == 0:
         return "-"
-    text = f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+    if float(mean).is_integer() and (math.isnan(std) or std == 0):  # counts such as n_clusters
+        text = f"{int(mean)}" + ("" if math.isnan(std) else " ± 0")
+    else:
+        text = f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
     return text + (f" (n={n})" if n < group_n else "")
 
 
@@ -302,7 +310,8 @@ def compare_command(args: Sequence[str]) -> int:
     """``sslcluster compare [--out DIR] [--by K1,K2] [--metrics M1,M2|all] RUN_DIR|GLOB|MULTIRUN_FOLDER ...``."""
     parser = _Parser(prog="sslcluster compare", add_help=False,
                      description="Compare runs: mean ± std per group of runs, as Markdown, CSV and a bar plot.")
-    parser.add_argument("inputs", nargs="*")
+    parser.add_argument("inputs", nargs="*", metavar="RUN_DIR|GLOB|MULTIRUN_FOLDER",
+                        help="run directories, glob patterns, multirun folders or folders of runs")
     parser.add_argument("--out", default=None, help="output folder (default: <multirun>/compare or ./compare)")
     parser.add_argument("--by", default=None, help="config keys to group by, comma separated")
     parser.add_argument("--metrics", default=None, help="metrics to show, comma separated, or 'all'")
