@@ -239,7 +239,7 @@ def to_markdown(comp: Comparison) -> str:
 
 
 def group_label(comp: Comparison, values: tuple[Any, ...]) -> str:
-    return ", ".join(f"{k.rsplit('.', 1)[-1] if k.endswith('.name') else k}={_fmt_value(v)}"
+    return ", ".join(f"{k[:-len('.name')] if k.endswith('.name') else k}={_fmt_value(v)}"
                      for k, v in zip(comp.by, values)) or "all runs"
 
 
