@@ -8,6 +8,9 @@ same config tree as ``train.py``.
     sslcluster evaluate run.key=KEY [cluster.key=...]
     sslcluster name     run.key=KEY [cluster.key=...] [naming.model=...] [naming.dry_run=true]
     sslcluster runs     [KEY] [run.root=runs]
+    sslcluster compare  RUN_DIR... | GLOB | MULTIRUN_FOLDER [--out DIR] [--by KEY,...] [--metrics M,...|all]
+
+    sslcluster run -m method=simclr seed=0,1,2    Hydra multirun: one run directory (and W&B run) per job
 """
 
 from __future__ import annotations
@@ -36,20 +39,49 @@ def _stages() -> dict[str, Callable]:
 
 
 def _multirun(argv: Sequence[str]) -> int:
-    """Hydra's own launcher for sweeps (``-m method=a,b seed=0,1``): each job runs the whole pipeline."""
+    """Hydra's own launcher for sweeps (``-m method=a,b seed=0,1``): each job runs the whole pipeline into its own
+    run directory and leaves ``<sweep dir>/<job>/run.json`` pointing at it; a failing job is reported in one line
+    and the others still run. Exit code 2 when any job failed."""
     import hydra
+    from hydra.core.hydra_config import HydraConfig
 
     from sslcluster.config import check, config_dir
     from sslcluster.pipeline import run_pipeline
+    from sslcluster.tracking.multirun import write_job_pointer
+
+    jobs: list[str] = []
+    failed: list[str] = []
+    sweep: list[Path] = []
 
     @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
     def job(cfg) -> None:
-        check(cfg)
-        run_pipeline(cfg)
+        hc = HydraConfig.get()
+        job_dir, sweep_dir = Path(hc.runtime.output_dir), Path(hc.sweep.dir)
+        overrides = list(hc.overrides.task)
+        sweep[:] = [sweep_dir]
+        jobs.append(" ".join(overrides))
+        try:
+            check(cfg)
+            run = run_pipeline(cfg)
+        except SSLClusterError as e:
+            failed.append(f"#{hc.job.num} ({' '.join(overrides)}): {e}")
+            print(f"sslcluster: error: job #{hc.job.num}: {e}", file=sys.stderr)
+            write_job_pointer(job_dir, sweep_dir, "failed", overrides, hc.job.num, error=str(e))
+            return
+        write_job_pointer(job_dir, sweep_dir, "complete", overrides, hc.job.num, run_path=run.path)
 
     sys.argv = ["sslcluster", *argv]
-    job()
-    return 0
+    try:
+        job()
+    except SystemExit as e:  # hydra reports a bad override itself and exits
+        if e.code not in (0, None):
+            return 2
+    where = sweep[0] if sweep else "(none)"
+    print(f"multirun: {len(jobs)} jobs, {len(failed)} failed; folder {where}\n"
+          f"compare them with: sslcluster compare {where}")
+    for line in failed:
+        print(f"sslcluster: error: failed job {line}", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,9 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sslcluster.tracking.records import runs_command
 
             return runs_command(rest)
+        if command == "compare":
+            from sslcluster.tracking.compare import compare_command
+
+            return compare_command(rest)
         stages = _stages()
         if command not in stages:
-            raise SSLClusterError(f"unknown command {command!r}; valid: {', '.join([*stages, 'runs'])}")
+            raise SSLClusterError(f"unknown command {command!r}; valid: {', '.join([*stages, 'runs', 'compare'])}")
         if "-m" in rest or "--multirun" in rest:
             if command != "run":
                 raise SSLClusterError("multirun (-m) is for the whole pipeline: sslcluster run -m ... or train.py -m")

@@ -22,6 +22,7 @@ from sslcluster.stages.report import report
 from sslcluster.tracking.embeddings import read_manifest
 from sslcluster.tracking.io import write_text
 from sslcluster.tracking.rundir import RunDir
+from sslcluster.tracking.wandb_log import tracking_session
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
 
         check_settings(cfg.naming)  # fail now too
     split = cfg.cluster.split
-    with open_run(cfg, "run", reuse=False) as run:
+    with open_run(cfg, "run", reuse=False) as run, tracking_session(cfg, run) as tracker:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
             checkpoint = pretrain(cfg, run)
         learned: dict[str, Path] = {}
@@ -112,6 +113,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
         metrics["seed"] = cfg.seed
         run.update_metrics(metrics)
         print(report(run, metrics["wall_time_s"]))
+        tracker.log_final(run.read_metrics())  # logger=wandb: summary, pictures, per-cluster tables (rank 0)
     return run
 
 
@@ -166,7 +168,7 @@ def stage_name(cfg: DictConfig) -> RunDir:
 
 
 def stage_evaluate(cfg: DictConfig) -> RunDir:
-    with open_run(cfg, "evaluate", must_exist=True) as run:
+    with open_run(cfg, "evaluate", must_exist=True) as run, tracking_session(cfg, run) as tracker:
         clusters_root = run.path / "clusters"
         keys = [cfg.cluster.key] if cfg.cluster.key else sorted(p.name for p in clusters_root.glob("*")
                                                                  if (p / "record.json").exists())
@@ -185,4 +187,5 @@ def stage_evaluate(cfg: DictConfig) -> RunDir:
                 metrics.update({prefix + k: v for k, v in evaluate_representation(cfg, tr, te).items()})
         run.update_metrics(metrics)
         print(report(run))
+        tracker.log_final(run.read_metrics())  # logger=wandb: a new W&B run, job_type=evaluate
     return run

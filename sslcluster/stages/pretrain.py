@@ -13,6 +13,7 @@ from sslcluster.data.datasets import ViewsDataset
 from sslcluster.errors import SSLClusterError
 from sslcluster.ssl.methods.base import SSLMethod
 from sslcluster.stages.common import build, build_source, to_plain
+from sslcluster.tracking.loggers import build_logger  # noqa: F401  (kept importable from here)
 from sslcluster.tracking.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -23,22 +24,6 @@ def build_method(cfg: DictConfig) -> SSLMethod:
     backbone = build(cfg.backbone.module)
     optim = OmegaConf.to_container(cfg.method.optim, resolve=True)
     return build(cfg.method.module, backbone=backbone, optim=optim, batch_size_per_device=cfg.data.batch_size)
-
-
-def build_logger(cfg: DictConfig, run: RunDir):
-    name = cfg.logger.name
-    if name == "none":
-        return False
-    if name == "csv":
-        return pl.loggers.CSVLogger(save_dir=str(run.path), name="logs", version="")
-    if name == "wandb":
-        import os
-
-        os.environ.setdefault("WANDB_MODE", cfg.logger.get("mode", "offline"))
-        return pl.loggers.WandbLogger(project=cfg.logger.project, group=cfg.logger.group,
-                                      tags=list(cfg.logger.tags), name=run.key, save_dir=str(run.path),
-                                      config=to_plain(cfg))
-    raise SSLClusterError(f"unknown logger {name!r}; valid: csv, none, wandb")
 
 
 def pretrain(cfg: DictConfig, run: RunDir) -> Path:

@@ -1,0 +1,156 @@
+"""logger=wandb, offline: what lands in the W&B run files (read back from the .wandb file), the per-cluster table,
+the evaluation-only run, the mode fallback without credentials, and rank-zero-only logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from sslcluster.config import compose
+from sslcluster.errors import SSLClusterError
+from sslcluster.pipeline import run_pipeline, stage_evaluate
+from sslcluster.tracking.embeddings import read_index
+from sslcluster.tracking.wandb_log import Tracker, cluster_rows, offline_runs, read_offline_run
+
+
+@pytest.fixture(scope="module")
+def wandb_run(tmp_path_factory):
+    """One tiny pipeline run with logger=wandb (offline), its stdout and its offline W&B folder."""
+    import contextlib
+    import io
+
+    root = tmp_path_factory.mktemp("wb")
+    overrides = [f"run.root={root / 'runs'}", "trainer.max_epochs=1", "data.batch_size=64",
+                 "backbone.module.width=8", "backbone.module.depth=2", "logger=wandb",
+                 "clustering.algorithm.n_init=1", "evaluate.linear_probe=false", "export.batch_size=256",
+                 "run.key=wb", "logger.group=ablation-a", "logger.tags=[t1,t2]"]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        run = run_pipeline(compose(overrides))
+    return run, buf.getvalue(), overrides
+
+
+def test_offline_run_holds_config_summary_curves_and_table(wandb_run):
+    run, out, _ = wandb_run
+    folders = offline_runs(run.path)
+    assert len(folders) == 1, folders
+    folder = folders[0]
+    # the pipeline says where the offline files are and how to upload them
+    assert str(folder) in out and f"wandb sync {folder}" in out
+    info = read_offline_run(folder, wait_s=60)
+    assert info["complete"], "no exit record in the .wandb file"
+    cfg = yaml.safe_load((run.path / "config.yaml").read_text())
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert info["project"] == "sslcluster" and info["group"] == "ablation-a" and info["name"] == "wb"
+    assert info["tags"] == ["t1", "t2"] and info["job_type"] == "train"
+    # the resolved config, as written to the run directory
+    assert info["config"]["trainer"] == cfg["trainer"] and info["config"]["seed"] == cfg["seed"] == 0
+    assert info["config"]["clustering"]["algorithm"]["k"] == 10
+    # training curves in the history, final metrics as summary values (learned and baseline)
+    assert {"train/loss_step", "train/lr"} <= info["history_keys"]
+    for key in ("nmi", "ari", "acc", "knn_top1", "pixels_nmi"):
+        assert info["summary"][key] == pytest.approx(metrics[key]), key
+    # one table per clustering, one row per cluster
+    table = info["summary"]["clusters/kmeans-test"]
+    assert table["_type"] == "table-file" and table["nrows"] == 10
+    data = json.loads((folder / "files" / table["path"]).read_text())
+    assert data["columns"][:3] == ["cluster", "size", "samples"] and "purity" in data["columns"]
+    sizes = [row[data["columns"].index("size")] for row in data["data"]]
+    assert sum(sizes) == 360 and sizes == sorted(sizes, reverse=True)
+    assert "clusters/pixels-kmeans-test" in info["summary"]
+    assert not list(run.path.rglob("*.tmp"))
+
+
+def test_cluster_rows_purity_matches_labels(wandb_run):
+    run, _, _ = wandb_run
+    cdir = run.path / "clusters" / "kmeans-test"
+    pred = np.load(cdir / "labels.npy")
+    truth = read_index(run.path / "embeddings" / "test", with_labels=True).labels
+    rows = cluster_rows(cdir, samples=3)
+    assert sorted(r.cluster for r in rows) == sorted(set(pred.tolist()))
+    for r in rows:
+        members = truth[pred == r.cluster]
+        assert r.size == len(members)
+        assert r.purity == pytest.approx(Counter(members.tolist()).most_common(1)[0][1] / len(members))
+        assert len(r.sample_paths) == min(3, r.size) and all(p.startswith("sklearn:") for p in r.sample_paths)
+
+
+def test_evaluation_only_run_logs_pictures_and_names(wandb_run):
+    """The evaluate stage (no training in the process) logs into a new W&B run (job_type evaluate), same group."""
+    run, _, overrides = wandb_run
+    cdir = run.path / "clusters" / "kmeans-test"
+    plots = cdir / "plots"
+    plots.mkdir(exist_ok=True)
+    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(plots / "umap.png")
+    pred = np.load(cdir / "labels.npy")
+    big = int(np.bincount(pred).argmax())
+    (cdir / "names.json").write_text(json.dumps({str(big): {"name": "loops", "description": "round digits"}}))
+    before = set(offline_runs(run.path))
+    stage_evaluate(compose(overrides))  # `sslcluster evaluate run.key=wb logger=wandb`
+    new = [f for f in offline_runs(run.path) if f not in before]
+    assert len(new) == 1
+    info = read_offline_run(new[0], wait_s=60)
+    assert info["complete"]
+    assert info["job_type"] == "evaluate" and info["group"] == "ablation-a" and info["name"] == "wb"
+    assert "plots/kmeans-test/umap" in info["history_keys"]
+    assert info["summary"]["nmi"] == pytest.approx(run.read_metrics()["nmi"])
+    table = info["summary"]["clusters/kmeans-test"]
+    data = json.loads((new[0] / "files" / table["path"]).read_text())
+    named = [row for row in data["data"] if row[0] == big]
+    assert named and named[0][data["columns"].index("name")] == "loops"
+    assert named[0][data["columns"].index("description")] == "round digits"
+
+
+def test_online_without_credentials_falls_back_to_offline(monkeypatch, tmp_path, caplog):
+    from sslcluster.tracking.loggers import wandb_mode
+
+    cfg = compose(["logger=wandb"])
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with caplog.at_level(logging.WARNING):
+        assert wandb_mode(cfg) == "offline"
+    assert "no credentials" in caplog.text
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_mode(cfg) == "online"
+    monkeypatch.delenv("WANDB_MODE")
+    assert wandb_mode(cfg) == "offline"  # the config's default
+    monkeypatch.setenv("WANDB_MODE", "sideways")
+    with pytest.raises(SSLClusterError, match="WANDB_MODE='sideways'"):
+        wandb_mode(cfg)
+
+
+def test_other_ranks_log_nothing(monkeypatch, tmp_path):
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from sslcluster.tracking.rundir import RunDir
+
+    run = RunDir.create(tmp_path, "r")
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    tracker = Tracker(compose(["logger=wandb"]), run)
+    assert not tracker.enabled and tracker.log_final({"nmi": 0.5}) is None
+    assert not (Path(run.path) / "wandb").exists()
+
+
+def test_a_wandb_failure_after_evaluation_is_a_warning(monkeypatch, tmp_path, caplog):
+    import wandb
+
+    from sslcluster.tracking.rundir import RunDir
+
+    run = RunDir.create(tmp_path, "r")
+    run.update_metrics({"nmi": 0.5})
+
+    def broken_init(**kwargs):
+        raise RuntimeError("service unavailable")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    with caplog.at_level(logging.WARNING):
+        assert Tracker(compose(["logger=wandb"]), run).log_final(run.read_metrics()) is None
+    assert "service unavailable" in caplog.text and str(run.path) in caplog.text
