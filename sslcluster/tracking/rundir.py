@@ -7,9 +7,10 @@
 
 Keys are unique within a root: a new run directory is created with an exclusive ``mkdir``, so two runs started at
 the same moment never share one. A process that creates or opens a run also holds an exclusive ``flock`` on the
-run's ``.lock`` file for as long as it lives (the kernel drops it when the process ends, even when killed), so a
-second process cannot open, overwrite or write into a run that another one is working in: it is refused with the
-other process's id.
+run's ``.lock`` file while it works in the run: as long as a :class:`RunDir` object of that run is alive in the
+process (or until :meth:`RunDir.release`); the kernel drops it when the process ends, even when killed. A second
+process cannot open, overwrite or write into a run that another one is working in: it is refused with the other
+process's id.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import re
 import secrets
 import shutil
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,9 @@ from sslcluster.errors import SSLClusterError
 from sslcluster.tracking.io import read_json, write_json, write_text
 
 LOCK_NAME = ".lock"
-#: run folders this process holds the lock of: resolved path -> (open file descriptor, inode of the lock file)
-_HELD: dict[str, tuple[int, int]] = {}
+#: run folders this process holds the lock of: resolved path -> [open file descriptor, inode of the lock file,
+#: number of live RunDir objects holding it]
+_HELD: dict[str, list[int]] = {}
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,+-]*$")
 
@@ -57,7 +60,8 @@ def _lock_run(path: Path) -> None:
     if held is not None:
         try:
             if os.stat(lock_path).st_ino == held[1]:
-                return  # this process already holds it
+                held[2] += 1  # this process already holds it
+                return
         except FileNotFoundError:
             pass
         os.close(held[0])  # the folder was removed and made again: lock the new one
@@ -74,12 +78,18 @@ def _lock_run(path: Path) -> None:
         raise
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    _HELD[real] = (fd, os.fstat(fd).st_ino)
+    _HELD[real] = [fd, os.fstat(fd).st_ino, 1]
 
 
-def _release_run(path: Path) -> None:
-    held = _HELD.pop(os.path.realpath(path), None)
-    if held is not None:
+def _release_run(path: str | os.PathLike, force: bool = True) -> None:
+    """Drop one hold on the lock of ``path`` (all of them with ``force``); unlock when none is left."""
+    real = os.path.realpath(path)
+    held = _HELD.get(real)
+    if held is None:
+        return
+    held[2] -= 1
+    if force or held[2] <= 0:
+        del _HELD[real]
         os.close(held[0])
 
 
@@ -89,6 +99,12 @@ class RunDir:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.key = self.path.name
+
+    def _hold(self) -> "RunDir":
+        """Lock the run for this process while this object lives."""
+        _lock_run(self.path)
+        self._finalizer = weakref.finalize(self, _release_run, os.path.realpath(self.path), False)
+        return self
 
     # -- creation -------------------------------------------------------------------------------------------
     @classmethod
@@ -105,22 +121,20 @@ class RunDir:
                         f"run key {key!r} already exists in {root} (pass run.overwrite=true to replace it)")
                 _lock_run(path)  # refuses if another process is working in it
                 shutil.rmtree(path)
-                _release_run(path)
+                _release_run(path, force=True)
             try:
                 path.mkdir()  # exclusive: of two processes creating the same key at once, one is refused here
             except FileExistsError:
                 raise SSLClusterError(f"run key {key!r} already exists in {root}: another run created it at the "
                                       "same moment (choose another run.key)") from None
-            _lock_run(path)
-            return cls(path)
+            return cls(path)._hold()
         for _ in range(100):
             path = root / new_key(tag)
             try:
                 path.mkdir()  # exclusive: fails if another process took the key first
             except FileExistsError:
                 continue
-            _lock_run(path)
-            return cls(path)
+            return cls(path)._hold()
         raise SSLClusterError(f"could not create a unique run directory in {root}")
 
     @classmethod
@@ -130,13 +144,14 @@ class RunDir:
         path = Path(root) / key
         if not path.is_dir():
             raise SSLClusterError(f"no run {key!r} in {Path(root)} (expected folder {path})")
-        if lock:
-            _lock_run(path)
-        return cls(path)
+        return cls(path)._hold() if lock else cls(path)
 
     def release(self) -> None:
-        """Drop this process's lock on the run (it is dropped anyway when the process ends)."""
-        _release_run(self.path)
+        """Drop this process's lock on the run now (otherwise dropped with the last RunDir of it, or at exit)."""
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
+        _release_run(self.path, force=True)
 
     # -- layout ---------------------------------------------------------------------------------------------
     @property
