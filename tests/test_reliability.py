@@ -145,60 +145,63 @@ RACE_SCRIPT = textwrap.dedent("""
     import sslcluster.tracking.rundir as rundir
     from sslcluster.pipeline import open_run
 
-    ready, go, out, same_auto_key = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1"
-    cfg = compose(sys.argv[5:])
-    if same_auto_key:  # both processes draw the same fresh key first: only one may get it
-        real, drawn = rundir.new_key, []
-        rundir.new_key = lambda tag: real(tag) if drawn else (drawn.append(1), "same-auto-key")[1]
-    ready.write_text("")
-    while not go.exists():
-        time.sleep(0.001)
-    try:
-        with open_run(cfg, "run") as run:
-            (run.path / f"owner-{os.getpid()}").write_text(str(os.getpid()))
-            time.sleep(1.5)
-            out.write_text(f"ok {run.key}")
-    except SSLClusterError as e:
-        out.write_text(f"refused {e}")
+    work, me, overrides = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+    real_new_key = rundir.new_key
+    # phase 1: the same explicit key; phase 2: fresh keys, and both processes draw the same fresh key first
+    for phase, extra in (("explicit", ["run.key=shared"]), ("auto", [])):
+        cfg = compose(overrides + extra)
+        if phase == "auto":
+            drawn = []
+            rundir.new_key = lambda tag: real_new_key(tag) if drawn else (drawn.append(1), "same-auto-key")[1]
+        (work / f"ready-{phase}-{me}").write_text("")
+        while not (work / f"go-{phase}").exists():
+            time.sleep(0.001)
+        try:
+            with open_run(cfg, "run") as run:
+                (run.path / f"owner-{os.getpid()}").write_text(str(os.getpid()))
+                time.sleep(1.0)
+                result = f"ok {run.key}"
+        except SSLClusterError as e:
+            result = f"refused {e}"
+        (work / f"out-{phase}-{me}").write_text(result)
 """)
 
 
-def race(tmp_path: Path, overrides: list[str], same_auto_key: bool = False) -> list[str]:
-    """Start two processes that open a run at the same moment; return what each reported."""
+@pytest.fixture
+def raced(tiny, tmp_path) -> dict[str, list[str]]:
+    """Two processes open a run at the same moment, twice (see RACE_SCRIPT); what each reported, per phase."""
     script = tmp_path / "race.py"
     script.write_text(RACE_SCRIPT)
-    go = tmp_path / "go"
-    procs, outs, readies = [], [], []
-    for i in range(2):
-        ready, out = tmp_path / f"ready{i}", tmp_path / f"out{i}"
-        readies.append(ready)
-        outs.append(out)
-        procs.append(subprocess.Popen([sys.executable, str(script), str(ready), str(go), str(out),
-                                       "1" if same_auto_key else "0", *overrides], env=child_env(),
-                                      cwd=str(tmp_path), stderr=subprocess.PIPE))
-    t0 = time.monotonic()
-    while not all(r.exists() for r in readies):
-        assert time.monotonic() - t0 < 120 and all(p.poll() is None for p in procs)
-        time.sleep(0.01)
-    go.write_text("")
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), str(i), *tiny], env=child_env(),
+                              cwd=str(tmp_path), stderr=subprocess.PIPE) for i in range(2)]
+    results: dict[str, list[str]] = {}
+    for phase in ("explicit", "auto"):
+        t0 = time.monotonic()
+        while not all((tmp_path / f"ready-{phase}-{i}").exists() for i in range(2)):
+            assert time.monotonic() - t0 < 180, "race children did not start"
+            for p in procs:
+                assert p.poll() is None, p.stderr.read().decode()[-2000:]
+            time.sleep(0.01)
+        (tmp_path / f"go-{phase}").write_text("")
+        while not all((tmp_path / f"out-{phase}-{i}").exists() for i in range(2)):
+            assert time.monotonic() - t0 < 180, "race children did not finish"
+            time.sleep(0.01)
+        results[phase] = [(tmp_path / f"out-{phase}-{i}").read_text() for i in range(2)]
     for p in procs:
-        assert p.wait(timeout=120) == 0, p.stderr.read().decode()[-2000:]
-    return [o.read_text() for o in outs]
+        assert p.wait(timeout=60) == 0, p.stderr.read().decode()[-2000:]
+    return results
 
 
-def test_two_runs_with_the_same_explicit_key_one_is_refused(tiny, tmp_path):
-    results = race(tmp_path, tiny + ["run.key=shared"])
-    assert sorted(r.split()[0] for r in results) == ["ok", "refused"], results
-    refused = next(r for r in results if r.startswith("refused"))
-    assert "'shared'" in refused
-    owners = list((tmp_path / "runs" / "shared").glob("owner-*"))
-    assert len(owners) == 1  # only the winner ever wrote into the run
-
-
-def test_two_runs_with_fresh_keys_get_two_directories_even_when_keys_collide(tiny, tmp_path):
-    results = race(tmp_path, tiny, same_auto_key=True)
-    assert all(r.startswith("ok ") for r in results), results
-    keys = {r.split()[1] for r in results}
+def test_concurrent_runs_never_share_a_directory_or_key(raced, tmp_path):
+    # the same explicit key: one process gets it, the other is refused and never writes into it
+    explicit = raced["explicit"]
+    assert sorted(r.split()[0] for r in explicit) == ["ok", "refused"], explicit
+    assert "'shared'" in next(r for r in explicit if r.startswith("refused"))
+    assert len(list((tmp_path / "runs" / "shared").glob("owner-*"))) == 1
+    # fresh keys, even when both draw the same one first: two directories, one owner each
+    auto = raced["auto"]
+    assert all(r.startswith("ok ") for r in auto), auto
+    keys = {r.split()[1] for r in auto}
     assert len(keys) == 2 and "same-auto-key" in keys
     for key in keys:
         assert len(list((tmp_path / "runs" / key).glob("owner-*"))) == 1
@@ -207,14 +210,16 @@ def test_two_runs_with_fresh_keys_get_two_directories_even_when_keys_collide(tin
 def test_a_run_in_use_cannot_be_opened_or_overwritten_by_another_process(tiny, tmp_path):
     run = RunDir.create(tmp_path / "runs", "busy")
     code = ("import sys; from sslcluster.tracking.rundir import RunDir; from sslcluster.errors import "
-            "SSLClusterError\ntry:\n    RunDir.open(sys.argv[1], 'busy') if sys.argv[2] == 'open' else "
-            "RunDir.create(sys.argv[1], 'busy', overwrite=True)\nexcept SSLClusterError as e:\n    print(e)")
-    for mode in ("open", "overwrite"):
-        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs"), mode], env=child_env(),
-                             capture_output=True, text=True, timeout=120).stdout
-        assert f"in use by another process (pid {os.getpid()})" in out, (mode, out)
+            "SSLClusterError\nfor mode in ('open', 'overwrite'):\n    try:\n        RunDir.open(sys.argv[1], 'busy') "
+            "if mode == 'open' else RunDir.create(sys.argv[1], 'busy', overwrite=True)\n        print(mode, 'ok')\n"
+            "    except SSLClusterError as e:\n        print(mode, e)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")], env=child_env(),
+                         capture_output=True, text=True, timeout=120).stdout.splitlines()
+    assert len(out) == 2
+    for line in out:
+        assert f"in use by another process (pid {os.getpid()})" in line, out
     assert run.path.is_dir()
     run.release()
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs"), "open"], env=child_env(),
-                         capture_output=True, text=True, timeout=120).stdout
-    assert out == ""
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")], env=child_env(),
+                         capture_output=True, text=True, timeout=120).stdout.splitlines()
+    assert out == ["open ok", "overwrite ok"]
