@@ -245,3 +245,38 @@ def test_export_of_20000_images_streams_within_a_memory_bound(tmp_path):
     print(f"export peak RSS growth {growth / 1e6:.0f} MB for a {whole / 1e6:.0f} MB array "
           f"(peak {m['after'] / 1e6:.0f} MB)")
     assert growth < whole / 4, (growth, whole)
+
+
+CIFAR = REPO.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+if not CIFAR.exists():  # a worktree sits two levels below the project root; a plain checkout one
+    CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR.exists(), reason=f"CIFAR-10 JPEG archive not found at {CIFAR} (../shared/data)")
+def test_cifar10_test_split_export_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    """Issue 4: export of CIFAR-10's test split (10,000 images) from a checkpoint, SIGKILLed mid-export and rerun,
+    gives the same embeddings.npy as an uninterrupted export."""
+    import tarfile
+
+    monkeypatch.setenv("SSLCLUSTER_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "cifar10"
+    with tarfile.open(CIFAR) as tar:
+        tar.extractall(root, members=[m for m in tar.getmembers() if m.name.startswith("test/")], filter="data")
+    common = [f"run.root={tmp_path / 'runs'}", "data=cifar10_folder", f"data.source.root={root}",
+              "data.num_workers=0", "backbone.module.width=8", "backbone.module.depth=2", "logger=none",
+              "export.splits=[test]", "export.shard_size=1000", "export.batch_size=250"]
+    ckpt = make_checkpoint(compose(common), tmp_path / "cifar.ckpt")
+    common.append(f"checkpoint={ckpt}")
+    folder = tmp_path / "runs" / "killed" / "embeddings" / "test"
+    done = run_killed_export(tmp_path, common + ["run.key=killed"], folder, n=3, delay=0.001)
+    assert 3 <= done < 10
+    assert json.loads((folder / "manifest.json").read_text())["status"] == "running"
+    stage_export(compose(common + ["run.key=killed"]))
+    stage_export(compose(common + ["run.key=whole"]))
+    whole = tmp_path / "runs" / "whole" / "embeddings" / "test"
+    a, b = read_embeddings(folder, with_labels=True), read_embeddings(whole)
+    assert a.array.shape[0] == 10_000 and a.manifest["resumed_shards"] == done
+    assert sorted(set(a.index.labels.tolist())) == list(range(10))
+    assert (folder / "embeddings.npy").read_bytes() == (whole / "embeddings.npy").read_bytes()
+    assert (folder / "index.csv").read_bytes() == (whole / "index.csv").read_bytes()
