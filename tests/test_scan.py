@@ -221,3 +221,41 @@ def test_empty_root_and_all_bad_root_are_clear_errors(tmp_path):
 
 def test_display_path_shows_undecodable_bytes():
     assert display_path(os.fsdecode(b"/x/caf\xe9.png")) == "/x/caf\\xe9.png"
+
+
+def _small_messy_tree(root: Path) -> int:
+    """Two classes of 24 valid images each plus bad files; returns how many bad files."""
+    rng = np.random.default_rng(1)
+    for c in ("cats", "dogs"):
+        (root / c).mkdir(parents=True)
+        for i in range(24):
+            Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(root / c / f"{i:02d}.png")
+    (root / "cats" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "dogs" / "notes.txt").write_text("hi")
+    (root / "empty").mkdir()
+    return 2
+
+
+def test_pipeline_on_a_messy_folder_records_and_reports_skipped_files(tiny, tmp_path, capsys):
+    from sslcluster.cli import main
+
+    root = tmp_path / "photos"
+    n_bad = _small_messy_tree(root)
+    folder = tiny + ["data=image_folder", f"data.source.root={root}", "data.num_workers=0", "data.batch_size=16",
+                     "clustering.algorithm.k=2"]
+    assert main(["run", *folder, "run.key=messy"]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "runs" / "messy"
+    assert f"skipped files: {n_bad} in test, {n_bad} in train" in out
+    rows = read_skipped(run)
+    assert sorted((s, Path(p).name) for s, p, _ in rows) == [("test", "broken.jpg"), ("test", "notes.txt"),
+                                                            ("train", "broken.jpg"), ("train", "notes.txt")]
+    import json
+
+    manifest = json.loads((run / "embeddings" / "test" / "manifest.json").read_text())
+    assert manifest["count"] == 48 and manifest["skipped_files"] == n_bad
+    # the fail policy stops with one line naming the file and the reason, and leaves no run behind
+    assert main(["run", *folder, "run.key=strict", "data.bad_files=fail"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cats/broken.jpg" in err and "unreadable image" in err
+    assert not (tmp_path / "runs" / "strict").exists()

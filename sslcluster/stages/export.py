@@ -154,9 +154,6 @@ def export_split(cfg: DictConfig, run: RunDir, split: str, checkpoint: Path | No
     folder = writer.finish(index, keep_shards=bool(cfg.export.get("keep_shards", False)), split=split,
                            features=features, data=cfg.data.name, checkpoint=str(checkpoint) if checkpoint else None,
                            checkpoint_sha256=ckpt_sha, skipped_files=n_skipped,
-                           resumed_shards=writer.n_shards - len(missing))
+                           resumed_shards=writer.n_shards - len(missing), config=plan)
     log.info("exported %s %s features of %d images to %s", split, features, len(source), folder)
-    if n_skipped:
-        log.warning("%d files of split %r were skipped; see %s", n_skipped, split,
-                    run.path / "skipped_files.csv")
     return folder
