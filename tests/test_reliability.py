@@ -219,7 +219,17 @@ def test_a_run_in_use_cannot_be_opened_or_overwritten_by_another_process(tiny, t
     for line in out:
         assert f"in use by another process (pid {os.getpid()})" in line, out
     assert run.path.is_dir()
-    run.release()
+    again = RunDir.open(tmp_path / "runs", "busy")  # the same process may open it again
+    again.release()  # drops the lock now ...
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")], env=child_env(),
+                         capture_output=True, text=True, timeout=120).stdout.splitlines()
+    assert out == ["open ok", "overwrite ok"]
+    # ... and otherwise it lasts as long as a RunDir of the run is alive in this process
+    run = RunDir.open(tmp_path / "runs", "busy")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")], env=child_env(),
+                         capture_output=True, text=True, timeout=120).stdout.splitlines()
+    assert all("in use by another process" in line for line in out), out
+    del run
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")], env=child_env(),
                          capture_output=True, text=True, timeout=120).stdout.splitlines()
     assert out == ["open ok", "overwrite ok"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import fcntl
+import itertools
 import os
 import re
 import secrets
@@ -31,8 +32,9 @@ from sslcluster.tracking.io import read_json, write_json, write_text
 
 LOCK_NAME = ".lock"
 #: run folders this process holds the lock of: resolved path -> [open file descriptor, inode of the lock file,
-#: number of live RunDir objects holding it]
+#: number of live RunDir objects holding it, generation (which lock this is)]
 _HELD: dict[str, list[int]] = {}
+_GENERATION = itertools.count(1)
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,+-]*$")
 
@@ -51,17 +53,17 @@ def new_key(tag: str) -> str:
     return f"{stamp}-{tag}-{secrets.token_hex(3)}"
 
 
-def _lock_run(path: Path) -> None:
+def _lock_run(path: Path) -> int:
     """Take (or confirm this process holds) the exclusive lock of run folder ``path``; refuse if another process
-    holds it."""
+    holds it. Returns the generation of the lock, which names this hold."""
     real = os.path.realpath(path)
     lock_path = os.path.join(real, LOCK_NAME)
     held = _HELD.get(real)
     if held is not None:
         try:
-            if os.stat(lock_path).st_ino == held[1]:
+            if os.fstat(held[0]).st_nlink > 0 and os.stat(lock_path).st_ino == held[1]:
                 held[2] += 1  # this process already holds it
-                return
+                return held[3]
         except FileNotFoundError:
             pass
         os.close(held[0])  # the folder was removed and made again: lock the new one
@@ -78,14 +80,16 @@ def _lock_run(path: Path) -> None:
         raise
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    _HELD[real] = [fd, os.fstat(fd).st_ino, 1]
+    _HELD[real] = [fd, os.fstat(fd).st_ino, 1, next(_GENERATION)]
+    return _HELD[real][3]
 
 
-def _release_run(path: str | os.PathLike, force: bool = True) -> None:
-    """Drop one hold on the lock of ``path`` (all of them with ``force``); unlock when none is left."""
+def _release_run(path: str | os.PathLike, force: bool = True, generation: int | None = None) -> None:
+    """Drop one hold on the lock of ``path`` (all of them with ``force``); unlock when none is left. A hold on a
+    lock that has since been dropped and taken again (another ``generation``) is already gone."""
     real = os.path.realpath(path)
     held = _HELD.get(real)
-    if held is None:
+    if held is None or (generation is not None and held[3] != generation):
         return
     held[2] -= 1
     if force or held[2] <= 0:
@@ -102,8 +106,8 @@ class RunDir:
 
     def _hold(self) -> "RunDir":
         """Lock the run for this process while this object lives."""
-        _lock_run(self.path)
-        self._finalizer = weakref.finalize(self, _release_run, os.path.realpath(self.path), False)
+        generation = _lock_run(self.path)
+        self._finalizer = weakref.finalize(self, _release_run, os.path.realpath(self.path), False, generation)
         return self
 
     # -- creation -------------------------------------------------------------------------------------------
