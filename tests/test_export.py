@@ -280,3 +280,16 @@ def test_cifar10_test_split_export_killed_and_resumed_equals_uninterrupted(tmp_p
     assert sorted(set(a.index.labels.tolist())) == list(range(10))
     assert (folder / "embeddings.npy").read_bytes() == (whole / "embeddings.npy").read_bytes()
     assert (folder / "index.csv").read_bytes() == (whole / "index.csv").read_bytes()
+
+
+def test_batches_never_cross_a_shard_boundary(tmp_path):
+    from sslcluster.stages.export import ShardBatches
+    from sslcluster.tracking.embeddings import ShardedWriter
+
+    writer = ShardedWriter(tmp_path / "e", count=150, shard_size=64, dtype="float32", plan={})
+    assert writer.n_shards == 3 and writer.shard_rows(2) == (128, 150)
+    batches = list(ShardBatches(writer, [0, 2], batch_size=25))
+    assert [(b[0], b[-1]) for b in batches] == [(0, 24), (25, 49), (50, 63), (128, 149)]
+    assert len(ShardBatches(writer, [0, 2], batch_size=25)) == 4
+    # resuming at shard 2 gives shard 2 the same batches as a whole export does
+    assert list(ShardBatches(writer, [2], 25)) == [b for b in ShardBatches(writer, [0, 1, 2], 25) if b[0] >= 128]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from sslcluster.data.datasets import ImageDataset
@@ -60,14 +60,22 @@ def _weights_digest(model: SSLMethod) -> str:
     return h.hexdigest()
 
 
-def shard_batches(writer: ShardedWriter, shards: list[int], batch_size: int) -> list[list[int]]:
-    """Batches of row indices covering ``shards``, never crossing a shard boundary, so a shard's rows are computed
-    in the same batches whether or not the export was interrupted before it."""
-    batches: list[list[int]] = []
-    for k in shards:
-        start, end = writer.shard_rows(k)
-        batches.extend(list(range(s, min(s + batch_size, end))) for s in range(start, end, batch_size))
-    return batches
+class ShardBatches(Sampler):
+    """Batches of row indices covering ``shards`` in order, never crossing a shard boundary, so a shard's rows are
+    computed in the same batches whether or not the export was interrupted before it. Lazy: nothing per row is
+    held in memory."""
+
+    def __init__(self, writer: ShardedWriter, shards: list[int], batch_size: int) -> None:
+        self.ranges = [writer.shard_rows(k) for k in shards]
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for start, end in self.ranges:
+            for s in range(start, end, self.batch_size):
+                yield list(range(s, min(s + self.batch_size, end)))
+
+    def __len__(self) -> int:
+        return sum(-(-(end - start) // self.batch_size) for start, end in self.ranges)
 
 
 @torch.no_grad()
@@ -78,7 +86,8 @@ def compute_shards(model: SSLMethod | None, dataset: ImageDataset, writer: Shard
         return
     if model is not None:
         model.to(device).eval()
-    loader = DataLoader(dataset, batch_sampler=shard_batches(writer, shards, batch_size), num_workers=num_workers)
+    loader = DataLoader(dataset, batch_sampler=ShardBatches(writer, shards, batch_size), num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
     todo = sum(e - s for s, e in map(writer.shard_rows, shards))
     queue = iter(shards)
     k = next(queue)
