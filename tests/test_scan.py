@@ -230,6 +230,7 @@ def _small_messy_tree(root: Path) -> int:
         (root / c).mkdir(parents=True)
         for i in range(24):
             Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(root / c / f"{i:02d}.png")
+    os.rename(root / "dogs" / "23.png", os.fsencode(root / "dogs") + b"/caf\xe9.png")  # a non-UTF-8 name
     (root / "cats" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (root / "dogs" / "notes.txt").write_text("hi")
     (root / "empty").mkdir()
@@ -254,6 +255,12 @@ def test_pipeline_on_a_messy_folder_records_and_reports_skipped_files(tiny, tmp_
 
     manifest = json.loads((run / "embeddings" / "test" / "manifest.json").read_text())
     assert manifest["count"] == 48 and manifest["skipped_files"] == n_bad
+    from sslcluster.tracking.embeddings import read_embeddings
+
+    es = read_embeddings(run / "embeddings" / "test", with_labels=True)  # the odd name round-trips index.csv
+    odd = os.fsdecode(b"dogs/caf\xe9.png")
+    assert odd in es.index.ids and es.index.labels[es.index.ids.index(odd)] == 1
+    assert Path(es.index.paths[es.index.ids.index(odd)]).is_file()
     # the fail policy stops with one line naming the file and the reason, and leaves no run behind
     assert main(["run", *folder, "run.key=strict", "data.bad_files=fail"]) == 2
     err = capsys.readouterr().err.strip()
