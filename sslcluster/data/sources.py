@@ -7,16 +7,18 @@ optional online monitors.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from sslcluster.data.scan import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, Skipped, display_path, open_image,
+                                  scan_folder)
 from sslcluster.errors import SSLClusterError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "DigitsSource", "ImageFolderSource", "TorchvisionSource",
+           "scan_image_folder", "labels_or_unknown", "check_channels"]
 
 
 class ImageSource(Protocol):
@@ -75,39 +77,32 @@ class DigitsSource:
 
 
 def scan_image_folder(root: Path) -> list[Path]:
-    """All image files below ``root``, sorted, following no symlinked folders twice."""
-    files: list[Path] = []
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in seen:  # symlink loop
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                files.append(Path(dirpath) / name)
-    return files
+    """All image files below ``root`` that open and decode, sorted (see :func:`sslcluster.data.scan.scan_folder`)."""
+    return [Path(f) for f in scan_folder(root, policy="skip", cache=False).files]
 
 
 class ImageFolderSource:
     """A folder of images, optionally with one sub-folder per split (``root/train``, ``root/test``).
 
-    With ``labels_from_folders`` the first folder level below the split root names the held-out class.
+    With ``labels_from_folders`` the first folder level below the split root names the held-out class. The folder
+    is scanned and validated once (cached, see :mod:`sslcluster.data.scan`); bad files are left out under
+    ``bad_files='skip'`` and listed in :attr:`skipped`, or stop the scan under ``bad_files='fail'``.
     """
 
     def __init__(self, root: str, split: str | None = "train", channels: int = 3,
-                 labels_from_folders: bool = True) -> None:
+                 labels_from_folders: bool = True, bad_files: str = "skip", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 validate: str = "full", cache: bool = True, cache_dir: str | None = None) -> None:
         base = Path(root).expanduser()
         if not base.is_dir():
-            raise SSLClusterError(f"image folder not found: {base} (data.source.root)")
+            raise SSLClusterError(f"image folder not found: {display_path(base)} (data.source.root)")
         split_root = base / split if split and (base / split).is_dir() else base
-        files = scan_image_folder(split_root)
-        if not files:
-            raise SSLClusterError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {split_root}")
+        result = scan_folder(split_root, policy=bad_files, max_pixels=int(max_pixels), validate=validate,
+                             cache=cache, cache_dir=cache_dir)
+        files = [Path(f) for f in result.files]
         self.root = split_root
         self.channels = channels
+        self.max_pixels = int(max_pixels)
+        self.skipped: list[Skipped] = result.skipped
         self.paths = [str(f) for f in files]
         self.ids = [f.relative_to(split_root).as_posix() for f in files]
         self.labels = None
@@ -123,13 +118,7 @@ class ImageFolderSource:
         return len(self.paths)
 
     def load(self, i: int) -> Image.Image:
-        path = self.paths[i]
-        try:
-            with Image.open(path) as img:
-                img = ImageOps.exif_transpose(img)
-                return _to_mode(img, self.channels)
-        except (OSError, ValueError) as e:
-            raise SSLClusterError(f"cannot read image {path}: {e}") from None
+        return open_image(self.paths[i], self.channels, self.max_pixels)
 
 
 _TORCHVISION = {

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from sslcluster.data.datasets import ViewsDataset
 from sslcluster.errors import SSLClusterError
+from sslcluster.ssl.callbacks import reliability_callbacks
 from sslcluster.ssl.methods.base import SSLMethod
 from sslcluster.stages.common import build, build_source, to_plain
 from sslcluster.tracking.loggers import build_logger  # noqa: F401  (kept importable from here)
@@ -44,7 +45,7 @@ def pretrain(cfg: DictConfig, run: RunDir) -> Path:
                                            auto_insert_metric_name=False, save_last=True, every_n_epochs=1,
                                            save_top_k=1, monitor=None)
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), default_root_dir=str(run.path),
-                         logger=build_logger(cfg, run), callbacks=[ckpt_cb])
+                         logger=build_logger(cfg, run), callbacks=[ckpt_cb, *reliability_callbacks(run, source)])
     trainer.fit(model, loader)
     last = run.checkpoints_dir / "last.ckpt"
     if not last.exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sslcluster.data.scan import SKIPPED_FILE, read_skipped
 from sslcluster.tracking.rundir import RunDir
 
 ROWS = ("nmi", "ari", "acc", "purity", "silhouette", "knn_top1", "linear_top1", "n_clusters")
@@ -36,7 +37,13 @@ def format_table(metrics: dict[str, Any], baseline_prefix: str = "pixels_") -> s
 
 def report(run: RunDir, wall_s: float | None = None) -> str:
     metrics = run.read_metrics()
-    text = [format_table(metrics), "", f"run key: {run.key}", f"run dir: {run.path}"]
+    text = [format_table(metrics), ""]
+    skipped = read_skipped(run.path)
+    if skipped:
+        counts = {split: sum(row[0] == split for row in skipped) for split in sorted({row[0] for row in skipped})}
+        text.append("skipped files: " + ", ".join(f"{n} in {split}" for split, n in counts.items())
+                    + f" (reasons in {run.path / SKIPPED_FILE})")
+    text += [f"run key: {run.key}", f"run dir: {run.path}"]
     if wall_s is not None:
         text.append(f"wall time: {wall_s:.1f} s")
     return "\n".join(text)

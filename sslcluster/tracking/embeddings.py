@@ -6,12 +6,22 @@
 - ``manifest.json``: count, dim, dtype, features, checkpoint sha256, class names, ``status``.
 
 The manifest is written last; a folder whose manifest is missing or not ``complete`` is not an embeddings set.
+
+Large exports go through :class:`ShardedWriter`: the manifest is first written with ``status: running``, rows
+are computed in shards of ``shard_size`` saved atomically as ``shards/00000.npy``, ``shards/00001.npy``, ... next
+to a ``shards/plan.json`` that identifies the export (checkpoint hash, features, data config, ids, ...). An
+interrupted export rerun with the same plan computes only the missing shards. The shards are then streamed into
+``embeddings.npy`` (through a memory map, one shard at a time: never the whole array in memory), the index
+written, the manifest rewritten ``complete``, and the shards removed.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,11 +29,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.tracking.io import read_json, write_csv, write_json, write_npy
+from sslcluster.tracking.io import atomic_path, read_json, write_json, write_npy
+
+log = logging.getLogger(__name__)
 
 ARRAY = "embeddings.npy"
 INDEX = "index.csv"
 MANIFEST = "manifest.json"
+SHARDS = "shards"
+PLAN = "plan.json"
 
 
 @dataclass
@@ -68,9 +82,7 @@ def write_embeddings(folder: str | Path, array: np.ndarray, index: EmbeddingInde
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)  # the set is incomplete until the manifest is rewritten
     write_npy(folder / ARRAY, array)
-    labels = index.labels if index.labels is not None else np.full(len(index), -1, dtype=np.int64)
-    rows = [(i, p, "" if int(lab) < 0 else int(lab)) for i, p, lab in zip(index.ids, index.paths, labels)]
-    write_csv(folder / INDEX, ("id", "path", "label"), rows)
+    write_index(folder, index)
     info = {
         "count": int(array.shape[0]),
         "dim": int(array.shape[1]),
@@ -84,6 +96,17 @@ def write_embeddings(folder: str | Path, array: np.ndarray, index: EmbeddingInde
     return folder
 
 
+def write_index(folder: str | Path, index: EmbeddingIndex) -> None:
+    """Write ``index.csv`` atomically. File names that are not valid UTF-8 keep their bytes (surrogateescape)."""
+    labels = index.labels if index.labels is not None else np.full(len(index), -1, dtype=np.int64)
+    with atomic_path(Path(folder) / INDEX) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+            w = csv.writer(f)
+            w.writerow(("id", "path", "label"))
+            w.writerows((i, p, "" if int(lab) < 0 else int(lab))
+                        for i, p, lab in zip(index.ids, index.paths, labels))
+
+
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     mpath = folder / MANIFEST
@@ -92,6 +115,9 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not mpath.exists():
         raise SSLClusterError(f"{folder} is not a complete embeddings set: {MANIFEST} is missing")
     manifest = read_json(mpath)
+    if manifest.get("status") == "running":
+        raise SSLClusterError(f"{mpath}: status is 'running', not 'complete': the export was interrupted or is "
+                              "still running (rerun the export to finish it)")
     if manifest.get("status") != "complete":
         raise SSLClusterError(f"{mpath}: status is {manifest.get('status')!r}, not 'complete'")
     return manifest
@@ -105,7 +131,7 @@ def read_index(folder: str | Path, with_labels: bool = False) -> EmbeddingIndex:
     ids: list[str] = []
     paths: list[str] = []
     labels: list[int] = []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or header[:2] != ["id", "path"]:
@@ -144,3 +170,131 @@ def read_embeddings(folder: str | Path, with_labels: bool = False, mmap: bool = 
     if manifest.get("ids_sha256") and manifest["ids_sha256"] != index.ids_sha256():
         raise SSLClusterError(f"{folder}: ids in {INDEX} do not match the manifest's ids_sha256")
     return EmbeddingSet(array, index, manifest, folder)
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples become lists, ...), for comparing plans."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+class ShardedWriter:
+    """Write an embeddings set of ``count`` rows shard by shard, resumably (see the module docstring).
+
+    Args:
+        folder: the embeddings folder ``embeddings/<name>``.
+        count: number of rows.
+        shard_size: rows per shard (the last shard may be shorter).
+        dtype: float32 or float16.
+        plan: what identifies this export; shards left by an interrupted export are reused only if its plan was
+            equal.
+    """
+
+    def __init__(self, folder: str | Path, count: int, shard_size: int, dtype: np.dtype | str,
+                 plan: dict[str, Any]) -> None:
+        if count <= 0:
+            raise SSLClusterError(f"nothing to export into {folder}: 0 rows")
+        if shard_size <= 0:
+            raise SSLClusterError(f"export.shard_size={shard_size} must be positive")
+        self.folder = Path(folder)
+        self.count = int(count)
+        self.shard_size = int(shard_size)
+        self.dtype = np.dtype(dtype)
+        self.plan = _plain({**plan, "count": self.count, "shard_size": self.shard_size, "dtype": str(self.dtype)})
+        self.n_shards = -(-self.count // self.shard_size)
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.folder / SHARDS
+
+    def shard_path(self, k: int) -> Path:
+        return self.shards_dir / f"{k:05d}.npy"
+
+    def shard_rows(self, k: int) -> tuple[int, int]:
+        """Row range ``[start, end)`` of shard ``k``."""
+        start = k * self.shard_size
+        return start, min(start + self.shard_size, self.count)
+
+    def _shard_ok(self, k: int) -> bool:
+        try:
+            a = np.load(self.shard_path(k), mmap_mode="r")
+        except (OSError, ValueError):
+            return False
+        start, end = self.shard_rows(k)
+        return a.ndim == 2 and a.shape[0] == end - start and a.dtype == self.dtype
+
+    def begin(self) -> list[int]:
+        """Mark the set ``running`` and return the shards still to compute (all of them unless an interrupted
+        export with the same plan left some)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(self.folder / MANIFEST, {"status": "running", "count": self.count, "plan": self.plan})
+        plan_path = self.shards_dir / PLAN
+        previous = None
+        if plan_path.exists():
+            try:
+                previous = read_json(plan_path)
+            except (OSError, ValueError):
+                previous = None
+        if previous != self.plan:
+            if self.shards_dir.exists():
+                log.info("discarding shards of a different export in %s", self.shards_dir)
+                shutil.rmtree(self.shards_dir)
+            self.shards_dir.mkdir(parents=True)
+            write_json(plan_path, self.plan)
+            return list(range(self.n_shards))
+        missing = [k for k in range(self.n_shards) if not self._shard_ok(k)]
+        if len(missing) < self.n_shards:
+            log.info("resuming export into %s: %d of %d shards already done", self.folder,
+                     self.n_shards - len(missing), self.n_shards)
+        return missing
+
+    def write_shard(self, k: int, array: np.ndarray) -> None:
+        """Save shard ``k`` (atomically) after checking its shape and that every value is finite."""
+        start, end = self.shard_rows(k)
+        if array.ndim != 2 or array.shape[0] != end - start:
+            raise SSLClusterError(f"shard {k} of {self.folder}: expected {end - start} rows, got shape {array.shape}")
+        bad = ~np.isfinite(array.astype(np.float32, copy=False)).all(axis=1)
+        if bad.any():
+            rows = (np.flatnonzero(bad) + start)[:5].tolist()
+            raise SSLClusterError(f"{int(bad.sum())} exported rows of {self.folder} contain NaN or inf (first rows: "
+                                  f"{rows}); nothing was marked complete")
+        write_npy(self.shard_path(k), np.ascontiguousarray(array, dtype=self.dtype))
+
+    def finish(self, index: EmbeddingIndex, keep_shards: bool = False, **manifest: Any) -> Path:
+        """Assemble the shards into ``embeddings.npy`` one at a time, write the index, then the ``complete``
+        manifest; remove the shards."""
+        if len(index) != self.count:
+            raise SSLClusterError(f"{len(index)} index rows for {self.count} embeddings in {self.folder}")
+        first = np.load(self.shard_path(0), mmap_mode="r")
+        dim = int(first.shape[1])
+        del first
+        itemsize = self.dtype.itemsize
+        with atomic_path(self.folder / ARRAY) as tmp:
+            head = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=(self.count, dim))
+            offset = head.offset
+            del head  # header written; the rows are filled one shard at a time below
+            for k in range(self.n_shards):
+                start, end = self.shard_rows(k)
+                shard = np.load(self.shard_path(k))
+                if shard.shape != (end - start, dim) or shard.dtype != self.dtype:
+                    raise SSLClusterError(f"{self.shard_path(k)}: shape {shard.shape} {shard.dtype}, expected "
+                                          f"({end - start}, {dim}) {self.dtype}; rerun the export")
+                region = np.memmap(tmp, dtype=self.dtype, mode="r+", offset=offset + start * dim * itemsize,
+                                   shape=(end - start, dim))
+                region[:] = shard
+                region.flush()
+                del region, shard
+        write_index(self.folder, index)
+        info = {
+            "count": self.count,
+            "dim": dim,
+            "dtype": str(self.dtype),
+            "ids_sha256": index.ids_sha256(),
+            "classes": index.classes,
+            "shard_size": self.shard_size,
+            **manifest,
+            "status": "complete",
+        }
+        write_json(self.folder / MANIFEST, info)
+        if not keep_shards:
+            shutil.rmtree(self.shards_dir, ignore_errors=True)
+        return self.folder

@@ -53,7 +53,7 @@ def runs_command(args: Sequence[str]) -> int:
             print("  ".join(_f(r[c]).ljust(w) for c, w in zip(cols, widths)))
         return 0
     for key in keys:
-        run = RunDir.open(root, key)
+        run = RunDir.open(root, key, lock=False)  # read only
         print(f"# run {key} ({run.path})")
         print(run.config_path.read_text() if run.config_path.exists() else "(no config.yaml)")
         print("# metrics\n" + json.dumps(run.read_metrics(), indent=2))

@@ -6,21 +6,35 @@
       config.yaml  metrics.json  checkpoints/  embeddings/<split>/  clusters/<cluster_key>/
 
 Keys are unique within a root: a new run directory is created with an exclusive ``mkdir``, so two runs started at
-the same moment never share one.
+the same moment never share one. A process that creates or opens a run also holds an exclusive ``flock`` on the
+run's ``.lock`` file while it works in the run: as long as a :class:`RunDir` object of that run is alive in the
+process (or until :meth:`RunDir.release`); the kernel drops it when the process ends, even when killed. A second
+process cannot open, overwrite or write into a run that another one is working in: it is refused with the other
+process's id.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import fcntl
+import itertools
 import os
 import re
 import secrets
 import shutil
+import weakref
 from pathlib import Path
 from typing import Any
 
 from sslcluster.errors import SSLClusterError
 from sslcluster.tracking.io import read_json, write_json, write_text
+
+LOCK_NAME = ".lock"
+#: run folders this process holds the lock of: resolved path -> [open file descriptor, inode of the lock file,
+#: number of live RunDir objects holding it, generation (which lock this is)]
+_HELD: dict[str, list[int]] = {}
+_GENERATION = itertools.count(1)
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,+-]*$")
 
@@ -39,12 +53,62 @@ def new_key(tag: str) -> str:
     return f"{stamp}-{tag}-{secrets.token_hex(3)}"
 
 
+def _lock_run(path: Path) -> int:
+    """Take (or confirm this process holds) the exclusive lock of run folder ``path``; refuse if another process
+    holds it. Returns the generation of the lock, which names this hold."""
+    real = os.path.realpath(path)
+    lock_path = os.path.join(real, LOCK_NAME)
+    held = _HELD.get(real)
+    if held is not None:
+        try:
+            if os.fstat(held[0]).st_nlink > 0 and os.stat(lock_path).st_ino == held[1]:
+                held[2] += 1  # this process already holds it
+                return held[3]
+        except FileNotFoundError:
+            pass
+        os.close(held[0])  # the folder was removed and made again: lock the new one
+        del _HELD[real]
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+            raise SSLClusterError(f"run {path.name!r} in {path.parent} is in use by another process (pid {other}); "
+                                  "wait for it to finish or choose another run.key") from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD[real] = [fd, os.fstat(fd).st_ino, 1, next(_GENERATION)]
+    return _HELD[real][3]
+
+
+def _release_run(path: str | os.PathLike, force: bool = True, generation: int | None = None) -> None:
+    """Drop one hold on the lock of ``path`` (all of them with ``force``); unlock when none is left. A hold on a
+    lock that has since been dropped and taken again (another ``generation``) is already gone."""
+    real = os.path.realpath(path)
+    held = _HELD.get(real)
+    if held is None or (generation is not None and held[3] != generation):
+        return
+    held[2] -= 1
+    if force or held[2] <= 0:
+        del _HELD[real]
+        os.close(held[0])
+
+
 class RunDir:
     """One run's folder. Create new ones with :meth:`create`, open existing ones with :meth:`open`."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.key = self.path.name
+
+    def _hold(self) -> "RunDir":
+        """Lock the run for this process while this object lives."""
+        generation = _lock_run(self.path)
+        self._finalizer = weakref.finalize(self, _release_run, os.path.realpath(self.path), False, generation)
+        return self
 
     # -- creation -------------------------------------------------------------------------------------------
     @classmethod
@@ -59,25 +123,39 @@ class RunDir:
                 if not overwrite:
                     raise SSLClusterError(
                         f"run key {key!r} already exists in {root} (pass run.overwrite=true to replace it)")
+                _lock_run(path)  # refuses if another process is working in it
                 shutil.rmtree(path)
-            path.mkdir()
-            return cls(path)
+                _release_run(path, force=True)
+            try:
+                path.mkdir()  # exclusive: of two processes creating the same key at once, one is refused here
+            except FileExistsError:
+                raise SSLClusterError(f"run key {key!r} already exists in {root}: another run created it at the "
+                                      "same moment (choose another run.key)") from None
+            return cls(path)._hold()
         for _ in range(100):
             path = root / new_key(tag)
             try:
                 path.mkdir()  # exclusive: fails if another process took the key first
-                return cls(path)
             except FileExistsError:
                 continue
+            return cls(path)._hold()
         raise SSLClusterError(f"could not create a unique run directory in {root}")
 
     @classmethod
-    def open(cls, root: str | os.PathLike, key: str) -> "RunDir":
+    def open(cls, root: str | os.PathLike, key: str, lock: bool = True) -> "RunDir":
+        """An existing run; with ``lock`` (to write into it) refused while another process holds it."""
         check_key(key)
         path = Path(root) / key
         if not path.is_dir():
             raise SSLClusterError(f"no run {key!r} in {Path(root)} (expected folder {path})")
-        return cls(path)
+        return cls(path)._hold() if lock else cls(path)
+
+    def release(self) -> None:
+        """Drop this process's lock on the run now (otherwise dropped with the last RunDir of it, or at exit)."""
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
+        _release_run(self.path, force=True)
 
     # -- layout ---------------------------------------------------------------------------------------------
     @property
