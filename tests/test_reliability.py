@@ -163,7 +163,9 @@ RACE_SCRIPT = textwrap.dedent("""
                 result = f"ok {run.key}"
         except SSLClusterError as e:
             result = f"refused {e}"
-        (work / f"out-{phase}-{me}").write_text(result)
+        tmp = work / f".out-{phase}-{me}"
+        tmp.write_text(result)
+        tmp.rename(work / f"out-{phase}-{me}")  # atomic: the parent never reads a half-written result
 """)
 
 
