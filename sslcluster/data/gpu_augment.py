@@ -49,17 +49,6 @@ def _rand(shape: Sequence[int], device: torch.device, generator: torch.Generator
     return torch.rand(*shape, device=device, generator=generator)
 
 
-def _uniform(n: int, lo: float, hi: float, device: torch.device, generator: torch.Generator | None
-             ) -> torch.Tensor:
-    """(n,) float32 uniform in [lo, hi]."""
-    return lo + (hi - lo) * _rand((n,), device, generator)
-
-
-def _bernoulli(n: int, p: float, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    """(n,) bool, each True with probability p (as ``torch.rand(1) < p`` in torchvision's random transforms)."""
-    return _rand((n,), device, generator) < p
-
-
 def _per_sample(mask: torch.Tensor) -> torch.Tensor:
     """(B,) -> (B, 1, 1, 1) for broadcasting over images (B, C, H, W)."""
     return mask.view(-1, 1, 1, 1)
@@ -67,8 +56,11 @@ def _per_sample(mask: torch.Tensor) -> torch.Tensor:
 
 # -- random resized crop -------------------------------------------------------------------------------------
 
+CROP_ATTEMPTS = 10
+
+
 def sample_crop_params(n: int, height: int, width: int, scale: tuple[float, float] = (0.08, 1.0),
-                       ratio: tuple[float, float] = (3 / 4, 4 / 3), attempts: int = 10,
+                       ratio: tuple[float, float] = (3 / 4, 4 / 3), attempts: int = CROP_ATTEMPTS,
                        device: torch.device | str = "cpu", generator: torch.Generator | None = None,
                        log_uniform_ratio: bool = True) -> torch.Tensor:
     """Crop boxes of torchvision's ``RandomResizedCrop.get_params``, for n samples at once.
@@ -82,15 +74,25 @@ def sample_crop_params(n: int, height: int, width: int, scale: tuple[float, floa
     Returns:
         (n, 4) int64: top, left, h, w.
     """
-    device = torch.device(device)
+    u = _rand((n, 2 * attempts + 2), torch.device(device), generator)
+    return crop_params_from_uniform(u, height, width, scale, ratio, log_uniform_ratio)
+
+
+def crop_params_from_uniform(u: torch.Tensor, height: int, width: int, scale: tuple[float, float] = (0.08, 1.0),
+                             ratio: tuple[float, float] = (3 / 4, 4 / 3), log_uniform_ratio: bool = True
+                             ) -> torch.Tensor:
+    """:func:`sample_crop_params` from given uniforms u (n, 2 * attempts + 2) in [0, 1): area draws, ratio
+    draws, then the two position draws. No random state is touched (so it can be compiled)."""
+    attempts = (u.shape[1] - 2) // 2
     area = float(height * width)
-    target = area * (scale[0] + (scale[1] - scale[0]) * _rand((n, attempts), device, generator).double())
-    u = _rand((n, attempts), device, generator).double()
+    u = u.double()
+    target = area * (scale[0] + (scale[1] - scale[0]) * u[:, :attempts])
+    ur = u[:, attempts:2 * attempts]
     if log_uniform_ratio:
         lo, hi = math.log(ratio[0]), math.log(ratio[1])
-        aspect = torch.exp(lo + (hi - lo) * u)
+        aspect = torch.exp(lo + (hi - lo) * ur)
     else:
-        aspect = ratio[0] + (ratio[1] - ratio[0]) * u
+        aspect = ratio[0] + (ratio[1] - ratio[0]) * ur
     w = torch.round(torch.sqrt(target * aspect)).long()
     h = torch.round(torch.sqrt(target / aspect)).long()
     ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
@@ -108,7 +110,7 @@ def sample_crop_params(n: int, height: int, width: int, scale: tuple[float, floa
         fw, fh = width, height
     w = torch.where(any_ok, w, torch.full_like(w, fw))
     h = torch.where(any_ok, h, torch.full_like(h, fh))
-    pos = _rand((n, 2), device, generator).double()
+    pos = u[:, 2 * attempts:2 * attempts + 2]
     top = torch.floor(pos[:, 0] * (height - h + 1)).long().clamp(max=height - 1)
     left = torch.floor(pos[:, 1] * (width - w + 1)).long().clamp(max=width - 1)
     top = torch.where(any_ok, top, torch.full_like(top, (height - fh) // 2))
@@ -256,6 +258,9 @@ class JitterParams:
     applied: torch.Tensor
 
 
+JITTER_DRAWS = 9
+
+
 def sample_jitter_params(n: int, brightness: float, contrast: float, saturation: float, hue: float, prob: float,
                          device: torch.device | str = "cpu", generator: torch.Generator | None = None,
                          random_order: bool = True) -> JitterParams:
@@ -263,18 +268,26 @@ def sample_jitter_params(n: int, brightness: float, contrast: float, saturation:
     uniform in [-h, h], a uniform random permutation of the four ops per sample; applied with probability
     ``prob`` (``RandomApply``). ``random_order=False`` (a deliberately wrong variant, for the fidelity tests)
     applies brightness, contrast, saturation, hue always in that order."""
-    device = torch.device(device)
+    u = _rand((n, JITTER_DRAWS), torch.device(device), generator)
+    return jitter_params_from_uniform(u, brightness, contrast, saturation, hue, prob, random_order)
 
-    def factor(s: float) -> torch.Tensor:
-        return _uniform(n, max(0.0, 1.0 - s), 1.0 + s, device, generator)
 
+def jitter_params_from_uniform(u: torch.Tensor, brightness: float, contrast: float, saturation: float, hue: float,
+                               prob: float, random_order: bool = True) -> JitterParams:
+    """:func:`sample_jitter_params` from given uniforms u (n, 9): four factors, four order keys, applied."""
+
+    def factor(col: torch.Tensor, s: float) -> torch.Tensor:
+        lo, hi = max(0.0, 1.0 - s), 1.0 + s
+        return lo + (hi - lo) * col
+
+    n = u.shape[0]
     if random_order:
-        order = torch.argsort(_rand((n, 4), device, generator), dim=1)
+        order = torch.argsort(u[:, 4:8], dim=1)  # the ranks of 4 i.i.d. uniforms: a uniform permutation
     else:
-        order = torch.arange(4, device=device).expand(n, 4)
-    return JitterParams(brightness=factor(brightness), contrast=factor(contrast), saturation=factor(saturation),
-                        hue=_uniform(n, -hue, hue, device, generator), order=order,
-                        applied=_bernoulli(n, prob, device, generator))
+        order = torch.arange(4, device=u.device).expand(n, 4)
+    return JitterParams(brightness=factor(u[:, 0], brightness), contrast=factor(u[:, 1], contrast),
+                        saturation=factor(u[:, 2], saturation), hue=-hue + 2 * hue * u[:, 3], order=order,
+                        applied=u[:, 8] < prob)
 
 
 def color_jitter(images: torch.Tensor, params: JitterParams) -> torch.Tensor:
@@ -386,6 +399,9 @@ class GPUViewTransform(torch.nn.Module):
         self.register_buffer("std", torch.tensor(norm["std"]).view(1, -1, 1, 1) if norm else torch.zeros(0),
                              persistent=False)
 
+    #: uniforms per sample: crop (2 * attempts + 2), flips 2, rotation 2, jitter 9, gray 1, blur 2, solarise 1
+    DRAWS = 2 * CROP_ATTEMPTS + 2 + 2 + 2 + JITTER_DRAWS + 1 + 2 + 1
+
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
                 params: dict[str, Any] | None = None) -> torch.Tensor:
         """Args:
@@ -394,37 +410,56 @@ class GPUViewTransform(torch.nn.Module):
             params: if a dict is given, the sampled parameters are stored into it (for tests and inspection).
         Returns:
             (B, C, input_size, input_size) float32, normalised if ``normalize`` is set.
+
+        All randomness is one ``torch.rand`` call (B, DRAWS); the rest is :meth:`apply`, a pure function of the
+        images and those uniforms (compiled by :meth:`compile_apply`).
         """
+        u = torch.rand(images.shape[0], self.DRAWS, device=images.device, generator=generator)
+        if params is not None:
+            return self.apply(images, u, params)
+        return self._view_fn(images, u)
+
+    def compile_apply(self, **kwargs: Any) -> "GPUViewTransform":
+        """Fuse :meth:`apply` with ``torch.compile`` (hundreds of small element-wise kernels become a few)."""
+        self._view_fn = torch.compile(self.apply, dynamic=False, **kwargs)
+        return self
+
+    def _view_fn(self, images: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # replaced by compile_apply
+        return self.apply(images, u)
+
+    def apply(self, images: torch.Tensor, u: torch.Tensor, params: dict[str, Any] | None = None) -> torch.Tensor:
+        """The view of images (B, C, H, W) for given uniforms u (B, DRAWS)."""
         s = self.spec
-        dev = images.device
-        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-        n, c, height, width = x.shape
-        boxes = sample_crop_params(n, height, width, (s.min_scale, s.max_scale), s.ratio, device=dev,
-                                   generator=generator, log_uniform_ratio=self.log_uniform_ratio)
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        _, _, height, width = x.shape
+        k = 2 * CROP_ATTEMPTS + 2
+        boxes = crop_params_from_uniform(u[:, :k], height, width, (s.min_scale, s.max_scale), s.ratio,
+                                         self.log_uniform_ratio)
         x = resized_crop(x, boxes, s.input_size)
-        hflip = _bernoulli(n, s.hf_prob, dev, generator)
+        hflip, vflip = u[:, k] < s.hf_prob, u[:, k + 1] < s.vf_prob
+        rotate = u[:, k + 2] < s.rr_prob
         x = flip(x, hflip, 3)
-        vflip = _bernoulli(n, s.vf_prob, dev, generator)
         x = flip(x, vflip, 2)
-        rotate = _bernoulli(n, s.rr_prob, dev, generator)
         if s.rr_prob > 0:
             if s.rr_degrees is None:
                 x = rotate_quarter_turns(x, rotate.long())
             else:
-                angle = _uniform(n, s.rr_degrees[0], s.rr_degrees[1], dev, generator)
+                angle = s.rr_degrees[0] + (s.rr_degrees[1] - s.rr_degrees[0]) * u[:, k + 3]
                 x = torch.where(_per_sample(rotate), rotate_degrees(x, angle), x)
-        jitter = sample_jitter_params(n, s.cj_bright, s.cj_contrast, s.cj_sat, s.cj_hue, s.cj_prob, dev,
-                                      generator, random_order=self.random_jitter_order)
+        k += 4
+        jitter = jitter_params_from_uniform(u[:, k:k + JITTER_DRAWS], s.cj_bright, s.cj_contrast, s.cj_sat,
+                                            s.cj_hue, s.cj_prob, self.random_jitter_order)
+        k += JITTER_DRAWS
         if s.cj_prob > 0:
             x = color_jitter(x, jitter)
-        gray = _bernoulli(n, s.random_gray_scale, dev, generator)
+        gray = u[:, k] < s.random_gray_scale
         if s.random_gray_scale > 0:
             x = random_grayscale(x, gray)
-        blur = _bernoulli(n, s.gaussian_blur, dev, generator)
+        blur = u[:, k + 1] < s.gaussian_blur
         if s.gaussian_blur > 0:
-            sigma = _uniform(n, s.sigmas[0], s.sigmas[1], dev, generator)
+            sigma = s.sigmas[0] + (s.sigmas[1] - s.sigmas[0]) * u[:, k + 2]
             x = gaussian_blur(x, sigma, blur, max_sigma=s.sigmas[1])
-        sol = _bernoulli(n, s.solarization_prob, dev, generator)
+        sol = u[:, k + 3] < s.solarization_prob
         if s.solarization_prob > 0:
             x = solarize(x, sol)
         if self.mean.numel():
@@ -444,6 +479,12 @@ class GPUMultiViewTransform(torch.nn.Module):
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         return [view(images, generator) for view in self.views]
+
+    def compile_apply(self, **kwargs: Any) -> "GPUMultiViewTransform":
+        """``torch.compile`` each view's pure part (see :meth:`GPUViewTransform.compile_apply`)."""
+        for view in self.views:
+            view.compile_apply(**kwargs)
+        return self
 
 
 # -- from the config that drives the CPU path ------------------------------------------------------------------
