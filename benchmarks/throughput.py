@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                if device.type == "cuda" else None, "images": len(source), "batch_size": b,
                                "image_size": s, "backbone": args.backbone, "precision": args.precision,
                                "channels_last": args.channels_last, "compile": args.compile,
-                               "workers": args.workers, "modes": {}}
+                               "compile_augment": args.compile and not args.eager_augment, "workers": args.workers, "modes": {}}
 
     def log(name: str, r: dict[str, float]) -> None:
         results["modes"][name] = r
@@ -187,6 +187,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         images = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
         results["cache_s"] = time.perf_counter() - t0
         transform = from_views_config(cfg.augmentation.views).to(device)
+        if args.compile and not args.eager_augment:
+            transform.compile_apply()
         batches = DeviceBatches(images, b, seed=0)
 
         def device_views() -> Iterator[list[torch.Tensor]]:
@@ -252,7 +254,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=8, help="DataLoader workers of the cpu and lightly modes")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone and the GPU augmentation")
+    p.add_argument("--eager-augment", action="store_true", help="with --compile: leave the augmentation eager")
     p.add_argument("--device", default="auto")
     p.add_argument("--modes", default=",".join(MODES), type=lambda s: [m for m in s.split(",") if m])
     p.add_argument("--json", help="also write the results here")

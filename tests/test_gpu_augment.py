@@ -294,3 +294,14 @@ def test_random_quarter_turns_for_rotnet():
     for turns in range(4):
         sel = k == turns
         assert torch.equal(rotated[sel], torch.rot90(x[sel], turns, dims=(2, 3)))
+
+
+@pytest.mark.slow
+def test_compiled_views_equal_eager_views():
+    """torch.compile of the pure part (about a minute on a CPU) gives the eager result."""
+    view = _view()
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    u = torch.rand(16, view.DRAWS, generator=torch.Generator().manual_seed(0))
+    ref = view.apply(x, u)
+    view.compile_apply()
+    assert torch.allclose(view._view_fn(x, u), ref, atol=1e-4)

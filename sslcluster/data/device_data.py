@@ -205,6 +205,7 @@ class PretrainData(pl.LightningDataModule):
         self.budget_gb = dc.get("budget_gb") if dc is not None else None
         speed = cfg.trainer.get("speed") if hasattr(cfg.trainer, "get") else None
         self.channels_last = bool(_cfg_get(speed, "channels_last", False))
+        self.compile = bool(_cfg_get(speed, "compile", False))  # also fuses the augmentation's kernels
         self.gpu_transform: torch.nn.Module | None = None
         self.images: torch.Tensor | None = None
         self.used: str | None = None  # "cpu" or "device" once set up
@@ -252,6 +253,8 @@ class PretrainData(pl.LightningDataModule):
             self.images = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
             assert self.gpu_transform is not None
             self.gpu_transform.to(device)
+            if self.compile:
+                self.gpu_transform.compile_apply()
 
     # loaders ----------------------------------------------------------------------------------------------
     def train_dataloader(self) -> Any:
