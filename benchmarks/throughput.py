@@ -169,7 +169,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                if device.type == "cuda" else None, "images": len(source), "batch_size": b,
                                "image_size": s, "backbone": args.backbone, "precision": args.precision,
                                "channels_last": args.channels_last, "compile": args.compile,
-                               "compile_augment": args.compile and not args.eager_augment, "workers": args.workers, "modes": {}}
+                               "compile_augment": args.compile and not args.eager_augment,
+                               "workers": args.workers, "modes": {}}
 
     def log(name: str, r: dict[str, float]) -> None:
         results["modes"][name] = r

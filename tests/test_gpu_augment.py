@@ -305,3 +305,56 @@ def test_compiled_views_equal_eager_views():
     ref = view.apply(x, u)
     view.compile_apply()
     assert torch.allclose(view._view_fn(x, u), ref, atol=1e-4)
+
+
+ROTATION_VIEWS = {  # issue 3's augmentation=rotation: a torchvision Compose, one view
+    "_target_": "torchvision.transforms.Compose",
+    "transforms": [
+        {"_target_": "torchvision.transforms.Resize", "size": 32},
+        {"_target_": "torchvision.transforms.RandomCrop", "size": 32, "padding": 4, "padding_mode": "reflect"},
+        {"_target_": "torchvision.transforms.RandomHorizontalFlip"},
+        {"_target_": "torchvision.transforms.ToTensor"},
+        {"_target_": "torchvision.transforms.Normalize", "mean": [0.5] * 3, "std": [0.25] * 3},
+    ],
+}
+
+
+def test_torchvision_compose_views_pad_crop_matches_torchvision(patches):
+    (spec,) = G.view_specs_from_config(ROTATION_VIEWS)
+    assert spec.crop == "pad" and spec.pad == 4 and spec.pad_mode == "reflect" and spec.hf_prob == 0.5
+    assert spec.cj_prob == 0.0 and spec.random_gray_scale == 0.0 and spec.normalize["std"] == [0.25] * 3
+    view = G.GPUViewTransform(spec)
+    x = _to_u8(patches[:64])
+    params: dict = {}
+    out = view(x, generator=torch.Generator().manual_seed(0), params=params)
+    xf = x.float() / 255
+    for b in range(64):
+        top, left, _, _ = params["boxes"][b].tolist()
+        ref = TF.crop(TF.pad(xf[b], [4], padding_mode="reflect"), top, left, 32, 32)
+        if params["hflip"][b]:
+            ref = ref.flip(-1)
+        assert torch.allclose(out[b], (ref - 0.5) / 0.25, atol=1e-5)
+    # offsets uniform over 0..8 (torchvision's RandomCrop.get_params)
+    u = torch.rand(9000, view.DRAWS, generator=torch.Generator().manual_seed(1))
+    rec: dict = {}
+    view.apply(torch.zeros(9000, 3, 8, 8, dtype=torch.uint8), u, rec)
+    counts = np.bincount(rec["boxes"][:, 0].numpy(), minlength=9)
+    assert len(counts) == 9 and chisquare(counts).pvalue > P_OK
+
+
+def test_compose_rrc_and_jitter_and_refusals():
+    node = {"_target_": "torchvision.transforms.Compose", "transforms": [
+        {"_target_": "torchvision.transforms.RandomResizedCrop", "size": 16, "scale": [0.6, 1.0], "ratio": [0.9, 1.1]},
+        {"_target_": "torchvision.transforms.RandomApply", "p": 0.7,
+         "transforms": [{"_target_": "torchvision.transforms.ColorJitter", "brightness": 0.4, "hue": 0.1}]},
+        {"_target_": "torchvision.transforms.ToTensor"}]}
+    (spec,) = G.view_specs_from_config(node)
+    assert (spec.crop, spec.input_size, spec.min_scale, spec.ratio) == ("resized", 16, 0.6, (0.9, 1.1))
+    assert spec.cj_prob == 0.7 and spec.cj_bright == 0.4 and spec.cj_hue == 0.1 and spec.cj_sat == 0.0
+    bad = {"_target_": "torchvision.transforms.Compose", "transforms": [
+        {"_target_": "torchvision.transforms.ToTensor"}, {"_target_": "torchvision.transforms.RandomHorizontalFlip"}]}
+    with pytest.raises(SSLClusterError, match="comes after"):
+        G.view_specs_from_config(bad)
+    with pytest.raises(SSLClusterError, match="no GPU equivalent"):
+        G.view_specs_from_config({"_target_": "torchvision.transforms.Compose", "transforms": [
+            {"_target_": "torchvision.transforms.RandomRotation", "degrees": 10}]})

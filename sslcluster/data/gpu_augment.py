@@ -381,6 +381,11 @@ class ViewSpec:
     sigmas: tuple[float, float] = (0.1, 2.0)
     solarization_prob: float = 0.0
     normalize: dict[str, list[float]] | None = field(default=None)
+    #: "resized" (RandomResizedCrop), "pad" (torchvision RandomCrop with ``pad`` pixels of ``pad_mode`` padding),
+    #: or "none" (the image as it is, resized to ``input_size`` if needed)
+    crop: str = "resized"
+    pad: int = 0
+    pad_mode: str = "constant"
 
 
 class GPUViewTransform(torch.nn.Module):
@@ -433,9 +438,22 @@ class GPUViewTransform(torch.nn.Module):
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         _, _, height, width = x.shape
         k = 2 * CROP_ATTEMPTS + 2
-        boxes = crop_params_from_uniform(u[:, :k], height, width, (s.min_scale, s.max_scale), s.ratio,
-                                         self.log_uniform_ratio)
-        x = resized_crop(x, boxes, s.input_size)
+        if s.crop == "resized":
+            boxes = crop_params_from_uniform(u[:, :k], height, width, (s.min_scale, s.max_scale), s.ratio,
+                                             self.log_uniform_ratio)
+            x = resized_crop(x, boxes, s.input_size)
+        else:
+            if (height, width) != (s.input_size, s.input_size):  # torchvision Resize(size) of a square image
+                x = F.interpolate(x, size=(s.input_size, s.input_size), mode="bilinear", align_corners=False,
+                                  antialias=True).clamp(0.0, 1.0)
+            boxes = torch.zeros(x.shape[0], 4, dtype=torch.long, device=x.device)
+            boxes[:, 2:] = s.input_size
+            if s.crop == "pad" and s.pad > 0:
+                mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[s.pad_mode]
+                x = F.pad(x, (s.pad, s.pad, s.pad, s.pad), mode=mode)
+                offsets = torch.floor(u[:, 2 * CROP_ATTEMPTS:k].double() * (2 * s.pad + 1)).long()
+                boxes[:, :2] = offsets.clamp(max=2 * s.pad)
+                x = resized_crop(x, boxes, s.input_size)  # integer boxes of the output size: a pure crop
         hflip, vflip = u[:, k] < s.hf_prob, u[:, k + 1] < s.vf_prob
         rotate = u[:, k + 2] < s.rr_prob
         x = flip(x, hflip, 3)
@@ -536,11 +554,89 @@ def _spec_from_kwargs(cls: type, kwargs: dict[str, Any]) -> ViewSpec:
                     normalize={"mean": list(norm["mean"]), "std": list(norm["std"])} if norm else None)
 
 
+# torchvision transforms understood inside a Compose, in the order the GPU view applies them
+_COMPOSE_RANK = {"Resize": 0, "RandomResizedCrop": 1, "RandomCrop": 1,
+                 "RandomHorizontalFlip": 2, "RandomVerticalFlip": 3, "RandomApply": 4, "ColorJitter": 4,
+                 "RandomGrayscale": 5, "ToTensor": 6, "PILToTensor": 6, "ToImage": 6, "Normalize": 7}
+
+
+def _spec_from_compose(items: Sequence[Any]) -> ViewSpec:
+    """A :class:`ViewSpec` from a torchvision ``Compose`` list of ``_target_`` nodes (the subset above, in that
+    order); anything else raises :class:`SSLClusterError`."""
+    spec: dict[str, Any] = dict(crop="none", min_scale=1.0, hf_prob=0.0, vf_prob=0.0, cj_prob=0.0, cj_bright=0.0,
+                                cj_contrast=0.0, cj_sat=0.0, cj_hue=0.0, random_gray_scale=0.0, gaussian_blur=0.0,
+                                normalize=None)
+    size: int | None = None
+    last = -1
+
+    def jitter_args(node: dict[str, Any]) -> dict[str, float]:
+        out = {}
+        for key, name in (("brightness", "cj_bright"), ("contrast", "cj_contrast"), ("saturation", "cj_sat"),
+                          ("hue", "cj_hue")):
+            v = node.get(key, 0) or 0
+            if not isinstance(v, (int, float)):
+                raise SSLClusterError(f"augmentation.views: ColorJitter {key}={v!r}: only a single number has a "
+                                      "GPU equivalent")
+            out[name] = float(v)
+        return out
+
+    for item in items:
+        node = dict(item)
+        name = str(node.pop("_target_", "")).rpartition(".")[2]
+        if name not in _COMPOSE_RANK:
+            raise SSLClusterError(f"augmentation.views: {name or item!r} in a Compose has no GPU equivalent; "
+                                  "use data.pipeline=cpu")
+        if _COMPOSE_RANK[name] < last:
+            raise SSLClusterError(f"augmentation.views: {name} comes after a transform the GPU view applies "
+                                  "later; use data.pipeline=cpu")
+        last = _COMPOSE_RANK[name]
+        if name in ("Resize", "RandomResizedCrop", "RandomCrop"):
+            sz = node.get("size")
+            sz = sz[0] if isinstance(sz, (list, tuple)) and len(sz) == 1 else sz
+            if not isinstance(sz, int):
+                raise SSLClusterError(f"augmentation.views: {name} size={sz!r}: the GPU path needs one side")
+            size = sz
+        if name == "RandomResizedCrop":
+            scale = node.get("scale", (0.08, 1.0))
+            spec.update(crop="resized", min_scale=float(scale[0]), max_scale=float(scale[1]),
+                        ratio=tuple(float(r) for r in node.get("ratio", (3 / 4, 4 / 3))))
+        elif name == "RandomCrop":
+            pad = node.get("padding") or 0
+            if not isinstance(pad, int) or node.get("pad_if_needed"):
+                raise SSLClusterError(f"augmentation.views: RandomCrop padding={pad!r}: only one integer")
+            spec.update(crop="pad", pad=pad, pad_mode=str(node.get("padding_mode", "constant")))
+            if spec["pad_mode"] not in ("constant", "reflect", "edge") or node.get("fill", 0) not in (0, None):
+                raise SSLClusterError("augmentation.views: RandomCrop padding_mode symmetric / fill != 0 have no "
+                                      "GPU equivalent")
+        elif name == "RandomHorizontalFlip":
+            spec["hf_prob"] = float(node.get("p", 0.5))
+        elif name == "RandomVerticalFlip":
+            spec["vf_prob"] = float(node.get("p", 0.5))
+        elif name == "ColorJitter":
+            spec.update(cj_prob=1.0, **jitter_args(node))
+        elif name == "RandomApply":
+            inner = list(node.get("transforms") or [])
+            if len(inner) != 1 or str(dict(inner[0]).get("_target_", "")).rpartition(".")[2] != "ColorJitter":
+                raise SSLClusterError("augmentation.views: RandomApply has a GPU equivalent only around one "
+                                      "ColorJitter")
+            spec.update(cj_prob=float(node.get("p", 0.5)), **jitter_args(dict(inner[0])))
+        elif name == "RandomGrayscale":
+            spec["random_gray_scale"] = float(node.get("p", 0.1))
+        elif name == "Normalize":
+            spec["normalize"] = {"mean": list(node["mean"]), "std": list(node["std"])}
+    if size is None:
+        raise SSLClusterError("augmentation.views: a Compose without Resize or a crop has no fixed output side "
+                              "for the GPU path")
+    return ViewSpec(input_size=size, **spec)
+
+
 def view_specs_from_config(node: Any) -> list[ViewSpec]:
     """The view specs of an ``augmentation.views`` node (dict or DictConfig with ``_target_``).
 
-    Supported: lightly's SimCLR / MoCo transforms (two identical views) and ``BYOLTransform`` with
-    ``view_1_transform`` / ``view_2_transform`` nodes. Anything else raises :class:`SSLClusterError` (the
+    Supported: lightly's SimCLR / MoCo transforms (two identical views), ``BYOLTransform`` with
+    ``view_1_transform`` / ``view_2_transform`` nodes, and a torchvision ``Compose`` (one view) of Resize,
+    RandomResizedCrop, RandomCrop (integer padding), flips, (RandomApply of) ColorJitter,
+    RandomGrayscale, ToTensor, Normalize. Anything else raises :class:`SSLClusterError` (the
     caller then keeps the CPU path).
     """
     from omegaconf import DictConfig, OmegaConf
@@ -558,6 +654,8 @@ def view_specs_from_config(node: Any) -> list[ViewSpec]:
         return [spec] if name == "SimCLRViewTransform" else [spec, spec]
     if name in _BYOL_VIEWS:
         return [_spec_from_kwargs(cls, node)]
+    if name == "Compose":
+        return [_spec_from_compose(node.get("transforms") or [])]
     if name == "BYOLTransform":
         specs = []
         for key, default in (("view_1_transform", "BYOLView1Transform"), ("view_2_transform", "BYOLView2Transform")):
