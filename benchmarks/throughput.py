@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "device" in args.modes:
         t0 = time.perf_counter()
         arr, _, reused = load_or_build_cache(source, s, 3, work / "cache", workers=max(1, args.workers))
-        images = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+        images = torch.from_numpy(np.array(arr, copy=True)).to(device)
         results["cache_s"] = time.perf_counter() - t0
         transform = from_views_config(cfg.augmentation.views).to(device)
         if args.compile and not args.eager_augment:

@@ -250,7 +250,7 @@ class PretrainData(pl.LightningDataModule):
             channels = int(self.cfg.data.channels)
             arr, self.cache_path, _ = load_or_build_cache(self.source, self.cache_size, channels, self.cache_dir,
                                                           workers=max(1, int(self.cfg.data.num_workers)))
-            self.images = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+            self.images = torch.from_numpy(np.array(arr, copy=True)).to(device)  # read the cache in
             assert self.gpu_transform is not None
             self.gpu_transform.to(device)
             if self.compile:
