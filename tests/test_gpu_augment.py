@@ -9,6 +9,7 @@ images. Each distribution check is also run on a deliberately wrong variant, whi
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -358,3 +359,34 @@ def test_compose_rrc_and_jitter_and_refusals():
     with pytest.raises(SSLClusterError, match="no GPU equivalent"):
         G.view_specs_from_config({"_target_": "torchvision.transforms.Compose", "transforms": [
             {"_target_": "torchvision.transforms.RandomRotation", "degrees": 10}]})
+
+
+_REPO = Path(__file__).resolve().parent.parent
+# ../shared/data beside the project root (a worktree sits one level deeper: ../../shared/data)
+CIFAR_ARCHIVE = next((p for p in (_REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz",
+                                  _REPO.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz") if p.is_file()),
+                     _REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR_ARCHIVE.is_file(), reason=f"CIFAR-10 JPEG copy not found at {CIFAR_ARCHIVE} "
+                    "(development data, not shipped with the project)")
+def test_views_match_lightly_on_cifar10_jpeg():
+    """The whole-pipeline comparison on 500 real CIFAR-10 training images (the issue's benchmark data)."""
+    import io
+    import tarfile
+
+    images = []
+    with tarfile.open(CIFAR_ARCHIVE) as tar:
+        for member in tar:
+            if member.isfile() and member.name.startswith("train/") and member.name.endswith(".jpg"):
+                images.append(np.asarray(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")))
+                if len(images) == 500:
+                    break
+    imgs = np.stack(images)
+    s_ref = _stats(_lightly_views(imgs, 6))
+    s_ours = _stats(_gpu_views(imgs, 6))
+    for key in s_ref:
+        assert ks_2samp(s_ref[key], s_ours[key]).pvalue > P_OK, key
+    s_wrong = _stats(_gpu_views(imgs, 6, cj_strength=1.0))
+    assert min(ks_2samp(s_ref[k], s_wrong[k]).pvalue for k in s_ref) < P_WRONG
