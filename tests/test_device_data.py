@@ -144,3 +144,13 @@ def test_speed_options(monkeypatch):
     assert m.backbone.weight.is_contiguous(memory_format=torch.channels_last) and compiled == ["Conv2d"]
     _, off = split_trainer_config({"max_epochs": 1})
     assert off["compile"] is False and off["channels_last"] is False
+
+
+def test_device_batches_follow_the_trainers_epoch():
+    images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1)
+    epoch = {"n": 3}
+    resumed = D.DeviceBatches(images, 10, seed=0, epoch_fn=lambda: epoch["n"])
+    fresh = D.DeviceBatches(images, 10, seed=0)
+    for _ in range(3):
+        list(fresh)
+    assert torch.equal(torch.cat([i for _, i in resumed]), torch.cat([i for _, i in fresh]))

@@ -26,12 +26,12 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -126,7 +126,7 @@ class DeviceBatches:
     """
 
     def __init__(self, images: torch.Tensor, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, epoch_fn: Callable[[], int] | None = None) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise SSLClusterError("DeviceBatches needs uint8 images (N, C, H, W)")
         self.images = images
@@ -135,12 +135,16 @@ class DeviceBatches:
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        #: where the epoch number comes from (the trainer's, so a resumed run continues the sequence); default:
+        #: a count of passes
+        self.epoch_fn = epoch_fn
 
     def __len__(self) -> int:
         return (len(self.images) // self.world_size) // self.batch_size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        epoch = self.epoch_fn() if self.epoch_fn is not None else self.epoch
+        g = torch.Generator().manual_seed(self.seed + epoch)
         self.epoch += 1
         n = len(self)
         perm = torch.randperm(len(self.images), generator=g)[self.rank::self.world_size][: n * self.batch_size]
@@ -266,7 +270,7 @@ class PretrainData(pl.LightningDataModule):
             rank = trainer.global_rank if trainer is not None else 0
             world = trainer.world_size if trainer is not None else 1
             return DeviceBatches(self.images, self.batch_size, seed=int(self.cfg.seed), rank=rank,
-                                 world_size=world)
+                                 world_size=world, epoch_fn=(lambda: trainer.current_epoch) if trainer else None)
         from sslcluster.stages.common import build
 
         views = build(self.cfg.augmentation.views)
@@ -291,12 +295,6 @@ class PretrainData(pl.LightningDataModule):
 def build_pretrain_data(cfg: DictConfig, source: ImageSource) -> PretrainData:
     """The hook ``stages.pretrain`` calls: the train split's DataModule for ``trainer.fit(datamodule=...)``."""
     return PretrainData(cfg, source)
-
-
-def describe(data: PretrainData) -> dict[str, Any]:
-    """What was used, for logs and benchmarks."""
-    return {"pipeline": data.used, "cache": str(data.cache_path) if data.cache_path else None,
-            "config": OmegaConf.to_container(data.cfg.data, resolve=True).get("pipeline")}
 
 
 __all__ = ["PretrainData", "DeviceBatches", "build_pretrain_data", "load_or_build_cache", "decode_source",
