@@ -390,3 +390,21 @@ def test_views_match_lightly_on_cifar10_jpeg():
         assert ks_2samp(s_ref[key], s_ours[key]).pvalue > P_OK, key
     s_wrong = _stats(_gpu_views(imgs, 6, cj_strength=1.0))
     assert min(ks_2samp(s_ref[k], s_wrong[k]).pvalue for k in s_ref) < P_WRONG
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the GPU machine)")
+def test_cuda_views_equal_cpu_views_and_never_synchronise():
+    view = _view(gaussian_blur=0.5).cuda()
+    x = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
+    u = torch.rand(256, view.DRAWS, generator=torch.Generator().manual_seed(0))
+    ref = view.cpu().apply(x, u)
+    view.cuda()
+    xc, uc = x.cuda(), u.cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host-device synchronisation on the hot path raises
+    try:
+        out = view.apply(xc, uc)
+        view(xc)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.allclose(out.cpu(), ref, atol=1e-4)
