@@ -50,3 +50,20 @@ def test_archive_input_and_mode_selection(tmp_path):
     assert set(res["modes"]) == {"model", "device"} and set(res["ratios"]) == {"device_over_model"}
     with pytest.raises(SystemExit):
         bench.parse(["--modes", "model,bogus"])
+
+
+def test_fidelity_tiny_cpu_trains_both_pipelines(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("fidelity", SCRIPT.parent / "fidelity.py")
+    fid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fid)
+    out = tmp_path / "f.json"
+    res = fid.main(["--epochs", "1", "--run-root", str(tmp_path / "runs"), "--json", str(out), "--",
+                    "data.batch_size=128", "backbone.module.width=8", "backbone.module.depth=2",
+                    f"data.device_cache.dir={tmp_path / 'cache'}", "export.batch_size=512"])
+    assert set(res["summary"]) == {"cpu", "device"}
+    for pipe in ("cpu", "device"):
+        assert 0.3 < res["summary"][pipe]["knn_top1"] <= 1.0  # 10 classes: well above chance (0.1)
+    assert res["device_minus_cpu_points"] == pytest.approx(
+        100 * (res["summary"]["device"]["knn_top1"] - res["summary"]["cpu"]["knn_top1"]))
+    assert "device - cpu" in capsys.readouterr().out and json.loads(out.read_text())["epochs"] == 1
+    assert list((tmp_path / "cache").glob("*.npy"))  # the device run really took the device path
