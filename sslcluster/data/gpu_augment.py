@@ -16,8 +16,14 @@ uint8 images (B, C, H, W) already on the device, with every random choice drawn 
   ceil(3 sigma) as PIL's ``GaussianBlur(radius=sigma)`` that lightly uses), solarisation (pixels >= 128/255
   inverted, as PIL's ``ImageOps.solarize``), normalisation.
 - rotation for RotNet: :func:`rotate_quarter_turns` / :func:`random_quarter_turns` (0/90/180/270, per sample).
+- for a torchvision ``Compose`` (e.g. the rotation method's views): Resize, RandomCrop with integer padding
+  (constant / reflect / edge), and the ops above.
 
-Why this is written by hand: on the H100 (figures in issue 8 / DEVELOPERS.md) the model alone trains at about 30k
+A view draws all its randomness in one ``torch.rand`` call (B, DRAWS); the rest is a pure function of the images
+and those uniforms (:meth:`GPUViewTransform.apply`), which ``torch.compile`` fuses into a few kernels
+(``trainer.speed.compile``).
+
+Why this is written by hand: on the H100 (figures in issue 8) the model alone trains at about 30k
 images/s, lightly's CPU pipeline feeds about 6.2k images/s with 16 workers, and kornia's GPU augmentation only
 about 8.2k images/s; plain batched torch ops run at about 100k images/s. No well-kept library gives per-sample
 parameters with torchvision's sampling semantics at that speed, so the few ops above are implemented here with
