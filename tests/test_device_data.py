@@ -154,3 +154,15 @@ def test_device_batches_follow_the_trainers_epoch():
     for _ in range(3):
         list(fresh)
     assert torch.equal(torch.cat([i for _, i in resumed]), torch.cat([i for _, i in fresh]))
+
+
+@pytest.mark.parametrize("trainer,fast", [("cpu", False), ("gpu", True)])
+def test_trainer_configs_speed_defaults_per_device(compose, trainer, fast):
+    import inspect
+
+    import pytorch_lightning as pl
+
+    kwargs, speed = split_trainer_config(compose([f"trainer={trainer}"]).trainer)
+    assert set(kwargs) <= set(inspect.signature(pl.Trainer.__init__).parameters)  # all real Trainer arguments
+    assert speed["channels_last"] is fast and speed["compile"] is fast
+    assert (kwargs["precision"] == "bf16-mixed") is fast and kwargs["benchmark"] is fast
