@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
-from sslcluster.data.datasets import ViewsDataset
+from sslcluster.data.device_data import build_pretrain_data
 from sslcluster.errors import SSLClusterError
 from sslcluster.ssl.callbacks import reliability_callbacks
 from sslcluster.ssl.methods.base import SSLMethod
+from sslcluster.ssl.speed import apply_speed, split_trainer_config
 from sslcluster.stages.common import build, build_source, to_plain
 from sslcluster.tracking.loggers import build_logger  # noqa: F401  (kept importable from here)
 from sslcluster.tracking.rundir import RunDir
@@ -30,23 +30,18 @@ def build_method(cfg: DictConfig) -> SSLMethod:
 def pretrain(cfg: DictConfig, run: RunDir) -> Path:
     """Train ``cfg.method`` on the train split's images (no labels) and return the last checkpoint's path."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    # CPU workers or the whole split on the device, per data.pipeline (sslcluster.data.device_data)
     source = build_source(cfg, "train")
-    views = build(cfg.augmentation.views)
-    dataset = ViewsDataset(source, views)
-    if len(dataset) < cfg.data.batch_size:
-        raise SSLClusterError(f"data.batch_size={cfg.data.batch_size} is larger than the train split "
-                              f"({len(dataset)} images)")
-    loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-                        num_workers=cfg.data.num_workers, persistent_workers=cfg.data.num_workers > 0,
-                        pin_memory=False)
-    model = build_method(cfg)
+    data = build_pretrain_data(cfg, source)
+    trainer_kwargs, speed = split_trainer_config(cfg.trainer)
+    model = apply_speed(build_method(cfg), speed)
     model.run_config = to_plain(cfg)
     ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=str(run.checkpoints_dir), filename="epoch{epoch:04d}",
                                            auto_insert_metric_name=False, save_last=True, every_n_epochs=1,
                                            save_top_k=1, monitor=None)
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), default_root_dir=str(run.path),
-                         logger=build_logger(cfg, run), callbacks=[ckpt_cb, *reliability_callbacks(run, source)])
-    trainer.fit(model, loader)
+    trainer = pl.Trainer(**trainer_kwargs, default_root_dir=str(run.path), logger=build_logger(cfg, run),
+                         callbacks=[ckpt_cb, *reliability_callbacks(run, source)])
+    trainer.fit(model, datamodule=data)
     last = run.checkpoints_dir / "last.ckpt"
     if not last.exists():
         raise SSLClusterError(f"training ended without writing {last}")

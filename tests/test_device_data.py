@@ -1,0 +1,168 @@
+"""The on-device data path: decoded-image cache, batches drawn by index, path choice and fallback, training."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sslcluster.data import device_data as D
+from sslcluster.data.sources import DigitsSource, ImageFolderSource
+from sslcluster.ssl.speed import apply_speed, split_trainer_config
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """A small image folder: 2 classes x 6 images of mixed sizes."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (root / "train" / c).mkdir(parents=True)
+        for i in range(6):
+            size = (40, 30) if i % 2 else (32, 32)
+            arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / "train" / c / f"{i}.png")
+    return root
+
+
+def test_cache_written_once_atomically_and_reused(folder, tmp_path):
+    src = ImageFolderSource(str(folder), "train")
+    cache = tmp_path / "cache"
+    arr, path, reused = D.load_or_build_cache(src, 32, 3, cache)
+    assert not reused and path.is_file() and path.with_suffix(".json").is_file()
+    assert arr.shape == (12, 3, 32, 32) and arr.dtype == np.uint8
+    assert not list(cache.glob("*.tmp")) and not list(cache.glob(".*"))
+    # a 32x32 image is kept pixel for pixel
+    first = np.asarray(Image.open(src.paths[0]).convert("RGB")).transpose(2, 0, 1)
+    assert np.array_equal(arr[0], first)
+    mtime = path.stat().st_mtime_ns
+    again, path2, reused = D.load_or_build_cache(src, 32, 3, cache)
+    assert reused and path2 == path and path.stat().st_mtime_ns == mtime and np.array_equal(again, arr)
+    # another side, or a changed file, is another cache
+    _, path3, reused = D.load_or_build_cache(src, 16, 3, cache)
+    assert not reused and path3 != path
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(src.paths[3])
+    os.utime(src.paths[3], ns=(1, 1))
+    _, path4, reused = D.load_or_build_cache(ImageFolderSource(str(folder), "train"), 32, 3, cache)
+    assert not reused and path4 != path
+
+
+def test_failed_cache_write_leaves_no_file(tmp_path, monkeypatch):
+    src = DigitsSource("train", image_size=8)
+    monkeypatch.setattr(D.np, "save", lambda f, a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        D.load_or_build_cache(src, 8, 1, tmp_path / "c")
+    assert not list((tmp_path / "c").iterdir())
+
+
+def test_device_batches_draw_by_index_and_shard():
+    images = torch.arange(103, dtype=torch.uint8).view(103, 1, 1, 1).expand(103, 1, 2, 2).contiguous()
+    batches = D.DeviceBatches(images, batch_size=10, seed=3)
+    assert len(batches) == 10
+    epoch1 = list(batches)
+    seen = torch.cat([idx for _, idx in epoch1])
+    assert len(epoch1) == 10 and seen.unique().numel() == 100
+    for imgs, idx in epoch1:
+        assert imgs.dtype == torch.uint8 and torch.equal(imgs[:, 0, 0, 0].long(), idx)
+    epoch2 = torch.cat([idx for _, idx in batches])
+    assert not torch.equal(seen, epoch2)  # a fresh permutation each epoch
+    r0 = D.DeviceBatches(images, 10, seed=3, rank=0, world_size=2)
+    r1 = D.DeviceBatches(images, 10, seed=3, rank=1, world_size=2)
+    a, b = torch.cat([i for _, i in r0]), torch.cat([i for _, i in r1])
+    assert len(r0) == 5 and not set(a.tolist()) & set(b.tolist())
+
+
+def _data(compose, tmp_path, *over):
+    cfg = compose(["data.batch_size=64", f"data.device_cache.dir={tmp_path / 'cache'}", *over])
+    from sslcluster.stages.common import build_source
+
+    return D.build_pretrain_data(cfg, build_source(cfg, "train"))
+
+
+def test_path_choice_and_one_line_fallback(compose, tmp_path, capsys):
+    cpu = torch.device("cpu")
+    assert _data(compose, tmp_path).choose(cpu) == ("cpu", None)  # auto off CUDA: CPU path, silently
+    assert _data(compose, tmp_path, "data.pipeline=device").choose(cpu) == ("device", None)
+    data = _data(compose, tmp_path, "data.pipeline=device", "data.device_cache.budget_gb=0.0001")
+    data.setup("fit")
+    assert data.used == "cpu"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not fit" in err and "0.00 GB" in err and "budget_gb=0.0001" in err
+    data = _data(compose, tmp_path, "data.pipeline=device",
+                 "augmentation.views._target_=lightly.transforms.DINOTransform")
+    assert data.choose(cpu)[0] == "cpu" and "no GPU equivalent" in data.choose(cpu)[1]
+    with pytest.raises(Exception, match="data.pipeline"):
+        _data(compose, tmp_path, "data.pipeline=gpu")
+
+
+def test_device_path_batches_become_views(compose, tmp_path):
+    data = _data(compose, tmp_path, "data.pipeline=device")
+    data.setup("fit")
+    assert data.used == "device" and data.cache_path is not None and data.cache_path.is_file()
+    batch = next(iter(data.train_dataloader()))
+    assert batch[0].dtype == torch.uint8 and batch[0].shape == (64, 1, 16, 16)
+    views, idx = data.on_after_batch_transfer(batch, 0)
+    assert len(views) == 2 and views[0].shape == (64, 1, 16, 16) and views[0].dtype == torch.float32
+    assert torch.equal(idx, batch[1])
+
+
+def test_pretrain_trains_on_the_device_path(compose, tiny, tmp_path, monkeypatch):
+    from sslcluster.pipeline import stage_pretrain
+
+    calls = []
+    original = D.PretrainData.on_after_batch_transfer
+
+    def spy(self, batch, idx):
+        out = original(self, batch, idx)
+        calls.append((self.used, type(out[0]).__name__))
+        return out
+
+    monkeypatch.setattr(D.PretrainData, "on_after_batch_transfer", spy)
+    stage_pretrain(compose(tiny + ["run.key=dev", "data.pipeline=device",
+                                   f"data.device_cache.dir={tmp_path / 'cache'}", "trainer.speed.channels_last=true"]))
+    assert (tmp_path / "runs" / "dev" / "checkpoints" / "last.ckpt").is_file()
+    assert calls and all(c == ("device", "list") for c in calls)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+
+
+def test_speed_options(monkeypatch):
+    kwargs, speed = split_trainer_config({"max_epochs": 1, "speed": {"channels_last": True, "compile": True}})
+    assert "speed" not in kwargs and kwargs["max_epochs"] == 1 and speed["compile_mode"] == "default"
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append(type(self).__name__))
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = torch.nn.Conv2d(3, 4, 3)
+
+    m = apply_speed(M(), speed)
+    assert m.backbone.weight.is_contiguous(memory_format=torch.channels_last) and compiled == ["Conv2d"]
+    _, off = split_trainer_config({"max_epochs": 1})
+    assert off["compile"] is False and off["channels_last"] is False
+
+
+def test_device_batches_follow_the_trainers_epoch():
+    images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1)
+    epoch = {"n": 3}
+    resumed = D.DeviceBatches(images, 10, seed=0, epoch_fn=lambda: epoch["n"])
+    fresh = D.DeviceBatches(images, 10, seed=0)
+    for _ in range(3):
+        list(fresh)
+    assert torch.equal(torch.cat([i for _, i in resumed]), torch.cat([i for _, i in fresh]))
+
+
+@pytest.mark.parametrize("trainer,fast", [("cpu", False), ("gpu", True)])
+def test_trainer_configs_speed_defaults_per_device(compose, trainer, fast):
+    import inspect
+
+    import pytorch_lightning as pl
+
+    kwargs, speed = split_trainer_config(compose([f"trainer={trainer}"]).trainer)
+    assert set(kwargs) <= set(inspect.signature(pl.Trainer.__init__).parameters)  # all real Trainer arguments
+    assert speed["channels_last"] is fast and speed["compile"] is fast
+    assert (kwargs["precision"] == "bf16-mixed") is fast and kwargs["benchmark"] is fast

@@ -1,0 +1,69 @@
+"""The throughput benchmark in its tiny CPU configuration (the same script measures the H100 figures)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_tiny_cpu_run_reports_every_mode_and_ratio(tmp_path, capsys):
+    bench = _load()
+    out = tmp_path / "r.json"
+    res = bench.main(["--synthetic", "48", "--backbone", "tiny", "--batch-size", "16", "--steps", "2", "--warmup",
+                      "1", "--workers", "0", "--precision", "fp32", "--channels-last", "--device", "cpu",
+                      "--work-dir", str(tmp_path / "w"), "--json", str(out)])
+    text = capsys.readouterr().out
+    assert set(res["modes"]) == {"model", "device", "cpu", "lightly"}
+    for name, r in res["modes"].items():
+        assert r["img_s"] > 0 and r["loss"] == r["loss"], name  # finite loss: the step really trained
+        assert f"  {name} " in text
+    assert set(res["ratios"]) == {"device_over_lightly", "device_over_model", "device_over_cpu", "cpu_over_lightly"}
+    assert res["ratios"]["device_over_model"] == pytest.approx(res["modes"]["device"]["img_s"]
+                                                               / res["modes"]["model"]["img_s"])
+    assert "device/lightly:" in text and json.loads(out.read_text())["images"] == 48
+    assert list((tmp_path / "w" / "cache").glob("*.npy"))  # the device mode went through the decoded cache
+
+
+def test_archive_input_and_mode_selection(tmp_path):
+    bench = _load()
+    root = bench.synthetic_folder(20, 32, tmp_path / "src" / "cifar")
+    archive = tmp_path / "imgs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="cifar")
+    assert bench.prepare_data(str(archive), 0, 32, tmp_path / "w") == tmp_path / "w" / "imgs" / "cifar"
+    res = bench.main(["--data", str(archive), "--work-dir", str(tmp_path / "w"), "--backbone", "tiny",
+                      "--batch-size", "8", "--steps", "1", "--warmup", "0", "--workers", "0", "--precision",
+                      "fp32", "--device", "cpu", "--modes", "model,device"])
+    assert set(res["modes"]) == {"model", "device"} and set(res["ratios"]) == {"device_over_model"}
+    with pytest.raises(SystemExit):
+        bench.parse(["--modes", "model,bogus"])
+
+
+def test_fidelity_tiny_cpu_trains_both_pipelines(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("fidelity", SCRIPT.parent / "fidelity.py")
+    fid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fid)
+    out = tmp_path / "f.json"
+    res = fid.main(["--epochs", "1", "--run-root", str(tmp_path / "runs"), "--json", str(out), "--",
+                    "data.batch_size=128", "backbone.module.width=8", "backbone.module.depth=2",
+                    f"data.device_cache.dir={tmp_path / 'cache'}", "export.batch_size=512"])
+    assert set(res["summary"]) == {"cpu", "device"}
+    for pipe in ("cpu", "device"):
+        assert 0.3 < res["summary"][pipe]["knn_top1"] <= 1.0  # 10 classes: well above chance (0.1)
+    assert res["device_minus_cpu_points"] == pytest.approx(
+        100 * (res["summary"]["device"]["knn_top1"] - res["summary"]["cpu"]["knn_top1"]))
+    assert "device - cpu" in capsys.readouterr().out and json.loads(out.read_text())["epochs"] == 1
+    assert list((tmp_path / "cache").glob("*.npy"))  # the device run really took the device path
