@@ -63,6 +63,12 @@ def open_run(cfg: DictConfig, stage: str, reuse: bool = True, must_exist: bool =
         raise
 
 
+def clustered_embeddings_name(cfg: DictConfig) -> str:
+    """``embeddings/<name>`` holding the features the cluster stage uses by default."""
+    split = cfg.cluster.split
+    return split if cfg.cluster.features == cfg.export.features else f"{split}_{cfg.cluster.features}"
+
+
 def cluster_key(cfg: DictConfig, prefix: str = "") -> str:
     base = cfg.cluster.key or f"{cfg.clustering.name}-{cfg.cluster.split}"
     return f"{prefix}{base}"
@@ -91,16 +97,22 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
             splits = list(dict.fromkeys([*cfg.export.splits, split]))
             for s in splits:
                 learned[s] = export_split(cfg, run, s, checkpoint, cfg.export.features)
+        to_cluster: dict[str, Path] = {}
+        if split in learned:
+            to_cluster[split] = learned[split]
+            if embeddings is None and cfg.cluster.features != cfg.export.features:
+                to_cluster[split] = export_split(cfg, run, split, checkpoint, cfg.cluster.features,
+                                                 name=clustered_embeddings_name(cfg))
         pixels: dict[str, Path] = {}
         if cfg.stages.baseline and embeddings is None:
             for s in dict.fromkeys([*learned.keys(), split]):
                 pixels[s] = export_split(cfg, run, s, None, "pixels")
         metrics: dict = {}
-        for feats, prefix in ((learned, ""), (pixels, BASELINE_PREFIX)):
-            if split not in feats:
+        for feats, clustered, prefix in ((learned, to_cluster, ""), (pixels, pixels, BASELINE_PREFIX)):
+            if split not in clustered:
                 continue
             if cfg.stages.cluster:
-                cdir = cluster(cfg, run, feats[split], cluster_key(cfg, prefix.replace("_", "-")),
+                cdir = cluster(cfg, run, clustered[split], cluster_key(cfg, prefix.replace("_", "-")),
                                overwrite=cfg.run.overwrite)
                 if cfg.stages.evaluate:
                     metrics.update({prefix + k: v for k, v in evaluate_clustering(cfg, cdir).items()})
@@ -133,6 +145,8 @@ def stage_export(cfg: DictConfig) -> RunDir:
             checkpoint = _existing_file(str(run.checkpoints_dir / "last.ckpt"), "checkpoint (set checkpoint=PATH)")
         for s in cfg.export.splits:
             print(f"exported: {export_split(cfg, run, s, checkpoint, cfg.export.features)}")
+        if cfg.cluster.features != cfg.export.features:  # what the cluster stage reads by default
+            print(f"exported: {export_split(cfg, run, cfg.cluster.split, checkpoint, cfg.cluster.features, name=clustered_embeddings_name(cfg))}")
         print(f"run key: {run.key}\nrun dir: {run.path}")
     return run
 
@@ -142,7 +156,7 @@ def stage_cluster(cfg: DictConfig) -> RunDir:
     if emb is not None:
         read_manifest(emb)
     with open_run(cfg, "cluster") as run:
-        emb = emb or run.embeddings_dir(cfg.cluster.split)
+        emb = emb or run.embeddings_dir(clustered_embeddings_name(cfg))
         out = cluster(cfg, run, emb, cluster_key(cfg), overwrite=cfg.run.overwrite or cfg.cluster.overwrite)
         print(f"clusters: {out}\nrun key: {run.key}\nrun dir: {run.path}")
     return run

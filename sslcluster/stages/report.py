@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from sslcluster.data.scan import SKIPPED_FILE, read_skipped
+from sslcluster.tracking.io import read_json
 from sslcluster.tracking.rundir import RunDir
 
 ROWS = ("nmi", "ari", "acc", "purity", "silhouette", "knn_top1", "linear_top1", "n_clusters")
@@ -43,6 +44,10 @@ def report(run: RunDir, wall_s: float | None = None) -> str:
         counts = {split: sum(row[0] == split for row in skipped) for split in sorted({row[0] for row in skipped})}
         text.append("skipped files: " + ", ".join(f"{n} in {split}" for split, n in counts.items())
                     + f" (reasons in {run.path / SKIPPED_FILE})")
+    for rec_path in sorted((run.path / "clusters").glob("*/record.json")):
+        rec = read_json(rec_path)
+        text.append(f"clusters/{rec.get('key')}: {rec.get('algorithm')} on {rec.get('features')} features, "
+                    f"preprocess {'+'.join(rec.get('preprocess') or []) or 'none'}, status {rec.get('status')}")
     text += [f"run key: {run.key}", f"run dir: {run.path}"]
     if wall_s is not None:
         text.append(f"wall time: {wall_s:.1f} s")
