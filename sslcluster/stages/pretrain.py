@@ -1,21 +1,44 @@
-"""Stage 1: self-supervised pretraining with PyTorch Lightning -> ``checkpoints/last.ckpt``."""
+"""Stage 1: self-supervised pretraining with PyTorch Lightning -> ``checkpoints/last.ckpt``.
+
+Checkpoints land in the run's ``checkpoints/`` every epoch and, on Ctrl-C or SIGTERM (e.g. a SLURM time limit),
+once more as ``last.ckpt`` before the process exits; ``resume=last`` (with ``run.key=KEY``) or ``resume=PATH``
+continues from one. Under DDP every process runs this function; only global rank 0 writes files.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
 from sslcluster.data.datasets import ViewsDataset
 from sslcluster.errors import SSLClusterError
 from sslcluster.ssl.methods.base import SSLMethod
+from sslcluster.ssl.monitors import LabeledImages, MonitorConfig, OnlineMonitors, labeled_subset
 from sslcluster.stages.common import build, build_source, to_plain
 from sslcluster.tracking.rundir import RunDir
 
 log = logging.getLogger(__name__)
+
+#: environment variable through which processes started by Lightning's DDP launcher find rank 0's run directory.
+RUN_KEY_ENV = "SSLCLUSTER_RUN_KEY"
+
+
+def is_launch_rank_zero() -> bool:
+    """Whether this process is global rank 0 of its launch (torchrun's ``RANK``, SLURM's ``SLURM_PROCID``, or the
+    ``NODE_RANK``/``LOCAL_RANK`` that Lightning's launcher gives the processes it starts); True when alone."""
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return int(env["SLURM_PROCID"]) == 0
+    return int(env.get("NODE_RANK", "0")) == 0 and int(env.get("LOCAL_RANK", "0")) == 0
 
 
 def build_method(cfg: DictConfig) -> SSLMethod:
@@ -32,8 +55,6 @@ def build_logger(cfg: DictConfig, run: RunDir):
     if name == "csv":
         return pl.loggers.CSVLogger(save_dir=str(run.path), name="logs", version="")
     if name == "wandb":
-        import os
-
         os.environ.setdefault("WANDB_MODE", cfg.logger.get("mode", "offline"))
         return pl.loggers.WandbLogger(project=cfg.logger.project, group=cfg.logger.group,
                                       tags=list(cfg.logger.tags), name=run.key, save_dir=str(run.path),
@@ -41,27 +62,118 @@ def build_logger(cfg: DictConfig, run: RunDir):
     raise SSLClusterError(f"unknown logger {name!r}; valid: csv, none, wandb")
 
 
-def pretrain(cfg: DictConfig, run: RunDir) -> Path:
+class CheckpointOnInterrupt(pl.Callback):
+    """Writes ``last.ckpt`` (atomically, global rank 0 only) when training stops on Ctrl-C or SIGTERM.
+
+    Lightning turns SIGTERM into ``SIGTERMException`` at the next batch boundary and calls ``on_exception``
+    for both; no collective is used here, since other ranks may be gone.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or not trainer.is_global_zero:
+            return
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, tmp)
+        os.replace(tmp, self.path)
+        log.warning("interrupted (%s) at epoch %d, step %d: saved %s", type(exception).__name__,
+                    trainer.current_epoch, trainer.global_step, self.path)
+
+
+def resume_path(cfg: DictConfig, run: RunDir) -> Path | None:
+    """The checkpoint ``resume`` names: ``null`` (start afresh), ``last`` (this run's last.ckpt) or a path."""
+    resume = cfg.get("resume")
+    if resume is None:
+        return None
+    if str(resume) == "last":
+        path = run.checkpoints_dir / "last.ckpt"
+        if not path.is_file():
+            raise SSLClusterError(f"resume=last: no checkpoint {path} (set run.key=KEY of the stopped run, "
+                                  "or resume=PATH)")
+        return path
+    path = Path(str(resume)).expanduser()
+    if not path.is_file():
+        raise SSLClusterError(f"resume={resume}: checkpoint not found")
+    return path
+
+
+def build_monitors(cfg: DictConfig) -> OnlineMonitors | None:
+    """The kNN / linear-probe monitors on the labeled train and test splits, or None when off or unlabeled."""
+    mcfg = MonitorConfig(**OmegaConf.to_container(cfg.get("monitor") or {}, resolve=True))  # type: ignore[arg-type]
+    if not (mcfg.knn or mcfg.linear):
+        return None
+    splits = cfg.data.get("splits") or {}
+    if "test" not in splits:
+        log.info("online monitors off: data.splits has no test split")
+        return None
+    transform = build(cfg.augmentation.eval)
+    parts = []
+    for split in ("train", "test"):
+        source = build_source(cfg, split)
+        idx = labeled_subset(source, mcfg.max_images, seed=0)
+        if idx is None:
+            log.info("online monitors off: the %s split has no labels", split)
+            return None
+        parts.append(LabeledImages(source, transform, idx))
+    num_classes = int(max(int(p.labels.max()) for p in parts)) + 1
+    return OnlineMonitors(parts[0], parts[1], num_classes, mcfg)
+
+
+def check_augmentation(cfg: DictConfig) -> None:
+    """Warn when a method-specific augmentation is used with another method (e.g. augmentation=simclr with
+    method=rotation), and refuse one view for a two-view method."""
+    aug, method = str(cfg.augmentation.name), str(cfg.method.name)
+    methods = ("simclr", "moco", "rotation")
+    if aug in methods and aug != method:
+        log.warning("augmentation=%s with method=%s: did you mean augmentation=%s?", aug, method, method)
+    if aug == "rotation" and int(cfg.method.get("views", 1)) > 1:
+        raise SSLClusterError(f"method={method} needs {cfg.method.views} views; augmentation=rotation gives 1")
+
+
+def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None = None) -> Path:
     """Train ``cfg.method`` on the train split's images (no labels) and return the last checkpoint's path."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    check_augmentation(cfg)
+    ckpt_path = resume_path(cfg, run)
     source = build_source(cfg, "train")
     views = build(cfg.augmentation.views)
     dataset = ViewsDataset(source, views)
     if len(dataset) < cfg.data.batch_size:
         raise SSLClusterError(f"data.batch_size={cfg.data.batch_size} is larger than the train split "
                               f"({len(dataset)} images)")
+    # Under DDP Lightning swaps in a DistributedSampler (use_distributed_sampler, on by default).
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                         num_workers=cfg.data.num_workers, persistent_workers=cfg.data.num_workers > 0,
                         pin_memory=False)
     model = build_method(cfg)
     model.run_config = to_plain(cfg)
-    ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=str(run.checkpoints_dir), filename="epoch{epoch:04d}",
-                                           auto_insert_metric_name=False, save_last=True, every_n_epochs=1,
-                                           save_top_k=1, monitor=None)
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), default_root_dir=str(run.path),
-                         logger=build_logger(cfg, run), callbacks=[ckpt_cb])
-    trainer.fit(model, loader)
     last = run.checkpoints_dir / "last.ckpt"
-    if not last.exists():
+    all_callbacks: list[pl.Callback] = [
+        pl.callbacks.ModelCheckpoint(dirpath=str(run.checkpoints_dir), filename="epoch{epoch:04d}",
+                                     auto_insert_metric_name=False, save_last=True, every_n_epochs=1,
+                                     save_top_k=1, monitor=None),
+        CheckpointOnInterrupt(last),
+    ]
+    monitors = build_monitors(cfg)
+    if monitors is not None:
+        all_callbacks.append(monitors)
+    all_callbacks.extend(callbacks or [])
+    trainer_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
+    trainer = pl.Trainer(**trainer_kwargs, default_root_dir=str(run.path), logger=build_logger(cfg, run),
+                         callbacks=all_callbacks)
+    previous = os.environ.get(RUN_KEY_ENV)
+    os.environ[RUN_KEY_ENV] = run.key  # processes started by Lightning's DDP launcher reuse this run directory
+    try:
+        trainer.fit(model, loader, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_KEY_ENV, None)
+        else:
+            os.environ[RUN_KEY_ENV] = previous
+    if trainer.is_global_zero and not last.exists():
         raise SSLClusterError(f"training ended without writing {last}")
     return last

@@ -40,6 +40,8 @@ class SimCLR(SSLMethod):
 
     def training_step(self, batch: tuple[Sequence[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
         views, _ = batch
+        if len(views) < 2:
+            raise SSLClusterError(f"method=simclr needs two views per image; the augmentation gives {len(views)}")
         x0, x1 = views[0], views[1]
         # One pass over both views: (2B, C, H, W) -> (2B, output_dim).
         z0, z1 = self.project(torch.cat([x0, x1])).chunk(2)
