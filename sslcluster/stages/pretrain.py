@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
@@ -163,6 +164,10 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
         all_callbacks.append(monitors)
     all_callbacks.extend(callbacks or [])
     trainer_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
+    if trainer_kwargs.get("sync_batchnorm") and (trainer_kwargs.get("accelerator") == "cpu"
+                                                 or not torch.cuda.is_available()):
+        raise SSLClusterError("trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm is GPU-only); "
+                              "on CPU leave it false")
     trainer = pl.Trainer(**trainer_kwargs, default_root_dir=str(run.path), logger=build_logger(cfg, run),
                          callbacks=all_callbacks)
     previous = os.environ.get(RUN_KEY_ENV)
