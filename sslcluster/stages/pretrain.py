@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -85,6 +87,25 @@ class CheckpointOnInterrupt(pl.Callback):
                     trainer.current_epoch, trainer.global_step, self.path)
 
 
+class RNGState(pl.Callback):
+    """Keeps the torch, numpy and Python random states in checkpoints and restores them on resume, so a resumed run
+    draws the same shuffles, augmentations (and MoCo's BN shuffles) as an uninterrupted one would have."""
+
+    def state_dict(self) -> dict[str, Any]:
+        # plain types only, so that Lightning's weights-only checkpoint loading accepts them
+        kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+        return {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+                "python": random.getstate()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        torch.set_rng_state(state_dict["torch"])
+        kind, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        random.setstate(state_dict["python"])
+
+
 def resume_path(cfg: DictConfig, run: RunDir) -> Path | None:
     """The checkpoint ``resume`` names: ``null`` (start afresh), ``last`` (this run's last.ckpt) or a path."""
     resume = cfg.get("resume")
@@ -156,8 +177,9 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
     all_callbacks: list[pl.Callback] = [
         pl.callbacks.ModelCheckpoint(dirpath=str(run.checkpoints_dir), filename="epoch{epoch:04d}",
                                      auto_insert_metric_name=False, save_last=True, every_n_epochs=1,
-                                     save_top_k=1, monitor=None),
+                                     save_top_k=1, monitor=None, enable_version_counter=False),
         CheckpointOnInterrupt(last),
+        RNGState(),
     ]
     monitors = build_monitors(cfg)
     if monitors is not None:
