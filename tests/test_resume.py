@@ -78,3 +78,12 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path):
     assert not any(tmp_path.iterdir())  # the failed new run left nothing behind
     with pytest.raises(SSLClusterError, match="resume=/no/such.ckpt: checkpoint not found"):
         stage_pretrain(compose([f"run.root={tmp_path}", *RESUME, "resume=/no/such.ckpt"]))
+
+
+def test_resume_with_other_model_settings_is_refused(tmp_path):
+    overrides = [f"run.root={tmp_path}", *RESUME, "run.key=a"]
+    stage_pretrain(compose(overrides))
+    with pytest.raises(SSLClusterError, match=r"checkpoint has method.name='simclr', this run 'rotation'"):
+        stage_pretrain(compose(overrides + ["method=rotation", "resume=last"]))
+    with pytest.raises(SSLClusterError, match=r"backbone.module.width=8, this run 16"):
+        stage_pretrain(compose(overrides + ["backbone.module.width=16", "resume=last"]))

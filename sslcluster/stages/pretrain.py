@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from sslcluster.data.datasets import ViewsDataset
 from sslcluster.errors import SSLClusterError
-from sslcluster.ssl.methods.base import SSLMethod
+from sslcluster.ssl.methods.base import CONFIG_KEY, SSLMethod
 from sslcluster.ssl.monitors import LabeledImages, MonitorConfig, OnlineMonitors, labeled_subset
 from sslcluster.stages.common import build, build_source, to_plain
 from sslcluster.tracking.rundir import RunDir
@@ -123,6 +123,35 @@ def resume_path(cfg: DictConfig, run: RunDir) -> Path | None:
     return path
 
 
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_resume_config(cfg: DictConfig, ckpt_path: Path) -> None:
+    """Refuse, in one line, to resume a checkpoint whose model settings (method, backbone, data channels) differ
+    from this run's, instead of a state-dict mismatch deep inside Lightning."""
+    try:
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False).get(CONFIG_KEY)
+    except Exception as e:  # noqa: BLE001 - any unreadable file
+        raise SSLClusterError(f"cannot read checkpoint {ckpt_path}: {e}") from None
+    if not isinstance(saved, dict):
+        raise SSLClusterError(f"{ckpt_path} is not an sslcluster checkpoint (no {CONFIG_KEY!r})")
+    now = to_plain(cfg)
+    for section in ("method.name", "method.module", "backbone"):
+        head, _, tail = section.partition(".")
+        a = _flat(saved.get(head, {}) if not tail else saved.get(head, {}).get(tail), section)
+        b = _flat(now.get(head, {}) if not tail else now.get(head, {}).get(tail), section)
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                raise SSLClusterError(f"resume={cfg.resume}: the checkpoint has {key}={a.get(key)!r}, this run "
+                                      f"{b.get(key)!r}; repeat the stopped run's overrides")
+
+
 def build_monitors(cfg: DictConfig) -> OnlineMonitors | None:
     """The kNN / linear-probe monitors on the labeled train and test splits, or None when off or unlabeled."""
     mcfg = MonitorConfig(**OmegaConf.to_container(cfg.get("monitor") or {}, resolve=True))  # type: ignore[arg-type]
@@ -161,6 +190,8 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     check_augmentation(cfg)
     ckpt_path = resume_path(cfg, run)
+    if ckpt_path is not None:
+        check_resume_config(cfg, ckpt_path)
     source = build_source(cfg, "train")
     views = build(cfg.augmentation.views)
     dataset = ViewsDataset(source, views)
