@@ -178,11 +178,41 @@ def test_moco_queue_in_lightning_ddp(tmp_path):
     assert "queue_size=12 is not a multiple of the global batch 8 (data.batch_size=4 x 2 devices)" in proc.stderr
 
 
+def test_launch_rank_from_environment(monkeypatch):
+    from sslcluster.stages.pretrain import is_launch_rank_zero
+
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    assert is_launch_rank_zero()
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a process started by Lightning's launcher
+    assert not is_launch_rank_zero()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    assert not is_launch_rank_zero()
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # one task in a SLURM job: alone
+    assert is_launch_rank_zero()
+    monkeypatch.setenv("RANK", "0")  # torchrun
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    assert is_launch_rank_zero()
+
+
+def test_non_zero_rank_needs_a_run_key(tiny, monkeypatch):
+    from sslcluster.errors import SSLClusterError
+    from sslcluster.pipeline import stage_pretrain
+    from sslcluster.config import compose
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("SSLCLUSTER_RUN_KEY", raising=False)
+    with pytest.raises(SSLClusterError, match="run.key=NAME"):
+        stage_pretrain(compose(tiny))
+
+
 def test_train_py_with_two_devices(tmp_path):
-    """``train.py trainer.devices=2``: both processes train into one run directory; rank 0 alone exports,
+    """``train.py trainer.devices=2`` (Lightning picks DDP): both processes train into one run directory; rank 0 alone exports,
     clusters and reports."""
     args = [sys.executable, str(ROOT / "train.py"), f"run.root={tmp_path / 'runs'}", "run.key=ddp",
-            "trainer.devices=2", "trainer.accelerator=cpu", "trainer.strategy=ddp", "trainer.max_epochs=1",
+            "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_epochs=1",
             "data.batch_size=32", "backbone.module.width=8", "backbone.module.depth=2", "logger=none",
             "clustering.algorithm.n_init=1", "evaluate.linear_probe=false", "monitor.linear=false",
             "stages.baseline=false"]

@@ -44,6 +44,7 @@ class MonitorConfig:
     linear_lr: float = 0.1
     max_images: int = 10000      # per split, a fixed random subset above this
     batch_size: int = 512
+    num_workers: int = 0         # loader processes (the run sets data.num_workers)
 
 
 class LabeledImages(Dataset):
@@ -96,7 +97,7 @@ class OnlineMonitors(pl.Callback):
     @torch.no_grad()
     def features(self, backbone: nn.Module, data: LabeledImages, device: torch.device) -> torch.Tensor:
         """Backbone features (N, D) of ``data`` in order, in eval mode, without gradients."""
-        loader = DataLoader(data, batch_size=self.cfg.batch_size, shuffle=False, num_workers=0)
+        loader = DataLoader(data, batch_size=self.cfg.batch_size, shuffle=False, num_workers=self.cfg.num_workers)
         return torch.cat([backbone(x.to(device)).float() for x, _ in loader])
 
     def knn_top1(self, train_f: torch.Tensor, test_f: torch.Tensor) -> float:

@@ -154,7 +154,9 @@ def check_resume_config(cfg: DictConfig, ckpt_path: Path) -> None:
 
 def build_monitors(cfg: DictConfig) -> OnlineMonitors | None:
     """The kNN / linear-probe monitors on the labeled train and test splits, or None when off or unlabeled."""
-    mcfg = MonitorConfig(**OmegaConf.to_container(cfg.get("monitor") or {}, resolve=True))  # type: ignore[arg-type]
+    settings: dict[str, Any] = dict(OmegaConf.to_container(cfg.get("monitor") or {}, resolve=True))  # type: ignore[arg-type]
+    settings.setdefault("num_workers", int(cfg.data.num_workers))
+    mcfg = MonitorConfig(**settings)
     if not (mcfg.knn or mcfg.linear):
         return None
     splits = cfg.data.get("splits") or {}
