@@ -78,11 +78,16 @@ class CheckpointOnInterrupt(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or not trainer.is_global_zero:
             return
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, tmp)
-        os.replace(tmp, self.path)
+        try:
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, tmp)
+            os.replace(tmp, self.path)
+        except Exception as e:  # noqa: BLE001 - never mask the interrupt itself
+            tmp.unlink(missing_ok=True)
+            log.error("interrupted, but could not save %s: %s", self.path, e)
+            return
         log.warning("interrupted (%s) at epoch %d, step %d: saved %s", type(exception).__name__,
                     trainer.current_epoch, trainer.global_step, self.path)
 
