@@ -240,3 +240,16 @@ def test_monitors_switch_off(tmp_path):
         p.rename(folder / f"{p.parent.name}-{p.name}")
     cfg = compose(["data=image_folder", f"data.source.root={folder}", "monitor.knn=true"])
     assert build_monitors(cfg) is None  # no labels: monitors switch themselves off
+
+
+def test_moco_key_bn_splits():
+    torch.manual_seed(0)
+    model = MoCo(TinyCNN(1, width=4, depth=1), batch_size_per_device=8, queue_size=16, hidden_dim=16, output_dim=8,
+                 key_bn_splits=2, shuffle_bn=False)
+    x = torch.randn(8, 1, 8, 8)
+    k = model.project_momentum(x)
+    halves = torch.cat([model.projection_head_momentum(model.backbone_momentum(c)) for c in x.chunk(2)])
+    assert k.shape == (8, 8) and torch.allclose(k, halves)
+    assert not torch.allclose(k, model.projection_head_momentum(model.backbone_momentum(x)))  # BN per half
+    with pytest.raises(SSLClusterError, match="key_bn_splits=3 must divide data.batch_size=8"):
+        MoCo(TinyCNN(1), batch_size_per_device=8, queue_size=16, key_bn_splits=3)

@@ -39,7 +39,7 @@ class MoCo(SSLMethod):
     def __init__(self, backbone: nn.Module, optim: OptimConfig | dict[str, Any] | None = None,
                  batch_size_per_device: int = 256, temperature: float = 0.2, queue_size: int = 4096,
                  momentum: float = 0.99, momentum_end: float = 1.0, hidden_dim: int = 2048, output_dim: int = 128,
-                 shuffle_bn: bool = True, gather_distributed: bool = True) -> None:
+                 shuffle_bn: bool = True, key_bn_splits: int = 1, gather_distributed: bool = True) -> None:
         super().__init__(backbone, optim, batch_size_per_device)
         if temperature <= 0:
             raise SSLClusterError(f"method.module.temperature={temperature} must be positive")
@@ -52,6 +52,10 @@ class MoCo(SSLMethod):
         self.momentum = momentum
         self.momentum_end = momentum_end
         self.shuffle_bn = shuffle_bn
+        if key_bn_splits < 1 or batch_size_per_device % key_bn_splits:
+            raise SSLClusterError(f"method.module.key_bn_splits={key_bn_splits} must divide data.batch_size="
+                                  f"{batch_size_per_device}")
+        self.key_bn_splits = key_bn_splits
         self.check_queue(1)
         self.projection_head = MoCoProjectionHead(backbone.out_dim, hidden_dim, output_dim)
         self.backbone_momentum = copy.deepcopy(self.backbone)
@@ -97,20 +101,28 @@ class MoCo(SSLMethod):
         """Query projections (B, output_dim) of images (B, C, H, W)."""
         return self.projection_head(self.backbone(x))
 
+    def _keys(self, x: torch.Tensor) -> torch.Tensor:
+        """Momentum encoder on ``key_bn_splits`` sub-batches, each with BatchNorm statistics of its own."""
+        return torch.cat([self.projection_head_momentum(self.backbone_momentum(c))
+                          for c in x.chunk(self.key_bn_splits)])
+
     @torch.no_grad()
     def project_momentum(self, x: torch.Tensor) -> torch.Tensor:
-        """Keys (B, output_dim) from the momentum encoder, with shuffle BN when ``shuffle_bn``."""
+        """Keys (B, output_dim) from the momentum encoder.
+
+        With ``shuffle_bn`` the key batch is shuffled (across all ranks under DDP) before the encoder, so that the
+        BatchNorm statistics of a key differ from those of its query and cannot leak which sample is the positive
+        (He et al. 2020, section 3.3); ``key_bn_splits`` > 1 gives that effect on one device too.
+        """
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized() \
             and torch.distributed.get_world_size() > 1
         if not self.shuffle_bn:
-            return self.projection_head_momentum(self.backbone_momentum(x))
+            return self._keys(x)
         if distributed:
             x, shuffle = batch_shuffle_distributed(x)
-            k = self.projection_head_momentum(self.backbone_momentum(x))
-            return batch_unshuffle_distributed(k, shuffle)
+            return batch_unshuffle_distributed(self._keys(x), shuffle)
         x, shuffle = batch_shuffle(x)
-        k = self.projection_head_momentum(self.backbone_momentum(x))
-        return batch_unshuffle(k, shuffle)
+        return batch_unshuffle(self._keys(x), shuffle)
 
     def current_momentum(self) -> float:
         """EMA momentum at this step: cosine from ``momentum`` to ``momentum_end`` over the run."""
