@@ -205,6 +205,10 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
     if len(dataset) < cfg.data.batch_size:
         raise SSLClusterError(f"data.batch_size={cfg.data.batch_size} is larger than the train split "
                               f"({len(dataset)} images)")
+    queue = cfg.method.module.get("queue_size")
+    if queue is not None and int(queue) >= len(dataset):
+        log.warning("method.module.queue_size=%s is not below the %d training images: the queue holds older keys "
+                    "of the very images it contrasts against", queue, len(dataset))
     # Under DDP Lightning swaps in a DistributedSampler (use_distributed_sampler, on by default).
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                         num_workers=cfg.data.num_workers, persistent_workers=cfg.data.num_workers > 0,
