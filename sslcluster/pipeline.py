@@ -4,6 +4,7 @@ run one stage, on a new run directory or on an existing one (``run.key=...``).""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from sslcluster.errors import SSLClusterError
 from sslcluster.stages.cluster import cluster
 from sslcluster.stages.evaluate import evaluate_clustering, evaluate_representation
 from sslcluster.stages.export import export_split
-from sslcluster.stages.pretrain import pretrain
+from sslcluster.stages.pretrain import RUN_KEY_ENV, is_launch_rank_zero, pretrain
 from sslcluster.stages.report import report
 from sslcluster.tracking.embeddings import read_manifest
 from sslcluster.tracking.io import write_text
@@ -43,6 +44,15 @@ def open_run(cfg: DictConfig, stage: str, reuse: bool = True, must_exist: bool =
     """A new run directory (``run.key`` unset or new), or, where ``reuse`` is allowed, the existing ``run.key``.
     A new one is removed again if the stage fails before it wrote a checkpoint, so no half-made run is left."""
     root = Path(cfg.run.root)
+    if not is_launch_rank_zero():  # a DDP process other than rank 0: rank 0's run directory, written by rank 0
+        key = cfg.run.key or os.environ.get(RUN_KEY_ENV)
+        if key is None:
+            raise SSLClusterError("a multi-process launch (torchrun, srun) needs run.key=NAME so that every "
+                                  "process uses the same run directory")
+        yield RunDir(root / key)
+        return
+    # new runs (run, pretrain) refuse an existing key, unless resuming it
+    reuse = reuse or bool(cfg.get("resume"))
     existing = (reuse and cfg.run.key is not None and (root / cfg.run.key).is_dir()
                 and not cfg.run.overwrite)
     if must_exist and not existing:
@@ -90,6 +100,8 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
     with open_run(cfg, "run", reuse=False) as run, tracking_session(cfg, run) as tracker:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
             checkpoint = pretrain(cfg, run)
+            if not is_launch_rank_zero():
+                return run  # DDP processes other than rank 0 stop after training
         learned: dict[str, Path] = {}
         if embeddings is not None:
             learned[split] = embeddings
@@ -134,6 +146,8 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
 def stage_pretrain(cfg: DictConfig) -> RunDir:
     with open_run(cfg, "pretrain", reuse=False) as run:
         ckpt = pretrain(cfg, run)
+        if not is_launch_rank_zero():
+            return run
         print(f"checkpoint: {ckpt}\nrun key: {run.key}\nrun dir: {run.path}")
     return run
 
@@ -156,7 +170,12 @@ def stage_cluster(cfg: DictConfig) -> RunDir:
     if emb is not None:
         read_manifest(emb)
     with open_run(cfg, "cluster") as run:
-        emb = emb or run.embeddings_dir(clustered_embeddings_name(cfg))
+        if emb is None:
+            emb = run.embeddings_dir(clustered_embeddings_name(cfg))
+            if not emb.is_dir():
+                raise SSLClusterError(f"no embeddings {emb} to cluster: run `sslcluster export run.key={run.key}` "
+                                      f"(it writes them for cluster.features={cfg.cluster.features}), or set "
+                                      "cluster.features=backbone or embeddings=PATH")
         out = cluster(cfg, run, emb, cluster_key(cfg), overwrite=cfg.run.overwrite or cfg.cluster.overwrite)
         print(f"clusters: {out}\nrun key: {run.key}\nrun dir: {run.path}")
     return run

@@ -107,7 +107,7 @@ def test_killed_export_is_refused_then_resumes_to_identical_bytes(tiny, tmp_path
     with pytest.raises(SSLClusterError, match="interrupted"):
         read_embeddings(folder)
     with pytest.raises(SSLClusterError, match="status is 'running'"):
-        stage_cluster(compose(tiny + ["run.key=killed"]))
+        stage_cluster(compose(tiny + ["run.key=killed", "cluster.features=backbone"]))
 
     # rerun: finished shards are not recomputed
     from sslcluster.data import sources
@@ -128,7 +128,7 @@ def test_killed_export_is_refused_then_resumes_to_identical_bytes(tiny, tmp_path
     assert (folder / "index.csv").read_bytes() == (whole / "index.csv").read_bytes()
     assert resumed.array.shape[0] == 360 and np.isfinite(resumed.array).all()
     # and the cluster stage now takes it
-    stage_cluster(compose(tiny + ["run.key=killed"]))
+    stage_cluster(compose(tiny + ["run.key=killed", "cluster.features=backbone"]))
 
 
 def test_shards_of_a_different_export_are_not_reused(tiny, tmp_path, ckpt):

@@ -64,3 +64,48 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class ViT(nn.Module):
+    """torchvision Vision Transformer (Dosovitskiy et al. 2021) without its classification head.
+
+    ``arch='vit_b_16'`` (or ``vit_b_32``, ``vit_l_16``...) takes torchvision's sizes with ``image_size`` /
+    ``patch_size`` set; ``arch='custom'`` builds a smaller :class:`torchvision.models.VisionTransformer` from
+    ``num_layers``, ``num_heads``, ``hidden_dim`` and ``mlp_dim`` (e.g. a ViT-Tiny for 32x32 images with 4x4
+    patches). Images (B, C, H, W) with ``H == W == image_size`` -> class-token features (B, hidden_dim).
+    """
+
+    def __init__(self, arch: str = "vit_b_16", image_size: int = 224, patch_size: int = 16, in_channels: int = 3,
+                 num_layers: int = 12, num_heads: int = 12, hidden_dim: int = 768, mlp_dim: int = 3072) -> None:
+        super().__init__()
+        from torchvision.models.vision_transformer import VisionTransformer
+
+        if image_size % patch_size != 0:
+            raise SSLClusterError(f"backbone.image_size={image_size} is not a multiple of "
+                                  f"backbone.patch_size={patch_size}")
+        if arch == "custom":
+            if hidden_dim % num_heads != 0:
+                raise SSLClusterError(f"backbone.hidden_dim={hidden_dim} is not a multiple of "
+                                      f"backbone.num_heads={num_heads}")
+            net = VisionTransformer(image_size=image_size, patch_size=patch_size, num_layers=num_layers,
+                                    num_heads=num_heads, hidden_dim=hidden_dim, mlp_dim=mlp_dim)
+        else:
+            valid = sorted(n for n in torchvision.models.list_models(torchvision.models) if n.startswith("vit_"))
+            if arch not in valid:
+                raise SSLClusterError(f"unknown ViT {arch!r}; valid: custom, {', '.join(valid)}")
+            # torchvision's builders take the patch size from the name; image_size is free.
+            net = getattr(torchvision.models, arch)(weights=None, image_size=image_size)
+            patch_size = net.patch_size
+        if in_channels != 3:
+            hidden = net.conv_proj.out_channels
+            net.conv_proj = nn.Conv2d(in_channels, hidden, kernel_size=patch_size, stride=patch_size)
+        net.heads = nn.Identity()
+        self.image_size = image_size
+        self.out_dim = net.hidden_dim
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            raise SSLClusterError(f"ViT built for {self.image_size}x{self.image_size} images got "
+                                  f"{x.shape[-2]}x{x.shape[-1]}; set backbone.module.image_size")
+        return self.net(x)

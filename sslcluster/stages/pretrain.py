@@ -1,23 +1,49 @@
-"""Stage 1: self-supervised pretraining with PyTorch Lightning -> ``checkpoints/last.ckpt``."""
+"""Stage 1: self-supervised pretraining with PyTorch Lightning -> ``checkpoints/last.ckpt``.
+
+Checkpoints land in the run's ``checkpoints/`` every epoch and, on Ctrl-C or SIGTERM (e.g. a SLURM time limit),
+once more as ``last.ckpt`` before the process exits; ``resume=last`` (with ``run.key=KEY``) or ``resume=PATH``
+continues from one. Under DDP every process runs this function; only global rank 0 writes files.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import random
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from sslcluster.data.device_data import build_pretrain_data
 from sslcluster.errors import SSLClusterError
 from sslcluster.ssl.callbacks import reliability_callbacks
-from sslcluster.ssl.methods.base import SSLMethod
+from sslcluster.ssl.methods.base import CONFIG_KEY, SSLMethod
+from sslcluster.ssl.monitors import LabeledImages, MonitorConfig, OnlineMonitors, labeled_subset
 from sslcluster.ssl.speed import apply_speed, split_trainer_config
 from sslcluster.stages.common import build, build_source, to_plain
 from sslcluster.tracking.loggers import build_logger  # noqa: F401  (kept importable from here)
 from sslcluster.tracking.rundir import RunDir
 
 log = logging.getLogger(__name__)
+
+#: environment variable through which processes started by Lightning's DDP launcher find rank 0's run directory.
+RUN_KEY_ENV = "SSLCLUSTER_RUN_KEY"
+
+
+def is_launch_rank_zero() -> bool:
+    """Whether this process is global rank 0 of its launch (torchrun's ``RANK``, SLURM's ``SLURM_PROCID``, or the
+    ``NODE_RANK``/``LOCAL_RANK`` that Lightning's launcher gives the processes it starts); True when alone."""
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return int(env["SLURM_PROCID"]) == 0
+    return int(env.get("NODE_RANK", "0")) == 0 and int(env.get("LOCAL_RANK", "0")) == 0
 
 
 def build_method(cfg: DictConfig) -> SSLMethod:
@@ -27,22 +53,179 @@ def build_method(cfg: DictConfig) -> SSLMethod:
     return build(cfg.method.module, backbone=backbone, optim=optim, batch_size_per_device=cfg.data.batch_size)
 
 
-def pretrain(cfg: DictConfig, run: RunDir) -> Path:
+class CheckpointOnInterrupt(pl.Callback):
+    """Writes ``last.ckpt`` (atomically, global rank 0 only) when training stops on Ctrl-C or SIGTERM.
+
+    Lightning turns SIGTERM into ``SIGTERMException`` at the next batch boundary and calls ``on_exception``
+    for both; no collective is used here, since other ranks may be gone.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or not trainer.is_global_zero:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, tmp)
+            os.replace(tmp, self.path)
+        except Exception as e:  # noqa: BLE001 - never mask the interrupt itself
+            tmp.unlink(missing_ok=True)
+            log.error("interrupted, but could not save %s: %s", self.path, e)
+            return
+        log.warning("interrupted (%s) at epoch %d, step %d: saved %s", type(exception).__name__,
+                    trainer.current_epoch, trainer.global_step, self.path)
+
+
+class RNGState(pl.Callback):
+    """Keeps the torch, numpy and Python random states in checkpoints and restores them on resume, so a resumed run
+    draws the same shuffles, augmentations (and MoCo's BN shuffles) as an uninterrupted one would have."""
+
+    def state_dict(self) -> dict[str, Any]:
+        # plain types only, so that Lightning's weights-only checkpoint loading accepts them
+        kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+        return {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+                "python": random.getstate()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        torch.set_rng_state(state_dict["torch"])
+        kind, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        random.setstate(state_dict["python"])
+
+
+def resume_path(cfg: DictConfig, run: RunDir) -> Path | None:
+    """The checkpoint ``resume`` names: ``null`` (start afresh), ``last`` (this run's last.ckpt) or a path."""
+    resume = cfg.get("resume")
+    if resume is None:
+        return None
+    if str(resume) == "last":
+        path = run.checkpoints_dir / "last.ckpt"
+        if not path.is_file():
+            raise SSLClusterError(f"resume=last: no checkpoint {path} (set run.key=KEY of the stopped run, "
+                                  "or resume=PATH)")
+        return path
+    path = Path(str(resume)).expanduser()
+    if not path.is_file():
+        raise SSLClusterError(f"resume={resume}: checkpoint not found")
+    return path
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_resume_config(cfg: DictConfig, ckpt_path: Path) -> None:
+    """Refuse, in one line, to resume a checkpoint whose model settings (method, backbone, data channels) differ
+    from this run's, instead of a state-dict mismatch deep inside Lightning."""
+    try:
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False).get(CONFIG_KEY)
+    except Exception as e:  # noqa: BLE001 - any unreadable file
+        raise SSLClusterError(f"cannot read checkpoint {ckpt_path}: {e}") from None
+    if not isinstance(saved, dict):
+        raise SSLClusterError(f"{ckpt_path} is not an sslcluster checkpoint (no {CONFIG_KEY!r})")
+    now = to_plain(cfg)
+    for section in ("method.name", "method.module", "backbone"):
+        head, _, tail = section.partition(".")
+        a = _flat(saved.get(head, {}) if not tail else saved.get(head, {}).get(tail), section)
+        b = _flat(now.get(head, {}) if not tail else now.get(head, {}).get(tail), section)
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                raise SSLClusterError(f"resume={cfg.resume}: the checkpoint has {key}={a.get(key)!r}, this run "
+                                      f"{b.get(key)!r}; repeat the stopped run's overrides")
+
+
+def build_monitors(cfg: DictConfig) -> OnlineMonitors | None:
+    """The kNN / linear-probe monitors on the labeled train and test splits, or None when off or unlabeled."""
+    settings: dict[str, Any] = dict(OmegaConf.to_container(cfg.get("monitor") or {}, resolve=True))  # type: ignore[arg-type]
+    settings.setdefault("num_workers", int(cfg.data.num_workers))
+    mcfg = MonitorConfig(**settings)
+    if not (mcfg.knn or mcfg.linear):
+        return None
+    splits = cfg.data.get("splits") or {}
+    if "test" not in splits:
+        log.info("online monitors off: data.splits has no test split")
+        return None
+    transform = build(cfg.augmentation.eval)
+    parts = []
+    for split in ("train", "test"):
+        source = build_source(cfg, split)
+        idx = labeled_subset(source, mcfg.max_images, seed=0)
+        if idx is None:
+            log.info("online monitors off: the %s split has no labels", split)
+            return None
+        parts.append(LabeledImages(source, transform, idx))
+    num_classes = int(max(int(p.labels.max()) for p in parts)) + 1
+    return OnlineMonitors(parts[0], parts[1], num_classes, mcfg)
+
+
+def check_augmentation(cfg: DictConfig) -> None:
+    """Warn when a method-specific augmentation is used with another method (e.g. augmentation=simclr with
+    method=rotation), and refuse one view for a two-view method."""
+    aug, method = str(cfg.augmentation.name), str(cfg.method.name)
+    methods = ("simclr", "moco", "rotation")
+    if aug in methods and aug != method:
+        log.warning("augmentation=%s with method=%s: did you mean augmentation=%s?", aug, method, method)
+    if aug == "rotation" and int(cfg.method.get("views", 1)) > 1:
+        raise SSLClusterError(f"method={method} needs {cfg.method.views} views; augmentation=rotation gives 1")
+
+
+def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None = None) -> Path:
     """Train ``cfg.method`` on the train split's images (no labels) and return the last checkpoint's path."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    # CPU workers or the whole split on the device, per data.pipeline (sslcluster.data.device_data)
+    check_augmentation(cfg)
+    ckpt_path = resume_path(cfg, run)
+    if ckpt_path is not None:
+        check_resume_config(cfg, ckpt_path)
     source = build_source(cfg, "train")
+    # CPU workers or the whole split on the device, per data.pipeline (sslcluster.data.device_data); on the CPU
+    # path under DDP Lightning swaps in a DistributedSampler (use_distributed_sampler, on by default).
     data = build_pretrain_data(cfg, source)
+    queue = cfg.method.module.get("queue_size")
+    if queue is not None and int(queue) >= len(source):
+        log.warning("method.module.queue_size=%s is not below the %d training images: the queue holds older keys "
+                    "of the very images it contrasts against", queue, len(source))
     trainer_kwargs, speed = split_trainer_config(cfg.trainer)
     model = apply_speed(build_method(cfg), speed)
     model.run_config = to_plain(cfg)
-    ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=str(run.checkpoints_dir), filename="epoch{epoch:04d}",
-                                           auto_insert_metric_name=False, save_last=True, every_n_epochs=1,
-                                           save_top_k=1, monitor=None)
-    trainer = pl.Trainer(**trainer_kwargs, default_root_dir=str(run.path), logger=build_logger(cfg, run),
-                         callbacks=[ckpt_cb, *reliability_callbacks(run, source)])
-    trainer.fit(model, datamodule=data)
     last = run.checkpoints_dir / "last.ckpt"
-    if not last.exists():
+    all_callbacks: list[pl.Callback] = [
+        pl.callbacks.ModelCheckpoint(dirpath=str(run.checkpoints_dir), filename="epoch{epoch:04d}",
+                                     auto_insert_metric_name=False, save_last=True, every_n_epochs=1,
+                                     save_top_k=1, monitor=None, enable_version_counter=False),
+        CheckpointOnInterrupt(last),
+        RNGState(),
+        *reliability_callbacks(run, source),
+    ]
+    monitors = build_monitors(cfg)
+    if monitors is not None:
+        all_callbacks.append(monitors)
+    all_callbacks.extend(callbacks or [])
+    if trainer_kwargs.get("sync_batchnorm") and (trainer_kwargs.get("accelerator") == "cpu"
+                                                 or not torch.cuda.is_available()):
+        raise SSLClusterError("trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm is GPU-only); "
+                              "on CPU leave it false")
+    trainer = pl.Trainer(**trainer_kwargs, default_root_dir=str(run.path), logger=build_logger(cfg, run),
+                         callbacks=all_callbacks)
+    previous = os.environ.get(RUN_KEY_ENV)
+    os.environ[RUN_KEY_ENV] = run.key  # processes started by Lightning's DDP launcher reuse this run directory
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_KEY_ENV, None)
+        else:
+            os.environ[RUN_KEY_ENV] = previous
+    if trainer.is_global_zero and not last.exists():
         raise SSLClusterError(f"training ended without writing {last}")
     return last

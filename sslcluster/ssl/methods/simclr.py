@@ -20,18 +20,21 @@ from sslcluster.ssl.optim import OptimConfig
 
 
 class SimCLR(SSLMethod):
-    """Args: see :class:`SSLMethod`; ``temperature`` of NT-Xent; projection head sizes."""
+    """Args: see :class:`SSLMethod`; ``temperature`` of NT-Xent; projection head sizes; ``head_batch_norm``:
+    BatchNorm in the head (off only for exact distributed-equivalence checks, where per-rank BN statistics differ
+    from the global ones; or use ``trainer.sync_batchnorm=true``)."""
 
     def __init__(self, backbone: nn.Module, optim: OptimConfig | dict[str, Any] | None = None,
                  batch_size_per_device: int = 256, temperature: float = 0.5, hidden_dim: int = 512,
-                 output_dim: int = 128, gather_distributed: bool = True) -> None:
+                 output_dim: int = 128, gather_distributed: bool = True, head_batch_norm: bool = True) -> None:
         super().__init__(backbone, optim, batch_size_per_device)
         if batch_size_per_device < 2:
             raise SSLClusterError(f"data.batch_size={batch_size_per_device}: NT-Xent needs at least 2 images per "
                                   "batch (the other images are the negatives)")
         if temperature <= 0:
             raise SSLClusterError(f"method.temperature={temperature} must be positive")
-        self.projection_head = SimCLRProjectionHead(backbone.out_dim, hidden_dim, output_dim)
+        self.projection_head = SimCLRProjectionHead(backbone.out_dim, hidden_dim, output_dim,
+                                                    batch_norm=head_batch_norm)
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,6 +43,8 @@ class SimCLR(SSLMethod):
 
     def training_step(self, batch: tuple[Sequence[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
         views, _ = batch
+        if len(views) < 2:
+            raise SSLClusterError(f"method=simclr needs two views per image; the augmentation gives {len(views)}")
         x0, x1 = views[0], views[1]
         # One pass over both views: (2B, C, H, W) -> (2B, output_dim).
         z0, z1 = self.project(torch.cat([x0, x1])).chunk(2)

@@ -1,0 +1,146 @@
+"""MoCo v2 (He et al. 2020, "Momentum Contrast for Unsupervised Visual Representation Learning"; Chen et al. 2020,
+"Improved Baselines with Momentum Contrastive Learning").
+
+A query encoder (backbone + 2-layer MLP head) is trained with InfoNCE against the key of the other view, computed
+by a momentum encoder (an exponential moving average of the query encoder, lightly's ``update_momentum``, with the
+momentum raised from ``momentum`` to ``momentum_end`` on a cosine schedule, lightly's ``cosine_schedule``), and
+against a queue of past keys (lightly's memory bank inside ``NTXentLoss``).
+
+Distributed: the key encoder's BatchNorm sees the keys of every rank in a shuffled order (shuffle BN, lightly's
+``batch_shuffle_distributed``), and the memory bank gathers the keys of every rank before enqueueing them, so all
+ranks hold the same queue. The queue must then be a multiple of the global batch (per-device batch x ranks), so
+that a step's keys never wrap around its end.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import torch
+from lightly.loss import NTXentLoss
+from lightly.models.modules.heads import MoCoProjectionHead
+from lightly.models.utils import (batch_shuffle, batch_shuffle_distributed, batch_unshuffle,
+                                  batch_unshuffle_distributed, deactivate_requires_grad, update_momentum)
+from lightly.utils.scheduler import cosine_schedule
+from torch import nn
+
+from sslcluster.errors import SSLClusterError
+from sslcluster.ssl.methods.base import SSLMethod
+from sslcluster.ssl.optim import OptimConfig
+
+QUEUE_KEY = "sslcluster_moco_queue"
+
+
+class MoCo(SSLMethod):
+    """Args: see :class:`SSLMethod`; ``temperature`` of InfoNCE; ``queue_size`` negatives; ``momentum`` start and
+    ``momentum_end`` of the key encoder's EMA; projection head sizes; ``shuffle_bn`` for the key encoder."""
+
+    def __init__(self, backbone: nn.Module, optim: OptimConfig | dict[str, Any] | None = None,
+                 batch_size_per_device: int = 256, temperature: float = 0.2, queue_size: int = 4096,
+                 momentum: float = 0.99, momentum_end: float = 1.0, hidden_dim: int = 2048, output_dim: int = 128,
+                 shuffle_bn: bool = True, key_bn_splits: int = 1, gather_distributed: bool = True) -> None:
+        super().__init__(backbone, optim, batch_size_per_device)
+        if temperature <= 0:
+            raise SSLClusterError(f"method.module.temperature={temperature} must be positive")
+        if queue_size < 1:
+            raise SSLClusterError(f"method.module.queue_size={queue_size} must be positive")
+        if not 0.0 <= momentum <= momentum_end <= 1.0:
+            raise SSLClusterError(f"method.module.momentum={momentum}, momentum_end={momentum_end}: need "
+                                  "0 <= momentum <= momentum_end <= 1")
+        self.queue_size = queue_size
+        self.momentum = momentum
+        self.momentum_end = momentum_end
+        self.shuffle_bn = shuffle_bn
+        if key_bn_splits < 1 or batch_size_per_device % key_bn_splits:
+            raise SSLClusterError(f"method.module.key_bn_splits={key_bn_splits} must divide data.batch_size="
+                                  f"{batch_size_per_device}")
+        self.key_bn_splits = key_bn_splits
+        self.check_queue(1)
+        self.projection_head = MoCoProjectionHead(backbone.out_dim, hidden_dim, output_dim)
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+        self.criterion = NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, output_dim),
+                                    gather_distributed=gather_distributed)
+
+    # -- the queue ---------------------------------------------------------------------------------------------
+    def check_queue(self, world_size: int) -> None:
+        """Refuse a queue that is not a multiple of the global batch (keys enqueued per step)."""
+        global_batch = self.batch_size_per_device * world_size
+        if self.queue_size % global_batch != 0:
+            raise SSLClusterError(
+                f"method.module.queue_size={self.queue_size} is not a multiple of the global batch {global_batch} "
+                f"(data.batch_size={self.batch_size_per_device} x {world_size} devices); "
+                f"use e.g. {max(1, self.queue_size // global_batch) * global_batch}")
+
+    @property
+    def queue(self) -> torch.Tensor:
+        """The queue of keys (queue_size, output_dim), L2-normalised."""
+        return self.criterion.memory_bank.bank
+
+    def setup(self, stage: str) -> None:
+        self.check_queue(self.trainer.world_size)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # lightly keeps the bank out of the state dict (non-persistent buffers); keep it for exact resumes.
+        super().on_save_checkpoint(checkpoint)
+        bank = self.criterion.memory_bank
+        checkpoint[QUEUE_KEY] = {"bank": bank.bank.detach().cpu().clone(), "ptr": bank.bank_ptr.detach().cpu().clone()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(QUEUE_KEY)
+        if state is not None:
+            bank = self.criterion.memory_bank
+            bank.bank.copy_(state["bank"])
+            bank.bank_ptr.copy_(state["ptr"])
+
+    # -- encoders ----------------------------------------------------------------------------------------------
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Query projections (B, output_dim) of images (B, C, H, W)."""
+        return self.projection_head(self.backbone(x))
+
+    def _keys(self, x: torch.Tensor) -> torch.Tensor:
+        """Momentum encoder on ``key_bn_splits`` sub-batches, each with BatchNorm statistics of its own."""
+        return torch.cat([self.projection_head_momentum(self.backbone_momentum(c))
+                          for c in x.chunk(self.key_bn_splits)])
+
+    @torch.no_grad()
+    def project_momentum(self, x: torch.Tensor) -> torch.Tensor:
+        """Keys (B, output_dim) from the momentum encoder.
+
+        With ``shuffle_bn`` the key batch is shuffled (across all ranks under DDP) before the encoder, so that the
+        BatchNorm statistics of a key differ from those of its query and cannot leak which sample is the positive
+        (He et al. 2020, section 3.3); ``key_bn_splits`` > 1 gives that effect on one device too.
+        """
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1
+        if not self.shuffle_bn:
+            return self._keys(x)
+        if distributed:
+            x, shuffle = batch_shuffle_distributed(x)
+            return batch_unshuffle_distributed(self._keys(x), shuffle)
+        x, shuffle = batch_shuffle(x)
+        return batch_unshuffle(self._keys(x), shuffle)
+
+    def current_momentum(self) -> float:
+        """EMA momentum at this step: cosine from ``momentum`` to ``momentum_end`` over the run."""
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        return cosine_schedule(min(self.global_step, total), total, self.momentum, self.momentum_end)
+
+    def training_step(self, batch: tuple[Sequence[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
+        views, _ = batch
+        if len(views) < 2:
+            raise SSLClusterError(f"method=moco needs two views per image; the augmentation gives {len(views)}")
+        x_q, x_k = views[0], views[1]
+        m = self.current_momentum()
+        update_momentum(self.backbone, self.backbone_momentum, m)
+        update_momentum(self.projection_head, self.projection_head_momentum, m)
+        q = self.project(x_q)
+        k = self.project_momentum(x_k)
+        # InfoNCE: positive = own key, negatives = the queue (before this step's keys are enqueued).
+        loss = self.criterion(q, k)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x_q.shape[0])
+        self.log("train/momentum", m, on_step=True, on_epoch=False)
+        return loss

@@ -1,0 +1,71 @@
+"""CIFAR-10 from the image-folder path (the JPEG copy in ``../shared/data``): a short CPU run of each method.
+
+Slow (``-m slow``); skipped when the archive is absent. The quality figures on a GPU belong to the GPU
+performance issue; this checks that every method runs on real images through the folder path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sslcluster.config import compose
+from sslcluster.pipeline import run_pipeline
+
+ARCHIVE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CANDIDATES = [ARCHIVE, Path("/work/shared/data/cifar10-jpeg.tar.gz")]
+PER_CLASS = {"train": 100, "test": 20}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def cifar10_subset(tmp_path_factory) -> Path:
+    """The first PER_CLASS[split] images of each class of each split, extracted into a temporary folder."""
+    archive = next((p for p in CANDIDATES if p.is_file()), None)
+    if archive is None:
+        pytest.skip(f"CIFAR-10 archive not found (looked for {', '.join(map(str, CANDIDATES))})")
+    root = tmp_path_factory.mktemp("cifar10")
+    counts: Counter[tuple[str, str]] = Counter()
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            parts = parts[parts.index("train"):] if "train" in parts else parts[parts.index("test"):] \
+                if "test" in parts else ()
+            if not member.isfile() or len(parts) != 3:
+                continue
+            split, cls, name = parts
+            if counts[split, cls] >= PER_CLASS[split]:
+                continue
+            counts[split, cls] += 1
+            dest = root / split / cls / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(member)
+            assert src is not None
+            dest.write_bytes(src.read())
+    assert sum(counts.values()) == 10 * sum(PER_CLASS.values()), counts
+    return root
+
+
+@pytest.mark.parametrize("method", ["rotation", "simclr", "moco"])
+def test_each_method_runs_on_cifar10_folder(method, cifar10_subset, tmp_path):
+    cfg = compose([
+        f"run.root={tmp_path}", f"run.key={method}", f"method={method}", f"augmentation={method}",
+        "data=cifar10_folder", f"data.source.root={cifar10_subset}", "data.batch_size=64", "data.num_workers=0",
+        "backbone.module.width=16", "backbone.module.depth=2", "trainer.max_epochs=2", "logger=csv",
+        "clustering.algorithm.n_init=1", "evaluate.linear_probe=false", "monitor.linear_epochs=2",
+        *(["method.module.queue_size=512"] if method == "moco" else []),
+    ])
+    run = run_pipeline(cfg)
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    print(method, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
+    assert (run.path / "checkpoints" / "last.ckpt").is_file()
+    assert 0.0 <= metrics["nmi"] <= 1.0 and math.isfinite(metrics["knn_top1"])
+    log = (run.path / "logs" / "metrics.csv").read_text().splitlines()
+    header = log[0].split(",")
+    assert "train/loss_epoch" in header and "monitor/knn_top1" in header and "monitor/linear_top1" in header
