@@ -95,7 +95,8 @@ def ckpt(tiny, tmp_path):
 
 
 def test_killed_export_is_refused_then_resumes_to_identical_bytes(tiny, tmp_path, ckpt, monkeypatch):
-    common = tiny + [f"checkpoint={ckpt}", "export.splits=[test]", "export.shard_size=64", "export.batch_size=16"]
+    common = tiny + [f"checkpoint={ckpt}", "export.splits=[test]", "export.shard_size=64", "export.batch_size=16",
+              "cluster.features=backbone"]
     folder = tmp_path / "runs" / "killed" / "embeddings" / "test"
     done = run_killed_export(tmp_path, common + ["run.key=killed"], folder, n=2, delay=0.01)
     assert 2 <= done < 6  # 360 test digits in shards of 64: 6 shards; killed mid-export
