@@ -78,16 +78,21 @@ def wcss(x: np.ndarray, labels: np.ndarray) -> float:
 
 @dataclass
 class KMeans:
-    """Lloyd's k-means (Lloyd 1982). scikit-learn (k-means++ seeding, Arthur & Vassilvitskii 2007) or faiss
-    (Johnson et al. 2019; random seeding), ``n_init`` restarts, best inertia kept. ``auto`` picks faiss from
-    ``FAISS_AUTO_MIN_POINTS`` points on, where it measured faster (benchmarks/RESULTS.md)."""
+    """Lloyd's k-means (Lloyd 1982), by scikit-learn or faiss (Johnson et al. 2019), ``n_init`` restarts, best
+    inertia kept. ``auto`` picks faiss from ``FAISS_AUTO_MIN_POINTS`` points on, where it measured faster
+    (benchmarks/RESULTS.md). ``init``: k-means++ seeding (Arthur & Vassilvitskii 2007; for faiss computed by
+    scikit-learn on a random subsample of at most ``kmeanspp_sample`` points, then passed to faiss) or random
+    points; random seeding of faiss often leaves two centroids in one well-separated cluster and merges two others
+    (see the planted-blobs test), so k-means++ is the default for both."""
 
     k: int = 10
     backend: str = "auto"
     n_init: int = 10
     max_iter: int = 300
     tol: float = 1e-4
-    init: str = "k-means++"      # sklearn only: k-means++ | random (faiss always seeds at random)
+    init: str = "k-means++"      # k-means++ | random
+    kmeanspp_sample: int = 100_000
+    threads: int | None = None   # faiss OpenMP threads (None: faiss's default, all cores)
     seed: int = 0
     centroids: np.ndarray | None = field(default=None, init=False, repr=False)
     inertia: float | None = field(default=None, init=False)
@@ -99,24 +104,46 @@ class KMeans:
             return "faiss" if n >= FAISS_AUTO_MIN_POINTS else "sklearn"
         return self.backend
 
+    def _fit_faiss(self, x: np.ndarray, k: int) -> np.ndarray:
+        import faiss
+
+        if self.threads is not None:
+            _check_positive(self.threads, "threads", integer=True)
+            faiss.omp_set_num_threads(int(self.threads))
+        n = x.shape[0]
+        best: tuple[float, np.ndarray, np.ndarray] | None = None
+        for r in range(int(self.n_init)):
+            seed = int(self.seed) + r
+            # use every point (faiss subsamples to 256 per centroid by default)
+            km = faiss.Kmeans(x.shape[1], k, niter=int(self.max_iter), nredo=1, seed=seed, verbose=False,
+                              max_points_per_centroid=max(256, n // k + 1))
+            init = None
+            if self.init == "k-means++":
+                from sklearn.cluster import kmeans_plusplus
+
+                rng = np.random.default_rng(seed)
+                sub = x if n <= self.kmeanspp_sample else x[np.sort(rng.choice(n, self.kmeanspp_sample, replace=False))]
+                init, _ = kmeans_plusplus(sub, k, random_state=seed)
+                init = np.ascontiguousarray(init, dtype=np.float32)
+            km.train(x, init_centroids=init)
+            dist, labels = km.index.search(x, 1)
+            inertia = float(dist.astype(np.float64).sum())
+            if best is None or inertia < best[0]:
+                best = (inertia, labels[:, 0].astype(np.int64), km.centroids.copy())
+        assert best is not None
+        self.inertia, labels, self.centroids = best
+        self.n_iter = int(self.max_iter)  # faiss always runs niter iterations
+        return labels
+
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
         x = check_points(x)
         k = _check_k(self.k, x.shape[0])
+        _check_positive(self.kmeanspp_sample, "kmeanspp_sample", integer=True)
         _check_positive(self.n_init, "n_init", integer=True)
         _check_positive(self.max_iter, "max_iter", integer=True)
         _check_choice(self.init, "init", ("k-means++", "random"))
         if self.resolved_backend(x.shape[0]) == "faiss":
-            import faiss
-
-            # use every point (faiss subsamples to 256 per centroid by default)
-            km = faiss.Kmeans(x.shape[1], k, niter=int(self.max_iter), nredo=int(self.n_init), seed=int(self.seed),
-                              verbose=False, max_points_per_centroid=max(256, x.shape[0] // k + 1))
-            km.train(x)
-            dist, labels = km.index.search(x, 1)
-            self.centroids = km.centroids
-            self.inertia = float(dist.astype(np.float64).sum())
-            self.n_iter = int(self.max_iter)  # faiss always runs niter iterations
-            return labels[:, 0].astype(np.int64)
+            return self._fit_faiss(x, k)
         from sklearn.cluster import KMeans as SKKMeans
 
         km = SKKMeans(n_clusters=k, n_init=int(self.n_init), max_iter=int(self.max_iter), tol=self.tol,
@@ -278,7 +305,7 @@ class Birch:
     agglomerative clustering (``k: null`` keeps the subclusters)."""
 
     k: int | None = 10
-    threshold: float = 0.5
+    threshold: float = 0.05
     branching_factor: int = 50
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
