@@ -6,7 +6,8 @@ scikit-learn, faiss, hdbscan and MiniSom (:mod:`sslcluster.clustering.som`); eac
 
 Algorithms that know ``k`` expose it as the field ``k`` (k selection in :mod:`sslcluster.clustering.select_k`
 sets it). Optional attributes read by the cluster stage: ``resolved_backend(n)``, ``inertia`` (WCSS), ``bic``,
-``artifacts()`` (arrays saved beside ``labels.npy``), ``summary()`` (extra record fields).
+``artifacts()`` (arrays saved beside ``labels.npy``), ``summary()`` (extra record fields), ``check()`` (the
+parameters, before any work; :func:`precheck`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,16 @@ def check_points(x: np.ndarray) -> np.ndarray:
         raise SSLClusterError(f"{len(rows)} rows contain NaN or inf (first rows: {rows[:5].tolist()}); "
                               "refusing to cluster them")
     return np.ascontiguousarray(x)
+
+
+def precheck(algo: Any, n: int) -> None:
+    """Validate an algorithm's parameters for ``n`` points before any work (preprocessing can take minutes):
+    its own ``check()``, and ``k`` against ``n`` where it has one."""
+    if hasattr(algo, "check"):
+        algo.check()
+    k = getattr(algo, "k", None)
+    if k is not None and getattr(algo, "mode", None) != "node":
+        _check_k(k, n)
 
 
 def wcss(x: np.ndarray, labels: np.ndarray) -> float:
@@ -135,13 +146,17 @@ class KMeans:
         self.n_iter = int(self.max_iter)  # faiss always runs niter iterations
         return labels
 
-    def fit_predict(self, x: np.ndarray) -> np.ndarray:
-        x = check_points(x)
-        k = _check_k(self.k, x.shape[0])
+    def check(self) -> None:
         _check_positive(self.kmeanspp_sample, "kmeanspp_sample", integer=True)
         _check_positive(self.n_init, "n_init", integer=True)
         _check_positive(self.max_iter, "max_iter", integer=True)
         _check_choice(self.init, "init", ("k-means++", "random"))
+        _check_choice(self.backend, "backend", ("auto", "sklearn", "faiss"))
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        k = _check_k(self.k, x.shape[0])
         if self.resolved_backend(x.shape[0]) == "faiss":
             return self._fit_faiss(x, k)
         from sklearn.cluster import KMeans as SKKMeans
@@ -166,12 +181,15 @@ class MiniBatchKMeans:
     seed: int = 0
     inertia: float | None = field(default=None, init=False)
 
-    def fit_predict(self, x: np.ndarray) -> np.ndarray:
-        x = check_points(x)
-        k = _check_k(self.k, x.shape[0])
+    def check(self) -> None:
         _check_positive(self.batch_size, "batch_size", integer=True)
         _check_positive(self.n_init, "n_init", integer=True)
         _check_positive(self.max_iter, "max_iter", integer=True)
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        k = _check_k(self.k, x.shape[0])
         from sklearn.cluster import MiniBatchKMeans as SKMB
 
         km = SKMB(n_clusters=k, batch_size=int(self.batch_size), n_init=int(self.n_init),
@@ -196,8 +214,7 @@ class HDBSCAN:
     allow_single_cluster: bool = False
     core_dist_n_jobs: int = 1
 
-    def fit_predict(self, x: np.ndarray) -> np.ndarray:
-        x = check_points(x)
+    def check(self) -> None:
         _check_positive(self.min_cluster_size, "min_cluster_size", integer=True)
         if self.min_cluster_size < 2:
             raise SSLClusterError(f"{KEY}.min_cluster_size={self.min_cluster_size} must be at least 2")
@@ -206,6 +223,10 @@ class HDBSCAN:
         if self.cluster_selection_epsilon < 0:
             raise SSLClusterError(f"{KEY}.cluster_selection_epsilon={self.cluster_selection_epsilon} is negative")
         _check_choice(self.cluster_selection_method, "cluster_selection_method", ("eom", "leaf"))
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
         if self.min_cluster_size > x.shape[0]:
             raise SSLClusterError(f"{KEY}.min_cluster_size={self.min_cluster_size} is larger than the number of "
                                   f"samples ({x.shape[0]})")
@@ -228,10 +249,13 @@ class DBSCAN:
     min_samples: int = 5
     metric: str = "euclidean"
 
-    def fit_predict(self, x: np.ndarray) -> np.ndarray:
-        x = check_points(x)
+    def check(self) -> None:
         _check_positive(self.eps, "eps")
         _check_positive(self.min_samples, "min_samples", integer=True)
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
         from sklearn.cluster import DBSCAN as SKDBSCAN
 
         return SKDBSCAN(eps=float(self.eps), min_samples=int(self.min_samples),
@@ -254,13 +278,17 @@ class GaussianMixture:
     seed: int = 0
     bic: float | None = field(default=None, init=False)
 
-    def fit_predict(self, x: np.ndarray) -> np.ndarray:
-        x = check_points(x)
-        k = _check_k(self.k, x.shape[0])
+    def check(self) -> None:
         _check_choice(self.covariance_type, "covariance_type", ("full", "tied", "diag", "spherical"))
+        _check_choice(self.init_params, "init_params", ("kmeans", "k-means++", "random", "random_from_data"))
         _check_positive(self.n_init, "n_init", integer=True)
         _check_positive(self.max_iter, "max_iter", integer=True)
         _check_positive(self.reg_covar, "reg_covar")
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        k = _check_k(self.k, x.shape[0])
         from sklearn.mixture import GaussianMixture as SKGMM
 
         gmm = SKGMM(n_components=k, covariance_type=self.covariance_type, n_init=int(self.n_init),
@@ -284,12 +312,16 @@ class Agglomerative:
     metric: str = "euclidean"
     max_points: int = 30_000
 
-    def fit_predict(self, x: np.ndarray) -> np.ndarray:
-        x = check_points(x)
-        k = _check_k(self.k, x.shape[0])
+    def check(self) -> None:
         _check_choice(self.linkage, "linkage", LINKAGES)
         if self.linkage == "ward" and self.metric != "euclidean":
             raise SSLClusterError(f"{KEY}.metric={self.metric!r}: ward linkage needs metric euclidean")
+        _check_positive(self.max_points, "max_points", integer=True)
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        k = _check_k(self.k, x.shape[0])
         if x.shape[0] > self.max_points:
             raise SSLClusterError(f"agglomerative clustering of {x.shape[0]} points needs O(N^2) memory; above "
                                   f"{KEY}.max_points={self.max_points} (raise it, or use kmeans / birch)")
@@ -308,13 +340,16 @@ class Birch:
     threshold: float = 0.05
     branching_factor: int = 50
 
-    def fit_predict(self, x: np.ndarray) -> np.ndarray:
-        x = check_points(x)
-        k = None if self.k is None else _check_k(self.k, x.shape[0])
+    def check(self) -> None:
         _check_positive(self.threshold, "threshold")
         _check_positive(self.branching_factor, "branching_factor", integer=True)
         if self.branching_factor < 2:
             raise SSLClusterError(f"{KEY}.branching_factor={self.branching_factor} must be at least 2")
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        k = None if self.k is None else _check_k(self.k, x.shape[0])
         from sklearn.cluster import Birch as SKBirch
 
         model = SKBirch(n_clusters=None, threshold=float(self.threshold), branching_factor=int(self.branching_factor))
@@ -343,13 +378,16 @@ class Spectral:
     assign_labels: str = "cluster_qr"
     seed: int = 0
 
-    def fit_predict(self, x: np.ndarray) -> np.ndarray:
-        x = check_points(x)
-        k = _check_k(self.k, x.shape[0])
+    def check(self) -> None:
         _check_choice(self.affinity, "affinity", ("nearest_neighbors", "rbf"))
         _check_choice(self.assign_labels, "assign_labels", ("kmeans", "discretize", "cluster_qr"))
         _check_positive(self.n_neighbors, "n_neighbors", integer=True)
         _check_positive(self.gamma, "gamma")
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        k = _check_k(self.k, x.shape[0])
         if self.affinity == "nearest_neighbors" and self.n_neighbors >= x.shape[0]:
             raise SSLClusterError(f"{KEY}.n_neighbors={self.n_neighbors} must be smaller than the number of "
                                   f"samples ({x.shape[0]})")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from sslcluster.clustering.algorithms import precheck
 from sslcluster.clustering.preprocess import PreprocessConfig, preprocess
 from sslcluster.clustering.select_k import SelectKConfig, check_config, sweep_k
 from sslcluster.errors import SSLClusterError
@@ -72,7 +73,11 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
     sel_cfg = select_k_config(cfg)
     if sel_cfg is not None:
         check_config(sel_cfg, algo, int(es.array.shape[0]))  # before any folder is made
-    if hasattr(algo, "check"):
+    n = int(es.array.shape[0])
+    pre_cfg.check(n, int(es.array.shape[1]))
+    if sel_cfg is None:
+        precheck(algo, n)
+    elif hasattr(algo, "check"):
         algo.check()
     out = prepare_cluster_dir(run, key, overwrite)
     record: dict[str, Any] = {
