@@ -127,7 +127,7 @@ class KMeans:
             seed = int(self.seed) + r
             # use every point (faiss subsamples to 256 per centroid by default)
             km = faiss.Kmeans(x.shape[1], k, niter=int(self.max_iter), nredo=1, seed=seed, verbose=False,
-                              max_points_per_centroid=max(256, n // k + 1))
+                              max_points_per_centroid=max(256, n // k + 1), min_points_per_centroid=1)
             init = None
             if self.init == "k-means++":
                 from sklearn.cluster import kmeans_plusplus
