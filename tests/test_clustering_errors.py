@@ -171,3 +171,23 @@ def test_failed_recluster_of_an_existing_run_keeps_the_run(tmp_path, base):
     assert (run / "embeddings" / "test" / "manifest.json").exists()
     assert json.loads((run / "clusters" / "good" / "record.json").read_text())["status"] == "complete"
     assert not (run / "clusters" / "bad").exists()
+
+
+def test_labels_never_reach_clustering(tmp_path, base):
+    """The cluster stage does not parse held-out labels: garbage in the label column does not disturb it (and
+    the same clustering results whatever the labels), while evaluation, which reads them, refuses it."""
+    x = blobs(30)
+    run = make_run(tmp_path / "runs", x)
+    index = run / "embeddings" / "test" / "index.csv"
+    lines = index.read_text().splitlines()
+    index.write_text("\n".join([lines[0]] + [ln.rsplit(",", 1)[0] + ",not-a-label" for ln in lines[1:]]) + "\n")
+    stage_cluster(compose(base + ["clustering=som", "clustering.algorithm.k=3", "clustering.algorithm.grid=[4,4]",
+                                  "clustering.algorithm.iterations=300", "cluster.key=a"]))
+    other = make_run(tmp_path / "runs", x, labels=np.arange(30) % 5, key="r2")
+    stage_cluster(compose([o.replace("run.key=r", "run.key=r2") for o in base]
+                          + ["clustering=som", "clustering.algorithm.k=3", "clustering.algorithm.grid=[4,4]",
+                             "clustering.algorithm.iterations=300", "cluster.key=a"]))
+    assert np.array_equal(np.load(run / "clusters" / "a" / "labels.npy"),
+                          np.load(other / "clusters" / "a" / "labels.npy"))
+    with pytest.raises(SSLClusterError, match="'not-a-label'"):
+        stage_evaluate(compose(base + ["cluster.key=a"]))
