@@ -62,6 +62,8 @@ def test_cluster_stage_records_the_sweep_and_draws_the_curves(tmp_path, capsys):
     rec = json.loads((cdir / "record.json").read_text())
     assert rec["select_k"]["method"] == "silhouette" and rec["select_k"]["chosen_k"] == 4
     assert rec["params"]["k"] == 4 and rec["quality"]["n_clusters"] == 4
+    assert rec["config"]["select_k"]["k_max"] == 8 and rec["config"]["name"] == "kmeans"
+    assert set(rec["times_s"]) == {"preprocess", "select_k", "fit", "quality"}
     png = cdir / "plots" / "select_k.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     stage_evaluate(compose(base))

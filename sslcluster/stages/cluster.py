@@ -85,6 +85,7 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         "algorithm": cfg.clustering.name,
         "params": algorithm_params(algo),
         "preprocess": pre_cfg.describe(),
+        "config": OmegaConf.to_container(cfg.clustering, resolve=True),
         "embeddings": str(Path(embeddings).resolve()),
         "features": es.manifest.get("features"),
         "ids_sha256": es.index.ids_sha256(),
