@@ -171,7 +171,8 @@ def k_selection_curves(result: dict[str, Any], path: str | Path) -> Path:
     ks = result["ks"]
     names = [("wcss", "WCSS (elbow)"), ("silhouette", "mean silhouette")] + (
         [("bic", "BIC")] if "bic" in result else [])
-    fig, axes = plt.subplots(1, len(names), figsize=(4.3 * len(names), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.4), squeeze=False,
+                             layout="constrained")
     for ax, (key, label) in zip(axes[0], names):
         ax.plot(ks, result[key], "o-", ms=3)
         ax.axvline(result["chosen_k"], color="tab:red", ls="--", lw=1)
