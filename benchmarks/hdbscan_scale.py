@@ -53,8 +53,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
            "noise_fraction": float(1 - keep.mean()), "nmi": normalized_mutual_info_score(y, labels),
            "nmi_non_noise": normalized_mutual_info_score(y[keep], labels[keep]) if keep.any() else float("nan")}
     print(f"{n:,} x {dim} -> UMAP {a.umap_dim}-d {row['umap_s']:.1f} s | HDBSCAN(min_cluster_size={mcs}) "
-          f"{row['hdbscan_s']:.1f} s (min_samples={a.min_samples or mcs}) | {row['n_clusters']} clusters (planted {k}), noise "
-          f"{row['noise_fraction']:.3f} | NMI {row['nmi']:.4f} (non-noise {row['nmi_non_noise']:.4f})", flush=True)
+          f"{row['hdbscan_s']:.1f} s (min_samples={a.min_samples or mcs}) | {row['n_clusters']} clusters "
+          f"(planted {k}), noise {row['noise_fraction']:.3f} | NMI {row['nmi']:.4f} (non-noise {row['nmi_non_noise']:.4f})", flush=True)
     return row
 
 
