@@ -138,3 +138,16 @@ def test_kmeans_inertia_and_wcss_agree_and_backends_match():
     assert b.inertia == pytest.approx(wcss(x, lb), rel=1e-3)
     assert normalized_mutual_info_score(la, lb) == pytest.approx(1.0)
     assert KMeans(k=4).resolved_backend(100) == "sklearn" and KMeans(k=4).resolved_backend(10**6) == "faiss"
+
+
+@pytest.mark.slow
+def test_hdbscan_default_chain_with_umap_on_digits(digits_run):
+    """The shipped hdbscan config (L2 -> UMAP 10-d -> HDBSCAN) on exported digits; slow: UMAP compiles."""
+    root, base = digits_run
+    cfg = compose(base + ["run.key=digits", "cluster.key=hdbscan-umap", "clustering=hdbscan"])
+    stage_cluster(cfg)
+    cdir = root / "digits" / "clusters" / "hdbscan-umap"
+    record = json.loads((cdir / "record.json").read_text())
+    assert record["preprocess"] == ["l2", "umap10"] and record["clustered_dim"] == 10
+    m = evaluate_clustering(cfg, cdir)
+    assert m["n_clusters"] >= 2 and 0 <= m["noise_fraction"] < 1
