@@ -1,63 +1,401 @@
 """Clustering algorithms behind one interface: ``fit_predict(x: (N, D) float32) -> labels (N,) int64``.
 
-Noise (where an algorithm has it) is labelled -1. Algorithms are thin wrappers over scikit-learn, faiss and
-hdbscan; each is a dataclass instantiated from ``configs/clustering/<name>.yaml``.
+Noise (where an algorithm has it: HDBSCAN, DBSCAN) is labelled -1. Algorithms are thin wrappers over
+scikit-learn, faiss, hdbscan and MiniSom (:mod:`sslcluster.clustering.som`); each is a dataclass instantiated from
+``configs/clustering/<name>.yaml``. Parameters are checked before any work, with one-line errors naming the key.
+
+Algorithms that know ``k`` expose it as the field ``k`` (k selection in :mod:`sslcluster.clustering.select_k`
+sets it). Optional attributes read by the cluster stage: ``resolved_backend(n)``, ``inertia`` (WCSS), ``bic``,
+``artifacts()`` (arrays saved beside ``labels.npy``), ``summary()`` (extra record fields), ``check()`` (the
+parameters, before any work; :func:`precheck`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from sslcluster.errors import SSLClusterError
 
-#: above this many points ``backend: auto`` uses faiss (measured faster there, see benchmarks/).
+#: from this many points on ``backend: auto`` uses faiss. Measured (benchmarks/RESULTS.md): faiss faster than
+#: scikit-learn on 1M x 128 with k=1000, and with one thread on 50,000 x 512 with k=100; on a machine shared with
+#: other jobs faiss's default OpenMP threads can be several times slower (set ``threads: 1``).
 FAISS_AUTO_MIN_POINTS = 20_000
 
+KEY = "clustering.algorithm"
 
-def _check_k(k: int, n: int) -> None:
+
+def _check_k(k: int | None, n: int, key: str = f"{KEY}.k") -> int:
+    if k is None or isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise SSLClusterError(f"{key}={k!r} must be a positive integer")
     if k < 1:
-        raise SSLClusterError(f"clustering.algorithm.k={k} must be at least 1")
+        raise SSLClusterError(f"{key}={k} must be at least 1")
     if k > n:
-        raise SSLClusterError(f"clustering.algorithm.k={k} is larger than the number of samples ({n})")
+        raise SSLClusterError(f"{key}={k} is larger than the number of samples ({n})")
+    return int(k)
 
+
+def _check_positive(value: Any, name: str, integer: bool = False) -> None:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and value > 0
+    if integer:
+        ok = ok and float(value).is_integer()
+    if not ok:
+        kind = "a positive integer" if integer else "positive"
+        raise SSLClusterError(f"{KEY}.{name}={value!r} must be {kind}")
+
+
+def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SSLClusterError(f"{KEY}.{name}={value!r}: use one of {', '.join(choices)}")
+
+
+def check_points(x: np.ndarray) -> np.ndarray:
+    """(N, D) finite float32, or a one-line error."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise SSLClusterError(f"expected a non-empty (N, D) array of points, got shape {x.shape}")
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise SSLClusterError(f"{len(rows)} rows contain NaN or inf (first rows: {rows[:5].tolist()}); "
+                              "refusing to cluster them")
+    return np.ascontiguousarray(x)
+
+
+def precheck(algo: Any, n: int) -> None:
+    """Validate an algorithm's parameters for ``n`` points before any work (preprocessing can take minutes):
+    its own ``check()``, and ``k`` against ``n`` where it has one."""
+    if hasattr(algo, "check"):
+        algo.check()
+    k = getattr(algo, "k", None)
+    if k is not None and getattr(algo, "mode", None) != "node":
+        _check_k(k, n)
+
+
+def wcss(x: np.ndarray, labels: np.ndarray) -> float:
+    """Within-cluster sum of squares of ``x`` (N, D) under ``labels`` (N,), noise (-1) left out."""
+    keep = labels >= 0
+    x, y = np.asarray(x[keep], dtype=np.float64), labels[keep]
+    if len(y) == 0:
+        return float("nan")
+    _, inv, counts = np.unique(y, return_inverse=True, return_counts=True)
+    sums = np.zeros((len(counts), x.shape[1]))
+    np.add.at(sums, inv, x)
+    # sum ||x||^2 - sum_c ||sum_c||^2 / n_c
+    return float((x ** 2).sum() - ((sums ** 2).sum(axis=1) / counts).sum())
+
+
+# -- k-means ---------------------------------------------------------------------------------------------------
 
 @dataclass
 class KMeans:
-    """Lloyd's k-means with k-means++ (scikit-learn) or faiss's k-means, ``n_init`` restarts, best inertia kept."""
+    """Lloyd's k-means (Lloyd 1982), by scikit-learn or faiss (Johnson et al. 2019), ``n_init`` restarts, best
+    inertia kept. ``auto`` picks faiss from ``FAISS_AUTO_MIN_POINTS`` points on, where it measured faster
+    (benchmarks/RESULTS.md). ``init``: k-means++ seeding (Arthur & Vassilvitskii 2007; for faiss computed by
+    scikit-learn on a random subsample of at most ``kmeanspp_sample`` points, then passed to faiss) or random
+    points; random seeding of faiss often leaves two centroids in one well-separated cluster and merges two others
+    (see the planted-blobs test), so k-means++ is the default for both."""
 
     k: int = 10
     backend: str = "auto"
     n_init: int = 10
     max_iter: int = 300
+    tol: float = 1e-4
+    init: str = "k-means++"      # k-means++ | random
+    kmeanspp_sample: int = 100_000
+    threads: int | None = None   # faiss OpenMP threads (None: faiss's default, all cores)
     seed: int = 0
     centroids: np.ndarray | None = field(default=None, init=False, repr=False)
     inertia: float | None = field(default=None, init=False)
+    n_iter: int | None = field(default=None, init=False)
 
     def resolved_backend(self, n: int) -> str:
-        if self.backend not in ("auto", "sklearn", "faiss"):
-            raise SSLClusterError(f"clustering.algorithm.backend={self.backend!r}: use auto, sklearn or faiss")
+        _check_choice(self.backend, "backend", ("auto", "sklearn", "faiss"))
         if self.backend == "auto":
             return "faiss" if n >= FAISS_AUTO_MIN_POINTS else "sklearn"
         return self.backend
 
-    def fit_predict(self, x: np.ndarray) -> np.ndarray:
-        _check_k(self.k, x.shape[0])
-        if self.resolved_backend(x.shape[0]) == "faiss":
-            import faiss
+    def _fit_faiss(self, x: np.ndarray, k: int) -> np.ndarray:
+        import faiss
 
-            km = faiss.Kmeans(x.shape[1], self.k, niter=self.max_iter, nredo=self.n_init, seed=self.seed,
-                              verbose=False, max_points_per_centroid=max(256, x.shape[0] // self.k + 1))
-            km.train(np.ascontiguousarray(x, dtype=np.float32))
-            dist, labels = km.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
-            self.centroids = km.centroids
-            self.inertia = float(dist.sum())
-            return labels[:, 0].astype(np.int64)
+        if self.threads is not None:
+            _check_positive(self.threads, "threads", integer=True)
+            faiss.omp_set_num_threads(int(self.threads))
+        n = x.shape[0]
+        best: tuple[float, np.ndarray, np.ndarray] | None = None
+        for r in range(int(self.n_init)):
+            seed = int(self.seed) + r
+            # use every point (faiss subsamples to 256 per centroid by default)
+            km = faiss.Kmeans(x.shape[1], k, niter=int(self.max_iter), nredo=1, seed=seed, verbose=False,
+                              max_points_per_centroid=max(256, n // k + 1), min_points_per_centroid=1)
+            init = None
+            if self.init == "k-means++":
+                from sklearn.cluster import kmeans_plusplus
+
+                rng = np.random.default_rng(seed)
+                sub = x if n <= self.kmeanspp_sample else x[np.sort(rng.choice(n, self.kmeanspp_sample, replace=False))]
+                init, _ = kmeans_plusplus(sub, k, random_state=seed)
+                init = np.ascontiguousarray(init, dtype=np.float32)
+            km.train(x, init_centroids=init)
+            dist, labels = km.index.search(x, 1)
+            inertia = float(dist.astype(np.float64).sum())
+            if best is None or inertia < best[0]:
+                best = (inertia, labels[:, 0].astype(np.int64), km.centroids.copy())
+        assert best is not None
+        self.inertia, labels, self.centroids = best
+        self.n_iter = int(self.max_iter)  # faiss always runs niter iterations
+        return labels
+
+    def check(self) -> None:
+        _check_positive(self.kmeanspp_sample, "kmeanspp_sample", integer=True)
+        _check_positive(self.n_init, "n_init", integer=True)
+        _check_positive(self.max_iter, "max_iter", integer=True)
+        _check_choice(self.init, "init", ("k-means++", "random"))
+        _check_choice(self.backend, "backend", ("auto", "sklearn", "faiss"))
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        k = _check_k(self.k, x.shape[0])
+        if self.resolved_backend(x.shape[0]) == "faiss":
+            return self._fit_faiss(x, k)
         from sklearn.cluster import KMeans as SKKMeans
 
-        km = SKKMeans(n_clusters=self.k, n_init=self.n_init, max_iter=self.max_iter, random_state=self.seed)
+        km = SKKMeans(n_clusters=k, n_init=int(self.n_init), max_iter=int(self.max_iter), tol=self.tol,
+                      init=self.init, random_state=self.seed)
         labels = km.fit_predict(x)
         self.centroids = km.cluster_centers_.astype(np.float32)
         self.inertia = float(km.inertia_)
+        self.n_iter = int(km.n_iter_)
         return labels.astype(np.int64)
+
+
+@dataclass
+class MiniBatchKMeans:
+    """Mini-batch k-means (Sculley 2010), scikit-learn."""
+
+    k: int = 10
+    batch_size: int = 4096
+    n_init: int = 3
+    max_iter: int = 100
+    seed: int = 0
+    inertia: float | None = field(default=None, init=False)
+
+    def check(self) -> None:
+        _check_positive(self.batch_size, "batch_size", integer=True)
+        _check_positive(self.n_init, "n_init", integer=True)
+        _check_positive(self.max_iter, "max_iter", integer=True)
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        k = _check_k(self.k, x.shape[0])
+        from sklearn.cluster import MiniBatchKMeans as SKMB
+
+        km = SKMB(n_clusters=k, batch_size=int(self.batch_size), n_init=int(self.n_init),
+                  max_iter=int(self.max_iter), random_state=self.seed)
+        labels = km.fit_predict(x).astype(np.int64)
+        self.inertia = wcss(x, labels)
+        return labels
+
+
+# -- density based ---------------------------------------------------------------------------------------------
+
+@dataclass
+class HDBSCAN:
+    """HDBSCAN (Campello et al. 2013; McInnes et al. 2017, the ``hdbscan`` package). Noise stays -1; k is not
+    chosen but found. Best after UMAP to a few dimensions (McInnes et al. 2018)."""
+
+    min_cluster_size: int = 15
+    min_samples: int | None = None
+    cluster_selection_epsilon: float = 0.0
+    cluster_selection_method: str = "eom"
+    metric: str = "euclidean"
+    allow_single_cluster: bool = False
+    core_dist_n_jobs: int = 1
+
+    def check(self) -> None:
+        _check_positive(self.min_cluster_size, "min_cluster_size", integer=True)
+        if self.min_cluster_size < 2:
+            raise SSLClusterError(f"{KEY}.min_cluster_size={self.min_cluster_size} must be at least 2")
+        if self.min_samples is not None:
+            _check_positive(self.min_samples, "min_samples", integer=True)
+        if self.cluster_selection_epsilon < 0:
+            raise SSLClusterError(f"{KEY}.cluster_selection_epsilon={self.cluster_selection_epsilon} is negative")
+        _check_choice(self.cluster_selection_method, "cluster_selection_method", ("eom", "leaf"))
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        if self.min_cluster_size > x.shape[0]:
+            raise SSLClusterError(f"{KEY}.min_cluster_size={self.min_cluster_size} is larger than the number of "
+                                  f"samples ({x.shape[0]})")
+        import hdbscan
+
+        model = hdbscan.HDBSCAN(min_cluster_size=int(self.min_cluster_size),
+                                min_samples=None if self.min_samples is None else int(self.min_samples),
+                                cluster_selection_epsilon=float(self.cluster_selection_epsilon),
+                                cluster_selection_method=self.cluster_selection_method, metric=self.metric,
+                                allow_single_cluster=bool(self.allow_single_cluster),
+                                core_dist_n_jobs=int(self.core_dist_n_jobs))
+        return model.fit_predict(x.astype(np.float64)).astype(np.int64)
+
+
+@dataclass
+class DBSCAN:
+    """DBSCAN (Ester et al. 1996), scikit-learn. Noise stays -1."""
+
+    eps: float = 0.5
+    min_samples: int = 5
+    metric: str = "euclidean"
+
+    def check(self) -> None:
+        _check_positive(self.eps, "eps")
+        _check_positive(self.min_samples, "min_samples", integer=True)
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        from sklearn.cluster import DBSCAN as SKDBSCAN
+
+        return SKDBSCAN(eps=float(self.eps), min_samples=int(self.min_samples),
+                        metric=self.metric).fit_predict(x).astype(np.int64)
+
+
+# -- model based / hierarchical / graph ------------------------------------------------------------------------
+
+@dataclass
+class GaussianMixture:
+    """Gaussian mixture by EM (Dempster et al. 1977), scikit-learn; hard labels = most probable component.
+    ``bic`` (Schwarz 1978) is kept for k selection."""
+
+    k: int = 10
+    covariance_type: str = "full"
+    n_init: int = 1
+    max_iter: int = 200
+    reg_covar: float = 1e-6
+    init_params: str = "kmeans"
+    seed: int = 0
+    bic: float | None = field(default=None, init=False)
+
+    def check(self) -> None:
+        _check_choice(self.covariance_type, "covariance_type", ("full", "tied", "diag", "spherical"))
+        _check_choice(self.init_params, "init_params", ("kmeans", "k-means++", "random", "random_from_data"))
+        _check_positive(self.n_init, "n_init", integer=True)
+        _check_positive(self.max_iter, "max_iter", integer=True)
+        _check_positive(self.reg_covar, "reg_covar")
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        k = _check_k(self.k, x.shape[0])
+        from sklearn.mixture import GaussianMixture as SKGMM
+
+        gmm = SKGMM(n_components=k, covariance_type=self.covariance_type, n_init=int(self.n_init),
+                    max_iter=int(self.max_iter), reg_covar=float(self.reg_covar), init_params=self.init_params,
+                    random_state=self.seed)
+        labels = gmm.fit_predict(x.astype(np.float64)).astype(np.int64)
+        self.bic = float(gmm.bic(x.astype(np.float64)))
+        return labels
+
+
+LINKAGES = ("ward", "average", "complete", "single")
+
+
+@dataclass
+class Agglomerative:
+    """Agglomerative clustering (scikit-learn) with ward (Ward 1963), average, complete or single linkage. Memory
+    grows as N^2, so inputs above ``max_points`` are refused rather than exhausting the machine."""
+
+    k: int = 10
+    linkage: str = "ward"
+    metric: str = "euclidean"
+    max_points: int = 30_000
+
+    def check(self) -> None:
+        _check_choice(self.linkage, "linkage", LINKAGES)
+        if self.linkage == "ward" and self.metric != "euclidean":
+            raise SSLClusterError(f"{KEY}.metric={self.metric!r}: ward linkage needs metric euclidean")
+        _check_positive(self.max_points, "max_points", integer=True)
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        k = _check_k(self.k, x.shape[0])
+        if x.shape[0] > self.max_points:
+            raise SSLClusterError(f"agglomerative clustering of {x.shape[0]} points needs O(N^2) memory; above "
+                                  f"{KEY}.max_points={self.max_points} (raise it, or use kmeans / birch)")
+        from sklearn.cluster import AgglomerativeClustering
+
+        return AgglomerativeClustering(n_clusters=k, linkage=self.linkage,
+                                       metric=self.metric).fit_predict(x).astype(np.int64)
+
+
+@dataclass
+class Birch:
+    """BIRCH (Zhang et al. 1996), scikit-learn: a CF tree of subclusters, merged into ``k`` clusters by
+    agglomerative clustering (``k: null`` keeps the subclusters)."""
+
+    k: int | None = 10
+    threshold: float = 0.05
+    branching_factor: int = 50
+
+    def check(self) -> None:
+        _check_positive(self.threshold, "threshold")
+        _check_positive(self.branching_factor, "branching_factor", integer=True)
+        if self.branching_factor < 2:
+            raise SSLClusterError(f"{KEY}.branching_factor={self.branching_factor} must be at least 2")
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        k = None if self.k is None else _check_k(self.k, x.shape[0])
+        from sklearn.cluster import Birch as SKBirch
+
+        model = SKBirch(n_clusters=None, threshold=float(self.threshold), branching_factor=int(self.branching_factor))
+        model.fit(x)
+        n_sub = len(model.subcluster_centers_)
+        if k is not None and n_sub < k:
+            raise SSLClusterError(f"BIRCH found {n_sub} subclusters, fewer than {KEY}.k={k}: lower "
+                                  f"{KEY}.threshold={self.threshold}")
+        if k is not None:
+            from sklearn.cluster import AgglomerativeClustering
+
+            model.set_params(n_clusters=AgglomerativeClustering(n_clusters=k))
+            model.partial_fit()  # global clustering step only, on the existing subclusters
+        return model.predict(x).astype(np.int64)
+
+
+@dataclass
+class Spectral:
+    """Spectral clustering (Ng, Jordan & Weiss 2001; von Luxburg 2007), scikit-learn, on a k-nearest-neighbour
+    affinity graph by default (sparse, so it scales past a few thousand points)."""
+
+    k: int = 10
+    affinity: str = "nearest_neighbors"
+    n_neighbors: int = 10
+    gamma: float = 1.0
+    assign_labels: str = "cluster_qr"
+    seed: int = 0
+
+    def check(self) -> None:
+        _check_choice(self.affinity, "affinity", ("nearest_neighbors", "rbf"))
+        _check_choice(self.assign_labels, "assign_labels", ("kmeans", "discretize", "cluster_qr"))
+        _check_positive(self.n_neighbors, "n_neighbors", integer=True)
+        _check_positive(self.gamma, "gamma")
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        self.check()
+        x = check_points(x)
+        k = _check_k(self.k, x.shape[0])
+        if self.affinity == "nearest_neighbors" and self.n_neighbors >= x.shape[0]:
+            raise SSLClusterError(f"{KEY}.n_neighbors={self.n_neighbors} must be smaller than the number of "
+                                  f"samples ({x.shape[0]})")
+        from sklearn.cluster import SpectralClustering
+
+        model = SpectralClustering(n_clusters=k, affinity=self.affinity, n_neighbors=int(self.n_neighbors),
+                                   gamma=float(self.gamma), assign_labels=self.assign_labels,
+                                   random_state=self.seed)
+        return model.fit_predict(x).astype(np.int64)

@@ -1,4 +1,9 @@
-"""Preprocessing chain applied before clustering, in a fixed order: L2 -> PCA (optionally whitened) -> UMAP."""
+"""Preprocessing chain applied before clustering, in a fixed order: L2 -> PCA (optionally whitened) -> UMAP.
+
+L2 normalisation puts the rows on the unit sphere, where Euclidean distance is a monotone function of the cosine
+similarity SSL losses train; PCA (optionally whitened) removes noise dimensions; UMAP (McInnes et al. 2018) to a few
+dimensions makes density-based clustering (HDBSCAN) work on high-dimensional features.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,23 @@ class PreprocessConfig:
     umap_min_dist: float = 0.0
     seed: int = 0
 
+    def check(self, n: int, d: int) -> None:
+        """Refuse bad settings for ``n`` points of ``d`` dimensions, naming the key."""
+        for name in ("pca_dim", "umap_dim"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise SSLClusterError(f"clustering.preprocess.{name}={v!r} must be a positive integer or null")
+        if self.umap_dim:
+            if isinstance(self.umap_neighbors, bool) or not isinstance(self.umap_neighbors, int) \
+                    or self.umap_neighbors < 2:
+                raise SSLClusterError(f"clustering.preprocess.umap_neighbors={self.umap_neighbors!r} must be an "
+                                      "integer >= 2")
+            if n <= self.umap_dim + 1 or n <= 2:
+                raise SSLClusterError(f"clustering.preprocess.umap_dim={self.umap_dim}: UMAP needs more than "
+                                      f"umap_dim + 1 points, got {n}")
+        if self.whiten and not self.pca_dim:
+            raise SSLClusterError("clustering.preprocess.whiten=true needs clustering.preprocess.pca_dim")
+
     def describe(self) -> list[str]:
         chain = ["l2"] if self.l2 else []
         if self.pca_dim:
@@ -29,12 +51,16 @@ class PreprocessConfig:
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x`` (N, D) scaled to unit length (zero rows stay zero)."""
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
 
 
 def preprocess(x: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """(N, D) float -> (N, D') float32, after refusing non-finite rows."""
     x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise SSLClusterError(f"expected a non-empty (N, D) array of embeddings, got shape {x.shape}")
+    cfg.check(*x.shape)
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
@@ -50,6 +76,6 @@ def preprocess(x: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     if cfg.umap_dim:
         import umap
 
-        x = umap.UMAP(n_components=cfg.umap_dim, n_neighbors=cfg.umap_neighbors, min_dist=cfg.umap_min_dist,
-                      random_state=cfg.seed).fit_transform(x).astype(np.float32)
+        x = umap.UMAP(n_components=cfg.umap_dim, n_neighbors=min(cfg.umap_neighbors, x.shape[0] - 1),
+                      min_dist=cfg.umap_min_dist, random_state=cfg.seed).fit_transform(x).astype(np.float32)
     return np.ascontiguousarray(x)

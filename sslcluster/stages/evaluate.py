@@ -1,12 +1,14 @@
 """Stage 4: score clusterings and representations against held-out labels.
 
 Labels come from the embeddings' ``index.csv`` (or a CSV of ``id,label`` given as ``evaluate.labels``); they are
-read here and nowhere upstream.
+read here and nowhere upstream. Pictures (``evaluate.plots``) go to ``clusters/<key>/plots/`` and, when asked
+(``evaluate.folders=symlink|copy``), every image to ``clusters/<key>/folders/cluster_<id>/``.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from sslcluster.evaluation.probes import knn_accuracy, linear_probe_accuracy
 from sslcluster.tracking.embeddings import EmbeddingIndex, read_embeddings, read_index
 from sslcluster.tracking.io import read_json, write_json
 
+log = logging.getLogger(__name__)
+
 
 def labels_from_csv(path: str | Path, ids: list[str]) -> np.ndarray:
     """Labels for ``ids`` from a CSV with columns id,label; every id must be present."""
@@ -26,19 +30,24 @@ def labels_from_csv(path: str | Path, ids: list[str]) -> np.ndarray:
     if not path.is_file():
         raise SSLClusterError(f"labels file not found: {path}")
     table: dict[str, int] = {}
+    n_rows = 0
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"id", "label"} <= set(reader.fieldnames):
             raise SSLClusterError(f"{path}: expected columns id,label, got {reader.fieldnames}")
         for row in reader:
+            n_rows += 1
             try:
-                table[row["id"]] = int(row["label"]) if row["label"] != "" else -1
+                table[row["id"]] = int(row["label"]) if row["label"] not in ("", None) else -1
             except ValueError:
                 raise SSLClusterError(f"{path}: label {row['label']!r} of id {row['id']!r} is not an integer") from None
     missing = [i for i in ids if i not in table]
     if missing:
         raise SSLClusterError(f"{path}: {len(missing)} of {len(ids)} embedding ids have no label "
                               f"(first: {missing[:3]}); the labels file does not match the embeddings")
+    if n_rows != len(ids) or len(table) != len(ids):
+        raise SSLClusterError(f"{path}: {n_rows} label rows ({len(table)} distinct ids) for {len(ids)} embeddings; "
+                              "the labels file does not match the embeddings")
     return np.asarray([table[i] for i in ids], dtype=np.int64)
 
 
@@ -63,8 +72,74 @@ def evaluate_clustering(cfg: DictConfig, cluster_dir: Path) -> dict[str, Any]:
     labels_true = labels_from_csv(cfg.evaluate.labels, index.ids) if cfg.evaluate.labels else index.labels
     metrics = cluster_metrics(None, labels_pred, labels_true)
     metrics.update({k: v for k, v in record.get("quality", {}).items() if k not in metrics})
+    if record.get("select_k"):
+        metrics["chosen_k"] = record["select_k"]["chosen_k"]
     write_json(cluster_dir / "metrics.json", metrics)
+    plots_cfg = cfg.evaluate.get("plots")
+    if plots_cfg is not None and plots_cfg.get("enabled", False):
+        evaluation_plots(cfg, cluster_dir, record, index, labels_pred, labels_true)
+    folders = cfg.evaluate.get("folders")
+    if folders:
+        cluster_folders(cfg, cluster_dir, index, labels_pred, str(folders))
     return metrics
+
+
+def _image_loader(cfg: DictConfig):
+    from sslcluster.data.resolve import load_image
+
+    root = cfg.data.source.get("root") if "source" in cfg.data else None
+    root = str(root) if root is not None else None
+    return lambda p: load_image(p, torchvision_root=root)
+
+
+def evaluation_plots(cfg: DictConfig, cluster_dir: Path, record: dict[str, Any], index: EmbeddingIndex,
+                     labels_pred: np.ndarray, labels_true: np.ndarray) -> list[Path]:
+    """Scatter plots, sample grid, confusion matrix and (SOM) U-matrix and hit map in ``<cluster_dir>/plots``."""
+    from sslcluster.clustering.preprocess import l2_normalize
+    from sslcluster.evaluation import plots
+
+    pc = cfg.evaluate.plots
+    out = cluster_dir / "plots"
+    written: list[Path] = []
+    names = index.classes
+    projections = list(pc.get("projections") or [])
+    for m in projections:
+        if m not in plots.PROJECTIONS:
+            raise SSLClusterError(f"evaluate.plots.projections: {m!r} is not one of {', '.join(plots.PROJECTIONS)}")
+    if projections:
+        es = read_embeddings(record["embeddings"], with_labels=False)
+        sel = plots.subsample(len(labels_pred), int(pc.max_points), cfg.seed)
+        x = np.asarray(es.array[sel], dtype=np.float32)
+        if "l2" in record.get("preprocess", []):
+            x = l2_normalize(x)
+        for m in projections:
+            xy = plots.project_2d(x, m, seed=cfg.seed)
+            written.append(plots.scatter_2d(xy, labels_pred[sel], labels_true[sel], out / f"scatter_{m}.png", m,
+                                            names, title=f"{record['key']} ({record['algorithm']})"))
+    if int(pc.get("images_per_cluster", 0)) > 0:
+        written.append(plots.sample_grid(index.paths, labels_pred, out / "samples.png", _image_loader(cfg),
+                                         per_cluster=int(pc.images_per_cluster),
+                                         max_clusters=int(pc.max_clusters), seed=cfg.seed))
+    if (labels_true >= 0).any():
+        written.append(plots.confusion_matrix(labels_true, labels_pred, out / "confusion.png", names))
+    if (cluster_dir / "som_weights.npy").exists():
+        weights, bmu = np.load(cluster_dir / "som_weights.npy"), np.load(cluster_dir / "som_bmu.npy")
+        if len(bmu) != len(labels_pred):
+            raise SSLClusterError(f"{cluster_dir}/som_bmu.npy has {len(bmu)} rows for {len(labels_pred)} labels")
+        written += plots.som_maps(weights, bmu, labels_true, out, names, seed=cfg.seed)
+    log.info("wrote %d pictures to %s", len(written), out)
+    return written
+
+
+def cluster_folders(cfg: DictConfig, cluster_dir: Path, index: EmbeddingIndex, labels_pred: np.ndarray,
+                    mode: str) -> Path:
+    """Every image of the clustering into ``<cluster_dir>/folders/cluster_<id>/`` (``mode``: symlink | copy)."""
+    from sslcluster.evaluation.browse import write_cluster_folders
+
+    out = write_cluster_folders(cluster_dir / "folders", index.ids, index.paths, labels_pred, mode,
+                                load=_image_loader(cfg))
+    log.info("per-cluster folders: %s", out)
+    return out
 
 
 def evaluate_representation(cfg: DictConfig, train_dir: Path, test_dir: Path) -> dict[str, float]:

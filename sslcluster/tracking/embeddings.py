@@ -160,7 +160,7 @@ def read_embeddings(folder: str | Path, with_labels: bool = False, mmap: bool = 
         raise SSLClusterError(f"embeddings array missing: {apath}")
     try:
         array = np.load(apath, mmap_mode="r" if mmap else None)
-    except ValueError as e:
+    except (ValueError, EOFError, OSError) as e:  # EOFError: an empty (0-byte) file
         raise SSLClusterError(f"{apath}: not a readable .npy array ({e})") from None
     if array.ndim != 2 or array.shape[0] == 0:
         raise SSLClusterError(f"{apath}: expected a non-empty (N, D) array, got shape {array.shape}")

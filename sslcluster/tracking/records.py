@@ -13,12 +13,18 @@ from sslcluster.tracking.io import read_json
 from sslcluster.tracking.rundir import RunDir
 
 
+def _is_run(path: Path) -> bool:
+    """A run folder: a config, or the embeddings / clusterings a stage wrote into it."""
+    return path.is_dir() and not path.name.startswith(".") and any(
+        (path / name).exists() for name in ("config.yaml", "embeddings", "clusters"))
+
+
 def list_runs(root: Path) -> list[dict]:
     rows = []
     if not root.is_dir():
         return rows
-    for path in sorted(p for p in root.iterdir() if (p / "config.yaml").is_file()):
-        cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    for path in sorted(p for p in root.iterdir() if _is_run(p)):
+        cfg = (yaml.safe_load((path / "config.yaml").read_text()) or {}) if (path / "config.yaml").is_file() else {}
         m = read_json(path / "metrics.json") if (path / "metrics.json").exists() else {}
         rows.append({"key": path.name, "method": cfg.get("method", {}).get("name"),
                      "data": cfg.get("data", {}).get("name"), "seed": cfg.get("seed"),
@@ -29,6 +35,32 @@ def list_runs(root: Path) -> list[dict]:
 
 def _f(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+
+def list_clusterings(run_path: Path) -> list[dict]:
+    """One row per ``clusters/<key>/``: record fields (algorithm, k, chosen k, preprocessing, fit time, status)
+    merged with its ``metrics.json`` when evaluated."""
+    rows = []
+    for rec_path in sorted((run_path / "clusters").glob("*/record.json")):
+        r = read_json(rec_path)
+        m = read_json(rec_path.parent / "metrics.json") if (rec_path.parent / "metrics.json").exists() else {}
+        q = r.get("quality") or {}
+        params = r.get("params") or {}
+        rows.append({"cluster_key": r.get("key", rec_path.parent.name), "algorithm": r.get("algorithm"),
+                     "k": params.get("k"), "select_k": (r.get("select_k") or {}).get("method"),
+                     "preprocess": "+".join(r.get("preprocess") or []) or None,
+                     "n_clusters": m.get("n_clusters", q.get("n_clusters")),
+                     "noise": m.get("noise_fraction", q.get("noise_fraction")),
+                     "nmi": m.get("nmi"), "ari": m.get("ari"), "acc": m.get("acc"),
+                     "fit_s": (r.get("times_s") or {}).get("fit"), "status": r.get("status")})
+    return rows
+
+
+def _table(rows: list[dict], cols: Sequence[str]) -> str:
+    widths = [max(len(c), *(len(_f(r[c])) for r in rows)) for c in cols]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(_f(r[c]).ljust(w) for c, w in zip(cols, widths)) for r in rows]
+    return "\n".join(lines)
 
 
 def runs_command(args: Sequence[str]) -> int:
@@ -46,19 +78,24 @@ def runs_command(args: Sequence[str]) -> int:
         if not rows:
             print(f"no runs in {root}")
             return 0
-        cols = ("key", "method", "data", "seed", "nmi", "acc", "knn_top1", "clusterings")
-        widths = [max(len(c), *(len(_f(r[c])) for r in rows)) for c in cols]
-        print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-        for r in rows:
-            print("  ".join(_f(r[c]).ljust(w) for c, w in zip(cols, widths)))
+        print(_table(rows, ("key", "method", "data", "seed", "nmi", "acc", "knn_top1", "clusterings")))
         return 0
     for key in keys:
         run = RunDir.open(root, key, lock=False)  # read only
         print(f"# run {key} ({run.path})")
         print(run.config_path.read_text() if run.config_path.exists() else "(no config.yaml)")
         print("# metrics\n" + json.dumps(run.read_metrics(), indent=2))
+        rows = list_clusterings(run.path)
+        if rows:
+            print("# clusterings\n" + _table(rows, ("cluster_key", "algorithm", "k", "select_k", "preprocess",
+                                                     "n_clusters", "noise", "nmi", "ari", "acc", "fit_s",
+                                                     "status")))
         for rec in sorted((run.path / "clusters").glob("*/record.json")):
             r = read_json(rec)
+            sel = r.get("select_k")
             print(f"# clustering {r.get('key')}: {r.get('algorithm')} {r.get('params')} "
-                  f"preprocess={r.get('preprocess')} status={r.get('status')}")
+                  f"preprocess={r.get('preprocess')} backend={r.get('backend')} times_s={r.get('times_s')} "
+                  f"status={r.get('status')}"
+                  + (f" select_k={sel['method']} k={sel['chosen_k']} over {sel['ks'][0]}..{sel['ks'][-1]}"
+                     if sel else ""))
     return 0
