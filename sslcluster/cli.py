@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except SSLClusterError as e:
         print(f"sslcluster: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print("sslcluster: interrupted", file=sys.stderr)
         return 130

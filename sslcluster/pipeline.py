@@ -172,10 +172,14 @@ def stage_cluster(cfg: DictConfig) -> RunDir:
     with open_run(cfg, "cluster") as run:
         if emb is None:
             emb = run.embeddings_dir(clustered_embeddings_name(cfg))
-            if not emb.is_dir():
-                raise SSLClusterError(f"no embeddings {emb} to cluster: run `sslcluster export run.key={run.key}` "
-                                      f"(it writes them for cluster.features={cfg.cluster.features}), or set "
-                                      "cluster.features=backbone or embeddings=PATH")
+            if not emb.is_dir():  # no export of cluster.features: the split's own embeddings, whatever they hold
+                fallback = run.embeddings_dir(cfg.cluster.split)
+                if not fallback.is_dir():
+                    raise SSLClusterError(f"no embeddings to cluster in {run.path / 'embeddings'} (looked for "
+                                          f"{emb.name}, {fallback.name}): run `sslcluster export run.key={run.key}` "
+                                          "or set embeddings=PATH")
+                log.warning("no %s; clustering %s (cluster.features=%s)", emb, fallback, cfg.cluster.features)
+                emb = fallback
         out = cluster(cfg, run, emb, cluster_key(cfg), overwrite=cfg.run.overwrite or cfg.cluster.overwrite)
         print(f"clusters: {out}\nrun key: {run.key}\nrun dir: {run.path}")
     return run

@@ -24,7 +24,7 @@ def tiny_overrides(root) -> list[str]:
     """The ``tiny`` fixture's overrides without the k-means-only ones (module scope cannot use ``tiny``)."""
     return [f"run.root={root}", "trainer.max_epochs=1", "data.batch_size=64", "backbone.module.width=8",
             "backbone.module.depth=2", "logger=none", "evaluate.linear_probe=false", "export.batch_size=256",
-            "evaluate.plots.enabled=false"]
+            "evaluate.plots.enabled=false", "cluster.features=backbone"]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ DIGITS_CASES = {
     "minibatch_kmeans": ["clustering.algorithm.batch_size=128"],
     "hdbscan": ["clustering.preprocess.umap_dim=null", "clustering.algorithm.min_cluster_size=5",
                 "clustering.algorithm.min_samples=3"],
-    "dbscan": ["clustering.algorithm.eps=0.05"],
+    "dbscan": [],  # eps from the data: see dbscan_eps
     "gmm": ["clustering.preprocess.pca_dim=8"],
     "agglomerative": [],
     "agglomerative-average": ["clustering=agglomerative", "clustering.algorithm.linkage=average"],
@@ -58,6 +58,17 @@ DIGITS_CASES = {
 }
 
 
+def dbscan_eps(folder, min_samples: int = 5) -> float:
+    """The k-distance heuristic (after Ester et al. 1996): a low quantile (10 %) of the distances of the points to their
+    ``min_samples``-th neighbours, on the L2-normalised rows DBSCAN sees (dense cores, several clusters)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.load(folder / "embeddings.npy")
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    dist, _ = NearestNeighbors(n_neighbors=min_samples + 1).fit(x).kneighbors(x)
+    return float(np.quantile(dist[:, -1], 0.1))
+
+
 @pytest.mark.parametrize("case", sorted(DIGITS_CASES))
 def test_every_algorithm_on_exported_digits(digits_run, case):
     root, base = digits_run
@@ -65,6 +76,8 @@ def test_every_algorithm_on_exported_digits(digits_run, case):
     overrides = DIGITS_CASES[case]
     if not any(o.startswith("clustering=") for o in overrides):
         overrides = [f"clustering={name}", *overrides]
+    if name == "dbscan":
+        overrides = [*overrides, f"clustering.algorithm.eps={dbscan_eps(root / 'digits' / 'embeddings' / 'test')}"]
     cfg = compose(base + ["run.key=digits", f"cluster.key={case}", *overrides])
     stage_cluster(cfg)
     cdir = root / "digits" / "clusters" / case

@@ -16,7 +16,7 @@ REQUIRED_METRICS = ("nmi", "ari", "acc", "intra_var", "inter_var", "knn_top1", "
 
 
 def test_end_to_end_run_directory(tiny, capsys):
-    run = run_pipeline(compose(tiny + ["run.key=e2e"]))
+    run = run_pipeline(compose(tiny + ["run.key=e2e", "cluster.features=projection"]))
     out = capsys.readouterr().out
     assert "run key: e2e" in out and "nmi" in out and "pixels" in out
     p = run.path
@@ -27,7 +27,7 @@ def test_end_to_end_run_directory(tiny, capsys):
         assert key in metrics and f"pixels_{key}" in metrics, key
     assert 0 <= metrics["nmi"] <= 1 and metrics["n_clusters"] == 10
     assert (p / "checkpoints" / "last.ckpt").is_file()
-    for split in ("train", "test", "pixels_train", "pixels_test"):
+    for split in ("train", "test", "test_projection", "pixels_train", "pixels_test"):
         es = read_embeddings(p / "embeddings" / split, with_labels=True)
         assert es.manifest["status"] == "complete"
         assert es.array.dtype == np.float32 and es.array.shape[0] == len(es.index.ids)
@@ -38,7 +38,10 @@ def test_end_to_end_run_directory(tiny, capsys):
     labels = np.load(p / "clusters" / "kmeans-test" / "labels.npy")
     assert labels.dtype == np.int64 and labels.shape == (360,)
     rec = json.loads((p / "clusters" / "kmeans-test" / "record.json").read_text())
-    assert rec["status"] == "complete" and rec["algorithm"] == "kmeans"
+    assert rec["status"] == "complete" and rec["algorithm"] == "kmeans" and rec["features"] == "projection"
+    assert rec["embeddings"].endswith("test_projection")
+    pix = json.loads((p / "clusters" / "pixels-kmeans-test" / "record.json").read_text())
+    assert pix["features"] == "pixels" and pix["preprocess"] == rec["preprocess"]  # the baseline: same clustering
     assert not list(p.rglob("*.tmp"))
 
 

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 
 from sslcluster.config import compose
-from sslcluster.errors import SSLClusterError
+from sslcluster.errors import SSLClusterError, TrainingInterrupted
 from sslcluster.pipeline import stage_pretrain
 from sslcluster.stages.pretrain import pretrain
 from sslcluster.tracking.rundir import RunDir
@@ -66,8 +66,9 @@ def test_resume_gives_the_weights_of_the_uninterrupted_run(method, tmp_path):
 
 def test_sigterm_saves_last_checkpoint(tmp_path):
     overrides = [f"run.root={tmp_path}", *RESUME, "run.key=t"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(TrainingInterrupted, match="SIGTERM at step 4.*resume=last") as e:
         pretrain(compose(overrides), RunDir.create(tmp_path, "t"), callbacks=[StopAt(0, SystemExit)])
+    assert e.value.exit_code == 143  # not Lightning's SystemExit(0): a scheduler must see a terminated job
     ckpt = torch.load(tmp_path / "t" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 4 and "sslcluster_config" in ckpt
 

@@ -190,6 +190,7 @@ def test_online_monitors_log_knn_and_linear(tmp_path):
     from sslcluster.ssl.monitors import OnlineMonitors
 
     cfg = compose([f"run.root={tmp_path}", *TINY, "monitor.knn=true", "monitor.linear=true", "monitor.linear_epochs=3",
+                   "monitor.every_n_epochs=1",
                    "trainer.max_epochs=2", "data.batch_size=64", "method=rotation"])
     rec = EpochLosses()
     run = RunDir.create(tmp_path, "m")

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from sslcluster.data.device_data import build_pretrain_data
-from sslcluster.errors import SSLClusterError
+from sslcluster.errors import SSLClusterError, TrainingInterrupted
 from sslcluster.ssl.callbacks import reliability_callbacks
 from sslcluster.ssl.methods.base import CONFIG_KEY, SSLMethod
 from sslcluster.ssl.monitors import LabeledImages, MonitorConfig, OnlineMonitors, labeled_subset
@@ -221,6 +221,9 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
     os.environ[RUN_KEY_ENV] = run.key  # processes started by Lightning's DDP launcher reuse this run directory
     try:
         trainer.fit(model, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except SIGTERMException:  # Lightning's SIGTERMException is a SystemExit with status 0: make it a failure
+        raise TrainingInterrupted(f"training stopped by SIGTERM at step {trainer.global_step}; {last} saved, "
+                                  f"continue with run.key={run.key} resume=last") from None
     finally:
         if previous is None:
             os.environ.pop(RUN_KEY_ENV, None)
