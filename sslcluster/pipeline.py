@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from sslcluster.config import to_yaml
 from sslcluster.errors import SSLClusterError
 from sslcluster.stages.cluster import cluster
-from sslcluster.stages.evaluate import evaluate_clustering, evaluate_representation
+from sslcluster.stages.evaluate import evaluate_clustering, evaluate_representation, redraw_plots
 from sslcluster.stages.export import export_split
 from sslcluster.stages.pretrain import RUN_KEY_ENV, is_launch_rank_zero, pretrain
 from sslcluster.stages.report import report
@@ -126,10 +126,10 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
             if cfg.stages.cluster:
                 cdir = cluster(cfg, run, clustered[split], cluster_key(cfg, prefix.replace("_", "-")),
                                overwrite=cfg.run.overwrite)
+                if not prefix and naming:  # before evaluation, so the pictures carry the names
+                    name_in_pipeline(cfg, cdir)  # optional: warns (never fails the run) without a key
                 if cfg.stages.evaluate:
                     metrics.update({prefix + k: v for k, v in evaluate_clustering(cfg, cdir).items()})
-                if not prefix and naming:
-                    name_in_pipeline(cfg, cdir)  # optional: warns (never fails the run) without a key
             if cfg.stages.evaluate and "train" in feats and "test" in feats:
                 rep = evaluate_representation(cfg, feats["train"], feats["test"])
                 metrics.update({prefix + k: v for k, v in rep.items()})
@@ -200,6 +200,8 @@ def stage_name(cfg: DictConfig) -> RunDir:
         path = name_clustering(cfg, cdir)
         if path is not None:
             print(f"names: {path}")
+            for picture in redraw_plots(cfg, cdir):  # the sample grid and scatter legends now show the names
+                print(f"picture: {picture}")
         print(f"run key: {run.key}\nrun dir: {run.path}")
     return run
 

@@ -511,3 +511,34 @@ def test_encode_image_mime_and_size():
     e = encode_image(Image.new("RGB", (1000, 500)), "/x/a.JPG", max_side=200)
     assert e.mime == "image/jpeg" and (e.width, e.height) == (200, 100)
     assert encode_image(Image.new("RGB", (10, 10)), "/x/a.jpg", 64, fmt="png").mime == "image/png"
+
+
+def test_names_flow_into_the_pictures(tiny, tmp_path, llm, monkeypatch):
+    """Named clusters label the sample grid's rows and the scatter legend (the figures are captured as drawn)."""
+    from sslcluster.evaluation import plots
+
+    drawn: dict[str, list[str]] = {}
+
+    def capture(fig, path, dpi=110):
+        texts = [ax.get_ylabel() for ax in fig.axes]
+        for ax in fig.axes:
+            if ax.get_legend() is not None:
+                texts += [t.get_text() for t in ax.get_legend().get_texts()]
+        drawn[Path(path).name] = texts
+        plots.plt.close(fig)
+        return Path(path)
+
+    monkeypatch.setattr(plots, "save", capture)
+    src = make_clustering(tmp_path / "src", k=3)
+    emb = src.parent.parent / "embeddings" / "test"
+    run = run_pipeline(compose(tiny + ["run.key=pics", f"embeddings={emb}", "clustering.algorithm.k=3",
+                                       "naming=llm", f"naming.base_url={llm.base_url}",
+                                       "evaluate.plots.enabled=true", "evaluate.plots.projections=[pca]",
+                                       "evaluate.plots.images_per_cluster=2"]))
+    names = {int(c): v["name"] for c, v in names_doc(run.path / "clusters" / CKEY)["clusters"].items()
+             if v.get("name")}
+    assert len(names) == 3
+    for picture in ("samples.png", "scatter_pca.png"):
+        text = " | ".join(drawn[picture])
+        for c, name in names.items():
+            assert f"{c}: {name}" in text, (picture, text)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib
 
@@ -101,13 +101,21 @@ def _scatter_panel(ax: plt.Axes, xy: np.ndarray, groups: np.ndarray, names: Call
                   ncol=1 if len(ids) <= 15 else 2)
 
 
+def cluster_label(c: int, cluster_names: Mapping[int, str] | None) -> str:
+    """``cluster 3`` or, when the cluster was named (``names.json``), ``3: tabby cats``."""
+    name = (cluster_names or {}).get(int(c))
+    return f"{c}: {name}" if name else f"cluster {c}"
+
+
 def scatter_2d(xy: np.ndarray, labels_pred: np.ndarray, labels_true: np.ndarray | None, path: str | Path,
-               method: str, class_names: Sequence[str] | None = None, title: str = "") -> Path:
-    """``xy`` (N, 2), ``labels_pred`` (N,) (-1 noise), ``labels_true`` (N,) (-1 unknown) or None."""
+               method: str, class_names: Sequence[str] | None = None, title: str = "",
+               cluster_names: Mapping[int, str] | None = None) -> Path:
+    """``xy`` (N, 2), ``labels_pred`` (N,) (-1 noise), ``labels_true`` (N,) (-1 unknown) or None;
+    ``cluster_names`` (cluster id -> name) label the legend where given."""
     panels = 2 if labels_true is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5.5), squeeze=False)
-    _scatter_panel(axes[0, 0], xy, labels_pred, lambda c: f"cluster {c}", f"{method.upper()}: by cluster",
-                   "noise")
+    _scatter_panel(axes[0, 0], xy, labels_pred, lambda c: cluster_label(c, cluster_names),
+                   f"{method.upper()}: by cluster", "noise")
     if labels_true is not None:
         def cname(k: int) -> str:
             return class_names[k] if class_names and 0 <= k < len(class_names) else f"class {k}"
@@ -133,7 +141,7 @@ def _as_rgb(img: Any, size: int) -> np.ndarray:
 
 def sample_grid(paths: Sequence[str], labels_pred: np.ndarray, path: str | Path,
                 load: Callable[[str], Any], per_cluster: int = 8, max_clusters: int = 50, size: int = 64,
-                seed: int = 0) -> Path:
+                seed: int = 0, cluster_names: Mapping[int, str] | None = None) -> Path:
     """One row per cluster (largest first, at most ``max_clusters``, noise last): ``per_cluster`` random members.
     ``load(path) -> PIL.Image``; an image that cannot be loaded is drawn as a grey tile."""
     ids, counts = np.unique(labels_pred, return_counts=True)
@@ -158,8 +166,8 @@ def sample_grid(paths: Sequence[str], labels_pred: np.ndarray, path: str | Path,
         ax.imshow(np.concatenate(tiles, axis=1))
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_ylabel(f"{'noise' if c < 0 else c}\n(n={len(members)})", rotation=0, ha="right", va="center",
-                      fontsize=8)
+        head = "noise" if c < 0 else cluster_label(c, cluster_names).removeprefix("cluster ")
+        ax.set_ylabel(f"{head}\n(n={len(members)})", rotation=0, ha="right", va="center", fontsize=8)
     if missing:
         log.warning("sample grid: %d images could not be loaded (drawn grey)", missing)
     return save(fig, path)

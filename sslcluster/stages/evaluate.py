@@ -98,10 +98,13 @@ def evaluation_plots(cfg: DictConfig, cluster_dir: Path, record: dict[str, Any],
     from sslcluster.clustering.preprocess import l2_normalize
     from sslcluster.evaluation import plots
 
+    from sslcluster.naming import read_names
+
     pc = cfg.evaluate.plots
     out = cluster_dir / "plots"
     written: list[Path] = []
     names = index.classes
+    cluster_names = {c: v["name"] for c, v in read_names(cluster_dir).items()}  # from names.json, if named
     projections = list(pc.get("projections") or [])
     for m in projections:
         if m not in plots.PROJECTIONS:
@@ -115,11 +118,13 @@ def evaluation_plots(cfg: DictConfig, cluster_dir: Path, record: dict[str, Any],
         for m in projections:
             xy = plots.project_2d(x, m, seed=cfg.seed)
             written.append(plots.scatter_2d(xy, labels_pred[sel], labels_true[sel], out / f"scatter_{m}.png", m,
-                                            names, title=f"{record['key']} ({record['algorithm']})"))
+                                            names, title=f"{record['key']} ({record['algorithm']})",
+                                            cluster_names=cluster_names))
     if int(pc.get("images_per_cluster", 0)) > 0:
         written.append(plots.sample_grid(index.paths, labels_pred, out / "samples.png", _image_loader(cfg),
                                          per_cluster=int(pc.images_per_cluster),
-                                         max_clusters=int(pc.max_clusters), seed=cfg.seed))
+                                         max_clusters=int(pc.max_clusters), seed=cfg.seed,
+                                         cluster_names=cluster_names))
     if (labels_true >= 0).any():
         written.append(plots.confusion_matrix(labels_true, labels_pred, out / "confusion.png", names))
     if (cluster_dir / "som_weights.npy").exists():
@@ -129,6 +134,17 @@ def evaluation_plots(cfg: DictConfig, cluster_dir: Path, record: dict[str, Any],
         written += plots.som_maps(weights, bmu, labels_true, out, names, seed=cfg.seed)
     log.info("wrote %d pictures to %s", len(written), out)
     return written
+
+
+def redraw_plots(cfg: DictConfig, cluster_dir: Path) -> list[Path]:
+    """Draw a clustering's pictures again (after naming, so the names appear in them), if plots are enabled."""
+    plots_cfg = cfg.evaluate.get("plots")
+    if plots_cfg is None or not plots_cfg.get("enabled", False):
+        return []
+    record, labels_pred = load_clustering(cluster_dir)
+    index = read_index(record["embeddings"], with_labels=True)
+    labels_true = labels_from_csv(cfg.evaluate.labels, index.ids) if cfg.evaluate.labels else index.labels
+    return evaluation_plots(cfg, cluster_dir, record, index, labels_pred, labels_true)
 
 
 def cluster_folders(cfg: DictConfig, cluster_dir: Path, index: EmbeddingIndex, labels_pred: np.ndarray,
