@@ -3,6 +3,7 @@ the evaluation-only run, the mode fallback without credentials, and rank-zero-on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -91,7 +92,10 @@ def test_evaluation_only_run_logs_pictures_and_names(wandb_run):
     Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(plots / "umap.png")
     pred = np.load(cdir / "labels.npy")
     big = int(np.bincount(pred).argmax())
-    (cdir / "names.json").write_text(json.dumps({str(big): {"name": "loops", "description": "round digits"}}))
+    # names.json as the naming stage writes it (sslcluster.naming: clusters by id, for these labels.npy)
+    labels_sha = hashlib.sha256((cdir / "labels.npy").read_bytes()).hexdigest()
+    (cdir / "names.json").write_text(json.dumps({"labels_sha256": labels_sha, "clusters": {
+        str(big): {"name": "loops", "description": "round digits"}}}))
     before = set(offline_runs(run.path))
     stage_evaluate(compose(overrides))  # `sslcluster evaluate run.key=wb logger=wandb`
     new = [f for f in offline_runs(run.path) if f not in before]

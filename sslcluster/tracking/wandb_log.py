@@ -54,15 +54,14 @@ class ClusterRow:
 
 
 def _read_names(cluster_dir: Path) -> dict[str, dict[str, Any]]:
-    path = cluster_dir / "names.json"
-    if not path.exists():
-        return {}
+    """``names.json`` through the naming module's reader (its schema, and only names made for these labels)."""
+    from sslcluster.naming import read_names
+
     try:
-        names = read_json(path)
-    except (OSError, ValueError) as e:
-        log.warning("ignoring unreadable %s: %s", path, e)
+        return {str(k): v for k, v in read_names(cluster_dir).items()}
+    except SSLClusterError as e:
+        log.warning("ignoring %s", e)
         return {}
-    return {str(k): (v if isinstance(v, dict) else {"name": str(v)}) for k, v in (names or {}).items()}
 
 
 def cluster_rows(cluster_dir: str | Path, labels_csv: str | None = None, samples: int = 8,
