@@ -58,7 +58,9 @@ CHILD = textwrap.dedent("""
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", "1")
+    # the same intra-op thread count as this process, which trains the runs compared with the child's: a different
+    # count changes the order of floating-point reductions, and the weights would differ in the last bits
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     return env
 
 
