@@ -31,6 +31,7 @@ from sslcluster.naming.images import EncodedImage, choose_format, encode_image
 from sslcluster.naming.prompt import Answer, AnswerError, build_messages, parse_answer, prompt_text
 from sslcluster.naming.select import Pick, select_images
 from sslcluster.tracking.embeddings import read_embeddings
+from sslcluster.tracking.clusters import load_clustering
 from sslcluster.tracking.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -128,22 +129,6 @@ def _data_root(run_path: Path, cfg: DictConfig) -> str | None:
     return str(root) if root else None
 
 
-def _load_clustering(cluster_dir: Path) -> tuple[dict[str, Any], np.ndarray]:
-    rec_path = cluster_dir / "record.json"
-    if not rec_path.is_file():
-        raise SSLClusterError(f"no clustering at {cluster_dir} (record.json missing); run the cluster stage first")
-    record = read_json(rec_path)
-    if record.get("status") != "complete":
-        raise SSLClusterError(f"{rec_path}: status is {record.get('status')!r}, not 'complete'")
-    lpath = cluster_dir / "labels.npy"
-    if not lpath.is_file():
-        raise SSLClusterError(f"{lpath} is missing")
-    labels = np.load(lpath)
-    if labels.ndim != 1:
-        raise SSLClusterError(f"{lpath}: expected a 1-D array of labels, got shape {labels.shape}")
-    return record, labels
-
-
 def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -170,7 +155,7 @@ class Namer:
     # -- preparing -------------------------------------------------------------------------------------------
     def prepare(self) -> tuple[dict[str, Any], np.ndarray, list[ClusterJob]]:
         """Read the clustering and its embeddings; pick and encode each cluster's images."""
-        record, labels = _load_clustering(self.cluster_dir)
+        record, labels = load_clustering(self.cluster_dir)
         es = read_embeddings(record["embeddings"], with_labels=False)
         if es.index.ids_sha256() != record.get("ids_sha256") or len(es.index) != labels.shape[0]:
             raise SSLClusterError(f"{self.cluster_dir}: labels.npy ({labels.shape[0]} rows) does not match the ids "

@@ -19,6 +19,7 @@ from sslcluster.errors import SSLClusterError
 from sslcluster.evaluation.metrics import cluster_metrics
 from sslcluster.evaluation.probes import knn_accuracy, linear_probe_accuracy
 from sslcluster.tracking.embeddings import EmbeddingIndex, read_embeddings, read_index
+from sslcluster.tracking.clusters import load_clustering  # noqa: F401  (also imported from here)
 from sslcluster.tracking.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -49,17 +50,6 @@ def labels_from_csv(path: str | Path, ids: list[str]) -> np.ndarray:
         raise SSLClusterError(f"{path}: {n_rows} label rows ({len(table)} distinct ids) for {len(ids)} embeddings; "
                               "the labels file does not match the embeddings")
     return np.asarray([table[i] for i in ids], dtype=np.int64)
-
-
-def load_clustering(cluster_dir: Path) -> tuple[dict[str, Any], np.ndarray]:
-    rec_path = cluster_dir / "record.json"
-    if not rec_path.exists():
-        raise SSLClusterError(f"no clustering at {cluster_dir} (record.json missing)")
-    record = read_json(rec_path)
-    if record.get("status") != "complete":
-        raise SSLClusterError(f"{rec_path}: status is {record.get('status')!r}, not 'complete'")
-    labels = np.load(cluster_dir / "labels.npy")
-    return record, labels
 
 
 def evaluate_clustering(cfg: DictConfig, cluster_dir: Path) -> dict[str, Any]:
