@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sslcluster.config import to_yaml
 from sslcluster.errors import SSLClusterError
@@ -206,6 +206,18 @@ def stage_name(cfg: DictConfig) -> RunDir:
     return run
 
 
+def primary_cluster_key(run: RunDir, cfg: DictConfig) -> str:
+    """The clustering that the run's ``metrics.json`` summarises: the one its own ``config.yaml`` made (other
+    clusterings added later keep their metrics in ``clusters/<key>/metrics.json``)."""
+    if run.config_path.is_file():
+        own = OmegaConf.load(run.config_path)
+        key = OmegaConf.select(own, "cluster.key")
+        name, split = OmegaConf.select(own, "clustering.name"), OmegaConf.select(own, "cluster.split")
+        if key or (name and split):
+            return str(key or f"{name}-{split}")
+    return cluster_key(cfg)
+
+
 def stage_evaluate(cfg: DictConfig) -> RunDir:
     with open_run(cfg, "evaluate", must_exist=True) as run, tracking_session(cfg, run) as tracker:
         clusters_root = run.path / "clusters"
@@ -214,11 +226,13 @@ def stage_evaluate(cfg: DictConfig) -> RunDir:
         if not keys:
             raise SSLClusterError(f"no clusterings in {clusters_root}; run the cluster stage first")
         metrics: dict = {}
+        primary = primary_cluster_key(run, cfg)
         for key in keys:
-            m = evaluate_clustering(cfg, run.cluster_dir(key))
-            prefix = BASELINE_PREFIX if key.startswith("pixels-") else ""
-            if key == cluster_key(cfg, prefix.replace("_", "-")):
-                metrics.update({prefix + k: v for k, v in m.items()})
+            m = evaluate_clustering(cfg, run.cluster_dir(key))  # always: clusters/<key>/metrics.json
+            # the run's summary keeps describing the run's own clustering and its pixel baseline
+            for prefix in ("", BASELINE_PREFIX):
+                if key == prefix.replace("_", "-") + primary:
+                    metrics.update({prefix + k: v for k, v in m.items()})
             print(f"{key}: " + ", ".join(f"{k}={m[k]:.4f}" for k in ("nmi", "ari", "acc") if k in m))
         for name, prefix in (("", ""), ("pixels_", BASELINE_PREFIX)):
             tr, te = run.embeddings_dir(f"{name}train"), run.embeddings_dir(f"{name}test")

@@ -118,3 +118,18 @@ def test_new_run_with_existing_key_is_refused(tiny, tmp_path, capsys):
     assert main(["run", *tiny, "run.key=taken"]) == 2
     assert "taken" in capsys.readouterr().err
     assert (tmp_path / "runs" / "taken" / "keep.txt").exists()
+
+
+def test_evaluating_another_clustering_keeps_the_runs_summary(tiny, tmp_path, capsys):
+    run = run_pipeline(compose(tiny + ["run.key=s"]))
+    before = json.loads((run.path / "metrics.json").read_text())
+    stage_cluster(compose(tiny + ["run.key=s", "clustering=gmm", "cluster.key=gmm5", "clustering.algorithm.k=5"]))
+    stage_evaluate(compose(tiny + ["run.key=s", "cluster.key=gmm5"]))
+    after = json.loads((run.path / "metrics.json").read_text())
+    for key in ("nmi", "ari", "acc", "n_clusters", "pixels_nmi"):
+        assert after[key] == before[key], key  # still the run's own k-means and its baseline
+    gmm = json.loads((run.path / "clusters" / "gmm5" / "metrics.json").read_text())
+    assert gmm["n_clusters"] == 5
+    # re-evaluating everything also leaves the summary on the run's own clustering
+    stage_evaluate(compose(tiny + ["run.key=s"]))
+    assert json.loads((run.path / "metrics.json").read_text())["n_clusters"] == before["n_clusters"] == 10
