@@ -19,7 +19,6 @@ import sys
 import time
 from typing import Sequence
 
-import numpy as np
 
 from _common import machine, planted_blobs  # noqa: E402  (also puts the repository on sys.path)
 

@@ -4,7 +4,6 @@ float16 works, and memory holds one shard, not the data set."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +25,8 @@ from sslcluster.stages.pretrain import build_method
 from sslcluster.tracking.embeddings import read_embeddings
 from sslcluster.tracking.rundir import RunDir
 
-REPO = Path(__file__).resolve().parent.parent
+from proc_helpers import REPO, child_env
+
 
 # Runs one export stage in a child process; with a delay per image so the test can kill it mid-export.
 EXPORT_SCRIPT = textwrap.dedent("""
@@ -45,11 +45,6 @@ EXPORT_SCRIPT = textwrap.dedent("""
 """)
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
 
 
 def make_checkpoint(cfg, path: Path) -> Path:

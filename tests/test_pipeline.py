@@ -1,10 +1,8 @@
 """End to end on digits (kept short), each stage alone on another run's output, and the run directory."""
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 
 from sslcluster.cli import main

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,14 +24,10 @@ from sslcluster.stages.export import export_split
 from sslcluster.tracking.embeddings import EmbeddingIndex, write_embeddings
 from sslcluster.tracking.rundir import RunDir
 
-REPO = Path(__file__).resolve().parent.parent
+from proc_helpers import child_env
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
+
 
 
 # -- numerical faults ------------------------------------------------------------------------------------------

@@ -10,43 +10,30 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from sslcluster.data.scan import open_image
+from sslcluster.data.sources import digits_uint8
 from sslcluster.errors import SSLClusterError
 
 _DIGITS = re.compile(r"^sklearn:load_digits\[(\d+)\]$")
 _TV = re.compile(r"^torchvision:([a-z0-9_]+)/([a-z]+)\[(\d+)\]$")
 
 
-@lru_cache(maxsize=1)
-def _digits_images() -> np.ndarray:
-    from sklearn.datasets import load_digits
-
-    return np.clip(load_digits().images * (255.0 / 16.0), 0, 255).astype(np.uint8)
-
-
 def load_image(path: str, torchvision_root: str | None = None) -> Image.Image:
     """The image (RGB or L, EXIF orientation applied) that an index row's ``path`` refers to."""
     m = _DIGITS.match(path)
     if m:
-        return Image.fromarray(_digits_images()[int(m.group(1))], mode="L")
+        return Image.fromarray(digits_uint8()[int(m.group(1))], mode="L")
     m = _TV.match(path)
     if m:
         if torchvision_root is None:
             raise SSLClusterError(f"{path}: torchvision images need the data set root (data.source.root)")
-        from sslcluster.data.sources import TorchvisionSource
-
         src = _tv_source(m.group(1), torchvision_root, m.group(2))
         return src.load(int(m.group(3)))
-    p = Path(path)
-    if not p.is_file():
+    if not Path(path).is_file():
         raise SSLClusterError(f"image not found: {path}")
-    try:
-        with Image.open(p) as img:
-            return ImageOps.exif_transpose(img).convert("RGB")
-    except (OSError, ValueError) as e:
-        raise SSLClusterError(f"cannot read image {path}: {e}") from None
+    return open_image(path, channels=3)  # the scanner's decoder: 16-bit, alpha, palette, CMYK, bomb guard
 
 
 @lru_cache(maxsize=4)

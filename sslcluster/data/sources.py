@@ -7,8 +7,9 @@ optional online monitors.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -18,7 +19,7 @@ from sslcluster.data.scan import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, Skipped,
 from sslcluster.errors import SSLClusterError
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageSource", "DigitsSource", "ImageFolderSource", "TorchvisionSource",
-           "scan_image_folder", "labels_or_unknown", "check_channels"]
+           "digits_uint8", "labels_or_unknown"]
 
 
 class ImageSource(Protocol):
@@ -39,6 +40,14 @@ def _to_mode(img: Image.Image, channels: int) -> Image.Image:
     return img if img.mode == mode else img.convert(mode)
 
 
+@lru_cache(maxsize=1)
+def digits_uint8() -> np.ndarray:
+    """All 1,797 digits as uint8 (N, 8, 8): scikit-learn's 0-16 grey levels scaled to 0-255."""
+    from sklearn.datasets import load_digits
+
+    return np.clip(load_digits().images * (255.0 / 16.0), 0, 255).astype(np.uint8)
+
+
 class DigitsSource:
     """scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), up-sampled to ``image_size``.
 
@@ -55,18 +64,18 @@ class DigitsSource:
             raise SSLClusterError(f"digits split {split!r} is not one of train, test, all")
         if image_size < 8:
             raise SSLClusterError(f"data.image_size={image_size}: digits are 8x8, use 8 or more")
-        digits = load_digits()
-        n = len(digits.target)
-        train_idx, test_idx = train_test_split(np.arange(n), test_size=test_fraction, stratify=digits.target,
+        target = load_digits().target
+        n = len(target)
+        train_idx, test_idx = train_test_split(np.arange(n), test_size=test_fraction, stratify=target,
                                                random_state=split_seed)
         order = {"train": np.sort(train_idx), "test": np.sort(test_idx), "all": np.arange(n)}[split]
-        pixels = np.clip(digits.images[order] * (255.0 / 16.0), 0, 255).astype(np.uint8)
+        pixels = digits_uint8()[order]
         self._images = [Image.fromarray(p, mode="L").resize((image_size, image_size), Image.BILINEAR)
                         for p in pixels]
         self.channels = channels
         self.ids = [f"digits-{i}" for i in order]
         self.paths = [f"sklearn:load_digits[{i}]" for i in order]
-        self.labels = digits.target[order].astype(np.int64)
+        self.labels = target[order].astype(np.int64)
         self.classes = [str(c) for c in range(10)]
 
     def __len__(self) -> int:
@@ -74,11 +83,6 @@ class DigitsSource:
 
     def load(self, i: int) -> Image.Image:
         return _to_mode(self._images[i], self.channels)
-
-
-def scan_image_folder(root: Path) -> list[Path]:
-    """All image files below ``root`` that open and decode, sorted (see :func:`sslcluster.data.scan.scan_folder`)."""
-    return [Path(f) for f in scan_folder(root, policy="skip", cache=False).files]
 
 
 class ImageFolderSource:
@@ -165,9 +169,3 @@ class TorchvisionSource:
 
 def labels_or_unknown(source: ImageSource) -> np.ndarray:
     return source.labels if source.labels is not None else np.full(len(source), -1, dtype=np.int64)
-
-
-def check_channels(channels: int, valid: Sequence[int] = (1, 3)) -> int:
-    if channels not in valid:
-        raise SSLClusterError(f"data.channels={channels} is not one of {list(valid)}")
-    return channels

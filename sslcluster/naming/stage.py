@@ -8,7 +8,6 @@ cluster order, and ``names.json`` is written once, atomically. ``record.json`` a
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -32,7 +31,7 @@ from sslcluster.naming.prompt import Answer, AnswerError, build_messages, parse_
 from sslcluster.naming.select import Pick, select_images
 from sslcluster.tracking.embeddings import read_embeddings
 from sslcluster.tracking.clusters import load_clustering
-from sslcluster.tracking.io import read_json, write_json
+from sslcluster.tracking.io import file_sha256, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +126,6 @@ def _data_root(run_path: Path, cfg: DictConfig) -> str | None:
             pass
     root = OmegaConf.select(cfg, "data.source.root", default=None)
     return str(root) if root else None
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _norm(name: str) -> str:
@@ -298,7 +293,7 @@ class Namer:
             "model": self.settings.model,
             "base_url": self.settings.base_url,
             "prompt": self.prompt,
-            "labels_sha256": _file_sha256(self.cluster_dir / "labels.npy"),
+            "labels_sha256": file_sha256(self.cluster_dir / "labels.npy"),
             "ids_sha256": record.get("ids_sha256"),
             "noise": str(self.ncfg.noise),
             "n_clusters": len(jobs),
@@ -345,7 +340,7 @@ def read_names(cluster_dir: str | Path, check: bool = True) -> dict[int, dict[st
     except (ValueError, KeyError, TypeError) as e:
         raise SSLClusterError(f"{path}: not a valid names file ({e})") from None
     if check and (cluster_dir / "labels.npy").is_file() \
-            and doc.get("labels_sha256") != _file_sha256(cluster_dir / "labels.npy"):
+            and doc.get("labels_sha256") != file_sha256(cluster_dir / "labels.npy"):
         log.warning("%s was written for other labels than %s; ignoring it", path, cluster_dir / "labels.npy")
         return {}
     return {int(k): v for k, v in clusters.items() if isinstance(v, dict) and v.get("name")}

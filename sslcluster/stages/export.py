@@ -23,8 +23,9 @@ from sslcluster.data.scan import report_skipped
 from sslcluster.data.sources import labels_or_unknown
 from sslcluster.errors import SSLClusterError
 from sslcluster.ssl.methods.base import CONFIG_KEY, SSLMethod
-from sslcluster.stages.common import build, build_source, file_sha256, resolve_device, to_plain
+from sslcluster.stages.common import build, build_source, resolve_device, to_plain
 from sslcluster.tracking.embeddings import EmbeddingIndex, ShardedWriter
+from sslcluster.tracking.io import file_sha256
 from sslcluster.tracking.rundir import RunDir
 
 log = logging.getLogger(__name__)

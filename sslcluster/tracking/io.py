@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import tempfile
@@ -74,3 +75,12 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Seq
             w = csv.writer(f)
             w.writerow(header)
             w.writerows(rows)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -30,7 +30,6 @@ import numpy as np
 from omegaconf import DictConfig
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.tracking.io import read_json
 from sslcluster.tracking.loggers import finish_wandb, wandb_init_kwargs, wandb_logger_for, wandb_mode
 
 log = logging.getLogger(__name__)
