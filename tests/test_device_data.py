@@ -146,6 +146,21 @@ def test_speed_options(monkeypatch):
     assert off["compile"] is False and off["channels_last"] is False
 
 
+def test_compile_reaches_the_methods_compile_targets(monkeypatch, compose):
+    """MoCo's momentum backbone runs a forward pass per step as costly as the query's: both are compiled."""
+    from sslcluster.stages.pretrain import build_method
+
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append(self))
+    moco = build_method(compose(["method=moco", "data.batch_size=64", "method.module.queue_size=128"]))
+    apply_speed(moco, {"compile": True})
+    assert compiled == [moco.backbone, moco.backbone_momentum]
+    compiled.clear()
+    simclr = build_method(compose([]))
+    apply_speed(simclr, {"compile": True})
+    assert compiled == [simclr.backbone]
+
+
 def test_device_batches_follow_the_trainers_epoch():
     images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1)
     epoch = {"n": 3}

@@ -279,6 +279,31 @@ def test_built_from_the_same_config_as_the_cpu_path(compose):
     assert out[0].shape == (3, 1, 16, 16)
 
 
+def test_identical_views_share_one_call_and_stay_independent():
+    """SimCLR's two identical views are drawn in one call (one compiled graph) on the batch repeated; each view
+    still draws its own crop and flip per image, as two separate calls would."""
+    tr = G.GPUMultiViewTransform([_view(cj_prob=0.0, random_gray_scale=0.0) for _ in range(2)])
+    assert tr.groups == [[0, 1]]
+    byol = G.from_views_config({"_target_": "lightly.transforms.BYOLTransform"})
+    assert byol.groups == [[0], [1]]
+    ramp = torch.arange(32, dtype=torch.float32) / 31 * 255
+    img = torch.zeros(1, 3, 32, 32)
+    img[:, 0], img[:, 1] = ramp.view(1, 1, -1), ramp.view(1, -1, 1)
+    x = img.round().to(torch.uint8).repeat(2000, 1, 1, 1)
+    v0, v1 = tr(x, generator=torch.Generator().manual_seed(0))
+    assert v0.shape == v1.shape == (2000, 3, 32, 32)
+    # the same generator state and one (2B, DRAWS) draw: the grouped call is exactly the view on the repeated batch
+    ref = tr.views[0](x.repeat(2, 1, 1, 1), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.cat([v0, v1]), ref)
+    flip0 = (v0[:, 0, :, -1] - v0[:, 0, :, 0]).mean(1) < 0
+    flip1 = (v1[:, 0, :, -1] - v1[:, 0, :, 0]).mean(1) < 0
+    both = (flip0 & flip1).float().mean().item()
+    assert abs(flip0.float().mean().item() - 0.5) < 0.05 and abs(both - 0.25) < 0.05  # independent flips
+    width0 = v0[:, 0].amax((1, 2)) - v0[:, 0].amin((1, 2))
+    width1 = v1[:, 0].amax((1, 2)) - v1[:, 0].amin((1, 2))
+    assert (width0 != width1).float().mean() > 0.8  # crops drawn apart for the two views of an image
+
+
 def test_byol_views_and_unsupported_targets():
     specs = G.view_specs_from_config({"_target_": "lightly.transforms.BYOLTransform"})
     assert len(specs) == 2 and specs[0].solarization_prob == 0.0 and specs[1].solarization_prob == 0.2

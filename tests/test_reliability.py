@@ -67,6 +67,65 @@ def test_inf_loss_is_caught_before_backward():
         guard.on_before_backward(trainer, None, torch.tensor(float("inf")))
 
 
+def test_lagged_guard_reads_the_flag_a_step_later_and_before_the_epoch_checkpoint():
+    """The CUDA way (forced here on CPU): no read-back in on_before_backward; the next step, the epoch's end or a
+    checkpoint raises, naming the bad step."""
+    guard = NonFiniteLossGuard(None, lagged=True)
+    trainer = SimpleNamespace(global_step=7, current_epoch=2)
+    guard.on_train_batch_start(trainer, None, None, 3)
+    guard.on_before_backward(trainer, None, torch.tensor(1.5))
+    guard.on_train_batch_start(trainer, None, None, 4)  # the finite step resolves quietly
+    guard.on_before_backward(trainer, None, torch.tensor(float("nan")))  # no exception yet
+    with pytest.raises(SSLClusterError, match=r"loss is NaN at step 7 \(epoch 2, batch 4\); training stopped; "
+                                              r"no checkpoint holds the weights after this step"):
+        guard.on_train_batch_start(trainer, None, None, 5)
+    guard.on_before_backward(trainer, None, torch.tensor(float("inf")))
+    with pytest.raises(SSLClusterError, match="loss is inf"):
+        guard.on_train_epoch_end(trainer, None)
+
+
+def test_lagged_guard_keeps_a_nan_on_an_epochs_last_step_out_of_its_checkpoint(tiny, tmp_path, monkeypatch, capsys):
+    import sslcluster.stages.pretrain as pretrain_stage
+    from sslcluster.ssl.methods.simclr import SimCLR
+
+    orig_callbacks = pretrain_stage.reliability_callbacks
+
+    def lagged(run, source):
+        cbs = orig_callbacks(run, source)
+        for cb in cbs:
+            if isinstance(cb, NonFiniteLossGuard):
+                cb.lagged = True
+        return cbs
+
+    monkeypatch.setattr(pretrain_stage, "reliability_callbacks", lagged)
+    orig = SimCLR.training_step
+    bad_step = 43  # 22 steps per epoch: the last step of epoch 1
+
+    def step(self, batch, batch_idx):
+        loss = orig(self, batch, batch_idx)
+        return loss * float("nan") if self.global_step >= bad_step else loss
+
+    monkeypatch.setattr(SimCLR, "training_step", step)
+    code = main(["pretrain", *tiny, "run.key=nanlag", "trainer.max_epochs=3"])
+    msg = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "training loss is NaN at step 43 (epoch 1, batch 21)" in msg, msg
+    ckpts = tmp_path / "runs" / "nanlag" / "checkpoints"
+    ck = torch.load(ckpts / "last.ckpt", weights_only=False)
+    assert ck["epoch"] == 0 and ck["global_step"] == 22  # epoch 1's checkpoint was never written
+    assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
+
+
+def test_sparse_epoch_checkpoints_still_end_with_the_final_weights(tiny, tmp_path):
+    """trainer.speed.checkpoint_every_n_epochs=2 over 3 epochs: epoch checkpoints at 2, last.ckpt at the end."""
+    assert main(["pretrain", *tiny, "run.key=sparse", "trainer.max_epochs=3",
+                 "trainer.speed.checkpoint_every_n_epochs=2"]) == 0
+    ckpts = tmp_path / "runs" / "sparse" / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("*.ckpt")) == ["epoch0001.ckpt", "last.ckpt"]
+    last = torch.load(ckpts / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 66 and last["epoch"] == 3  # written after the last epoch: 3 epochs done
+    assert not list(ckpts.glob("*.tmp"))
+
+
 def test_nan_embeddings_are_refused_before_clustering(tiny, tmp_path):
     run = RunDir.create(tmp_path / "runs", "nanemb")
     x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)

@@ -254,3 +254,21 @@ def test_moco_key_bn_splits():
     assert not torch.allclose(k, model.projection_head_momentum(model.backbone_momentum(x)))  # BN per half
     with pytest.raises(SSLClusterError, match="key_bn_splits=3 must divide data.batch_size=8"):
         MoCo(TinyCNN(1), batch_size_per_device=8, queue_size=16, key_bn_splits=3)
+
+
+def test_lr_and_momentum_curves_reach_the_logger_on_its_steps(tiny, tmp_path):
+    """train/lr and MoCo's train/momentum go straight to the logger every log_every_n_steps (HostScalars), not
+    through self.log every step (a host-to-device copy, a synchronisation on CUDA)."""
+    import csv
+
+    from sslcluster.cli import main
+
+    overrides = [o for o in tiny if not o.startswith("logger=")]
+    assert main(["pretrain", *overrides, "method=moco", "method.module.queue_size=128", "run.key=curves",
+                 "trainer.log_every_n_steps=5"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "curves" / "logs" / "metrics.csv")))
+    steps = [int(r["step"]) for r in rows if r.get("train/momentum")]
+    assert steps == [4, 9, 14, 19]  # 22 steps: logged where the logger writes
+    lrs = [float(r["train/lr"]) for r in rows if r.get("train/lr")]
+    moms = [float(r["train/momentum"]) for r in rows if r.get("train/momentum")]
+    assert len(lrs) == 4 and all(0.99 <= m < 1.0 for m in moms) and moms == sorted(moms)

@@ -487,19 +487,44 @@ class GPUViewTransform(torch.nn.Module):
 
 
 class GPUMultiViewTransform(torch.nn.Module):
-    """Several views of one batch: uint8 (B, C, H, W) -> list of (B, C, S, S) float, one per view."""
+    """Several views of one batch: uint8 (B, C, H, W) -> list of (B, C, S, S) float, one per view.
+
+    Views with identical settings (SimCLR's and MoCo's two views) are drawn in one call on the batch repeated
+    (n B images, every sample with its own uniforms): one set of kernels and, under ``torch.compile``, one compiled
+    graph instead of one per view. The result is the same in distribution as calling each view on its own.
+    """
 
     def __init__(self, views: Sequence[GPUViewTransform]) -> None:
         super().__init__()
         self.views = torch.nn.ModuleList(views)
+        #: lists of view positions that share one call (same spec and variant flags), in first-seen order
+        self.groups: list[list[int]] = []
+        for i, view in enumerate(views):
+            for group in self.groups:
+                first = views[group[0]]
+                if (first.spec, first.log_uniform_ratio, first.random_jitter_order) == \
+                        (view.spec, view.log_uniform_ratio, view.random_jitter_order):
+                    group.append(i)
+                    break
+            else:
+                self.groups.append([i])
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        return [view(images, generator) for view in self.views]
+        out: list[torch.Tensor | None] = [None] * len(self.views)
+        for group in self.groups:
+            view = self.views[group[0]]
+            if len(group) == 1:
+                out[group[0]] = view(images, generator)
+                continue
+            batch = images.repeat(len(group), *([1] * (images.dim() - 1)))  # (n B, C, H, W)
+            for pos, chunk in zip(group, view(batch, generator).chunk(len(group))):
+                out[pos] = chunk
+        return out  # type: ignore[return-value]
 
     def compile_apply(self, **kwargs: Any) -> "GPUMultiViewTransform":
-        """``torch.compile`` each view's pure part (see :meth:`GPUViewTransform.compile_apply`)."""
-        for view in self.views:
-            view.compile_apply(**kwargs)
+        """``torch.compile`` the pure part of each distinct view (see :meth:`GPUViewTransform.compile_apply`)."""
+        for group in self.groups:
+            self.views[group[0]].compile_apply(**kwargs)
         return self
 
 

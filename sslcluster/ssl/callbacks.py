@@ -1,8 +1,12 @@
 """Lightning callbacks that keep a training run honest.
 
-- :class:`NonFiniteLossGuard` stops training at the first NaN or inf loss, before that loss reaches the weights,
-  with a message naming the step; the checkpoints written so far (``last.ckpt``: the last good one) stay as
-  they are.
+- :class:`NonFiniteLossGuard` stops training at the first NaN or inf loss, with a message naming the step; the
+  checkpoints written so far (``last.ckpt``: the last good one) stay as they are. On CPU the check comes before
+  ``backward``, so the bad step never changes the weights; on CUDA it reads the flag one step later through a
+  pinned buffer and an event, so the GPU queue never drains for it (see the class).
+- :class:`HostScalars` logs the method's Python-number curves (learning rate, MoCo's momentum) on the logger's
+  steps only, straight to the loggers: ``LightningModule.log`` of a number makes a device tensor every step, a
+  host-to-device copy that synchronises on CUDA.
 - :class:`SkippedFilesReport` records the train split's skipped files in the run directory when training starts.
 """
 
@@ -20,33 +24,121 @@ from sslcluster.errors import SSLClusterError
 
 
 class NonFiniteLossGuard(pl.Callback):
-    """Raise :class:`SSLClusterError` when the training loss is NaN or inf (checked before ``backward``, so the
-    bad step never updates the weights).
+    """Raise :class:`SSLClusterError` when the training loss is NaN or inf.
+
+    Two ways of reading the loss, chosen per device unless ``lagged`` is given:
+
+    - immediate (CPU and other devices): checked in ``on_before_backward``, so the bad step never updates the
+      weights. On CUDA this would be a host-device synchronisation every step: the CPU would wait for the
+      forward pass to finish before queueing the backward pass.
+    - lagged (CUDA): the finite flag and the loss are copied into pinned host memory without blocking and an
+      event is recorded behind the copy; the next step (or the epoch's end, or the end of training) waits on
+      that event only, which is long past by then, and raises. The bad step has then already been applied to the
+      weights in memory, so the guard also runs before any checkpoint is written at the epoch's end: no
+      checkpoint ever holds weights after a non-finite loss.
 
     Args:
         checkpoints_dir: where the run's checkpoints are, to name the last good one in the message.
+        lagged: force one way (None: lagged on CUDA, immediate elsewhere).
     """
 
-    def __init__(self, checkpoints_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, checkpoints_dir: str | os.PathLike | None = None, lagged: bool | None = None) -> None:
         self.checkpoints_dir = Path(checkpoints_dir) if checkpoints_dir is not None else None
+        self.lagged = lagged
         self._batch_idx = -1
+        self._pending: tuple[torch.Tensor, Any, tuple[int, int, int]] | None = None
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        self._resolve()
         self._batch_idx = batch_idx
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
-        if bool(torch.isfinite(loss.detach()).all()):
+        where = (trainer.global_step, trainer.current_epoch, self._batch_idx)
+        loss = loss.detach()
+        lagged = self.lagged if self.lagged is not None else loss.device.type == "cuda"
+        if not lagged:
+            if not bool(torch.isfinite(loss).all()):
+                self._raise(loss.float().flatten()[0].item(), where, applied=False)
             return
-        value = loss.detach().float().flatten()[0].item()
+        value = torch.where(torch.isfinite(loss).all(), torch.zeros((), device=loss.device),
+                            loss.float().flatten()[0] if loss.numel() else torch.zeros((), device=loss.device))
+        flag = torch.stack([(~torch.isfinite(loss).all()).float(), value])
+        if loss.device.type == "cuda":
+            host = torch.empty(2, dtype=torch.float32, pin_memory=True)
+            host.copy_(flag, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host, event = flag, None
+        self._pending = (host, event, where)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._resolve()  # Lightning runs checkpoint callbacks after the others: before the epoch's checkpoint
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._resolve()
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self._resolve()
+
+    def _resolve(self) -> None:
+        if self._pending is None:
+            return
+        host, event, where = self._pending
+        self._pending = None
+        if event is not None:
+            event.synchronize()
+        if float(host[0]) != 0.0:
+            self._raise(float(host[1]), where, applied=True)
+
+    def _raise(self, value: float, where: tuple[int, int, int], applied: bool) -> None:
+        step, epoch, batch_idx = where
         what = "NaN" if math.isnan(value) else f"{value}"
         last = self.checkpoints_dir / "last.ckpt" if self.checkpoints_dir is not None else None
         kept = (f"last good checkpoint kept: {last}" if last is not None and last.exists()
                 else "no checkpoint had been written yet")
+        stopped = ("training stopped; no checkpoint holds the weights after this step" if applied else
+                   "training stopped before this step changed the weights")
         raise SSLClusterError(
-            f"training loss is {what} at step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
-            f"{self._batch_idx}); training stopped before this step changed the weights; {kept} "
+            f"training loss is {what} at step {step} (epoch {epoch}, batch {batch_idx}); {stopped}; {kept} "
             "(lower method.optim.lr or check the data)")
+
+
+class HostScalars(pl.Callback):
+    """Log the module's ``host_scalars()`` (a dict of Python numbers: learning rate, momentum, ...) to every
+    logger, on the steps the loggers write (``trainer.log_every_n_steps``), as Lightning's own
+    ``LearningRateMonitor`` does; nothing touches the device."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if not trainer.loggers or not trainer._logger_connector.should_update_logs:
+            return
+        scalars = pl_module.host_scalars() if hasattr(pl_module, "host_scalars") else {}
+        if scalars:
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            for logger in trainer.loggers:
+                logger.log_metrics(dict(scalars), step=step)
+
+
+class FinalCheckpoint(pl.Callback):
+    """Make ``last.ckpt`` hold the final weights when epoch checkpoints are written only every n epochs
+    (``trainer.speed.checkpoint_every_n_epochs``): at the end of training, if the checkpoint callback has not
+    saved at this step, write it (to a temporary name, then renamed: atomic)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        ckpt = trainer.checkpoint_callback
+        saved = getattr(ckpt, "_last_global_step_saved", None)
+        if saved == trainer.global_step and self.path.exists():
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes; it ends with a barrier
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
 
 
 class SkippedFilesReport(pl.Callback):
@@ -65,5 +157,7 @@ class SkippedFilesReport(pl.Callback):
 
 
 def reliability_callbacks(run: Any, source: object) -> list[pl.Callback]:
-    """The callbacks every pretraining run gets: the NaN/inf guard and the skipped-files report."""
-    return [NonFiniteLossGuard(run.checkpoints_dir), SkippedFilesReport(run.path, source)]
+    """The callbacks every pretraining run gets: the NaN/inf guard, the skipped-files report, the final
+    checkpoint and the host-side scalar curves."""
+    return [NonFiniteLossGuard(run.checkpoints_dir), SkippedFilesReport(run.path, source),
+            FinalCheckpoint(run.checkpoints_dir / "last.ckpt"), HostScalars()]

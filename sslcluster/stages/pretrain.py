@@ -201,12 +201,15 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
     last = run.checkpoints_dir / "last.ckpt"
     all_callbacks: list[pl.Callback] = [
         pl.callbacks.ModelCheckpoint(dirpath=str(run.checkpoints_dir), filename="epoch{epoch:04d}",
-                                     auto_insert_metric_name=False, save_last=True, every_n_epochs=1,
+                                     auto_insert_metric_name=False, save_last=True,
+                                     every_n_epochs=int(speed["checkpoint_every_n_epochs"]),
                                      save_top_k=1, monitor=None, enable_version_counter=False),
         CheckpointOnInterrupt(last),
         RNGState(),
         *reliability_callbacks(run, source),
     ]
+    if trainer_kwargs.get("enable_progress_bar", True) and int(speed["progress_bar_refresh_rate"]) != 1:
+        all_callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=int(speed["progress_bar_refresh_rate"])))
     monitors = build_monitors(cfg)
     if monitors is not None:
         all_callbacks.append(monitors)

@@ -38,6 +38,10 @@ class SSLMethod(pl.LightningModule):
         """Backbone features (B, D) of images (B, C, H, W)."""
         return self.backbone(x)
 
+    def compile_targets(self) -> list[nn.Module]:
+        """The modules ``trainer.speed.compile`` compiles: those that carry nearly all the compute."""
+        return [self.backbone]
+
     def global_batch_size(self) -> int:
         accumulate = getattr(self.trainer, "accumulate_grad_batches", 1) or 1
         return self.batch_size_per_device * self.trainer.world_size * accumulate
@@ -49,8 +53,10 @@ class SSLMethod(pl.LightningModule):
         scheduler = build_scheduler(optimizer, self.optim_cfg, total, steps_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+    def host_scalars(self) -> dict[str, float]:
+        """Python-number curves, logged on the logger's steps by :class:`~sslcluster.ssl.callbacks.HostScalars`
+        (not with ``self.log``, which would copy them to the device every step, a synchronisation on CUDA)."""
+        return {"train/lr": float(self.trainer.optimizers[0].param_groups[0]["lr"])}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.run_config is not None:

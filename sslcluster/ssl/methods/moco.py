@@ -75,6 +75,10 @@ class MoCo(SSLMethod):
                 f"(data.batch_size={self.batch_size_per_device} x {world_size} devices); "
                 f"use e.g. {max(1, self.queue_size // global_batch) * global_batch}")
 
+    def compile_targets(self) -> list[nn.Module]:
+        """The backbone and the momentum backbone (a forward pass per step as costly as the query's)."""
+        return [self.backbone, self.backbone_momentum]
+
     @property
     def queue(self) -> torch.Tensor:
         """The queue of keys (queue_size, output_dim), L2-normalised."""
@@ -124,6 +128,9 @@ class MoCo(SSLMethod):
         x, shuffle = batch_shuffle(x)
         return batch_unshuffle(self._keys(x), shuffle)
 
+    def host_scalars(self) -> dict[str, float]:
+        return {**super().host_scalars(), "train/momentum": self.current_momentum()}
+
     def current_momentum(self) -> float:
         """EMA momentum at this step: cosine from ``momentum`` to ``momentum_end`` over the run."""
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
@@ -142,5 +149,4 @@ class MoCo(SSLMethod):
         # InfoNCE: positive = own key, negatives = the queue (before this step's keys are enqueued).
         loss = self.criterion(q, k)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x_q.shape[0])
-        self.log("train/momentum", m, on_step=True, on_epoch=False)
         return loss
