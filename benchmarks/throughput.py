@@ -5,13 +5,17 @@ Modes (images per second, an image = one source image = ``views`` augmented view
 - ``model``:   the model alone, fed the same pre-made device tensors every step (the ceiling);
 - ``device``:  the project's device path end to end (uint8 split on the device, batches drawn by index there,
                :mod:`sslcluster.data.gpu_augment` views, training step);
+- ``trainer``: the same device path inside the Lightning ``Trainer`` exactly as ``python train.py`` runs it
+               (``sslcluster.stages.pretrain`` with its callbacks: NaN guard, progress bar, logging of the lr,
+               epoch ends), timed from a step after the warm-up to the last step; what a real run gets;
 - ``cpu``:     the project's CPU path (``data.pipeline=cpu``: image source + the config's lightly transform in
                DataLoader workers, pinned, copied to the device);
 - ``lightly``: lightly's reference pipeline (``lightly.data.LightlyDataset`` over the folder with lightly's
                ``SimCLRTransform`` in DataLoader workers) feeding the same model.
 
 Every mode runs the same training step (forward of both views in one pass, NT-Xent, backward, SGD step) with the
-same precision / channels_last / compile settings; peak GPU memory is reported per mode on CUDA.
+same precision / channels_last / compile settings (``trainer`` through the method's own ``training_step`` and
+the configured optimiser); peak GPU memory is reported per mode on CUDA.
 
 The H100 figure (issue 8) -- not measured on a CPU:
 
@@ -50,8 +54,9 @@ from sslcluster.ssl.methods.simclr import SimCLR  # noqa: E402
 from sslcluster.ssl.speed import apply_speed  # noqa: E402
 from sslcluster.stages.common import build  # noqa: E402
 
-MODES = ("model", "device", "cpu", "lightly")
-TARGETS = {"device_img_s": 25_000.0, "device_over_lightly": 4.0, "device_over_model": 0.85}
+MODES = ("model", "device", "trainer", "cpu", "lightly")
+TARGETS = {"device_img_s": 25_000.0, "device_over_lightly": 4.0, "device_over_model": 0.85,
+           "trainer_img_s": 25_000.0, "trainer_over_lightly": 4.0, "trainer_over_model": 0.85}
 
 
 # -- data ---------------------------------------------------------------------------------------------------
@@ -150,6 +155,66 @@ def timed(step: Callable, batches: Iterator[list[torch.Tensor]], warmup: int, st
 
 # -- the modes ------------------------------------------------------------------------------------------------
 
+class _StepTimer:
+    """Lightning callback: wall time from the start of step ``warmup`` to the end of step ``warmup + steps``,
+    the device synchronised at both ends (nothing else is synchronised)."""
+
+    def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
+        import pytorch_lightning as pl
+
+        outer = self
+
+        class Timer(pl.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # noqa: ANN001
+                if trainer.global_step == outer.warmup:
+                    _sync(outer.device)
+                    if outer.device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(outer.device)
+                    outer.t0 = time.perf_counter()
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001
+                if trainer.global_step == outer.warmup + outer.steps:
+                    _sync(outer.device)
+                    outer.t1 = time.perf_counter()
+                    outer.loss = float(outputs["loss"] if isinstance(outputs, dict) else outputs)
+
+        self.warmup, self.steps, self.device = warmup, steps, device
+        self.t0 = self.t1 = float("nan")
+        self.loss = float("nan")
+        self.callback = Timer()
+
+
+def trainer_mode(args: argparse.Namespace, root: Path, work: Path, device: torch.device) -> dict[str, float]:
+    """The device path through ``sslcluster.stages.pretrain`` (Lightning), as ``python train.py`` runs it."""
+    from sslcluster.stages.pretrain import pretrain
+    from sslcluster.tracking.rundir import RunDir
+
+    cuda = device.type == "cuda"
+    backbone = (["backbone=tiny_cnn", "backbone.module.width=8", "backbone.module.depth=2"]
+                if args.backbone == "tiny" else
+                [f"backbone={args.backbone}", f"backbone.module.cifar_stem={str(args.cifar_stem).lower()}"])
+    overrides = [
+        "data=image_folder", f"data.source.root={root}", "augmentation=simclr", "method=simclr",
+        f"data.image_size={args.image_size}", f"data.batch_size={args.batch_size}",
+        f"data.num_workers={args.workers}", "data.pipeline=device", f"data.device_cache.dir={work / 'cache'}",
+        *backbone, f"trainer={'gpu' if cuda else 'cpu'}", f"trainer.accelerator={'gpu' if cuda else 'cpu'}",
+        f"trainer.precision={'bf16-mixed' if args.precision == 'bf16' else '32-true'}",
+        f"trainer.speed.channels_last={str(args.channels_last).lower()}",
+        f"trainer.speed.compile={str(args.compile).lower()}", "trainer.max_epochs=1000",
+        f"+trainer.max_steps={args.warmup + args.steps}", "logger=none", "monitor.knn=false",
+        "monitor.linear=false", f"run.root={work / 'runs'}",
+    ]
+    cfg = compose(overrides)
+    run = RunDir.create(work / "runs", tag="throughput")
+    timer = _StepTimer(args.warmup, args.steps, device)
+    pretrain(cfg, run, callbacks=[timer.callback])
+    dt = timer.t1 - timer.t0
+    out = {"img_s": args.steps * args.batch_size / dt, "seconds": dt, "loss": timer.loss}
+    if cuda:
+        out["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
@@ -200,6 +265,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         log("device", timed(step, cycle(device_views), args.warmup, args.steps, b, device))
         del images
+    if "trainer" in args.modes:
+        log("trainer", trainer_mode(args, root, work, device))
     if "cpu" in args.modes:
         data = PretrainData(cfg, source)
         data.used = "cpu"
@@ -227,13 +294,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log("lightly", timed(step, cycle(lightly_views), args.warmup, args.steps, b, device))
     m = {k: v["img_s"] for k, v in results["modes"].items()}
     ratios = {}
-    for a, c in (("device", "lightly"), ("device", "model"), ("device", "cpu"), ("cpu", "lightly")):
+    for a, c in (("device", "lightly"), ("device", "model"), ("device", "cpu"), ("cpu", "lightly"),
+                 ("trainer", "lightly"), ("trainer", "model"), ("trainer", "device")):
         if a in m and c in m:
             ratios[f"{a}_over_{c}"] = m[a] / m[c]
             print(f"  {a}/{c}: {ratios[f'{a}_over_{c}']:.2f}", flush=True)
     results["ratios"] = ratios
-    if device.type == "cuda" and "device" in m:
-        checks = {"device_img_s": m["device"], **ratios}
+    if device.type == "cuda" and ("device" in m or "trainer" in m):
+        checks = {f"{k}_img_s": m[k] for k in ("device", "trainer") if k in m}
+        checks.update(ratios)
         results["targets"] = {k: {"value": checks[k], "target": t, "met": checks[k] >= t}
                               for k, t in TARGETS.items() if k in checks}
         for k, v in results["targets"].items():

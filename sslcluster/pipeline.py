@@ -3,6 +3,7 @@ run one stage, on a new run directory or on an existing one (``run.key=...``).""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -97,46 +98,66 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
 
         check_settings(cfg.naming)  # fail now too
     split = cfg.cluster.split
+    timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(stage: str) -> Iterator[None]:
+        """Adds the block's wall time to ``time_<stage>_s`` in metrics.json (where a run's minutes go)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
     with open_run(cfg, "run", reuse=False) as run, tracking_session(cfg, run) as tracker:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
-            checkpoint = pretrain(cfg, run)
+            with timed("pretrain"):
+                checkpoint = pretrain(cfg, run)
             if not is_launch_rank_zero():
                 return run  # DDP processes other than rank 0 stop after training
         learned: dict[str, Path] = {}
         if embeddings is not None:
             learned[split] = embeddings
         elif cfg.stages.export:
-            splits = list(dict.fromkeys([*cfg.export.splits, split]))
-            for s in splits:
-                learned[s] = export_split(cfg, run, s, checkpoint, cfg.export.features)
+            with timed("export"):
+                splits = list(dict.fromkeys([*cfg.export.splits, split]))
+                for s in splits:
+                    learned[s] = export_split(cfg, run, s, checkpoint, cfg.export.features)
         to_cluster: dict[str, Path] = {}
         if split in learned:
             to_cluster[split] = learned[split]
             if embeddings is None and cfg.cluster.features != cfg.export.features:
-                to_cluster[split] = export_split(cfg, run, split, checkpoint, cfg.cluster.features,
-                                                 name=clustered_embeddings_name(cfg))
+                with timed("export"):
+                    to_cluster[split] = export_split(cfg, run, split, checkpoint, cfg.cluster.features,
+                                                     name=clustered_embeddings_name(cfg))
         pixels: dict[str, Path] = {}
         if cfg.stages.baseline and embeddings is None:
-            for s in dict.fromkeys([*learned.keys(), split]):
-                pixels[s] = export_split(cfg, run, s, None, "pixels")
+            with timed("baseline"):
+                for s in dict.fromkeys([*learned.keys(), split]):
+                    pixels[s] = export_split(cfg, run, s, None, "pixels")
         metrics: dict = {}
         for feats, clustered, prefix in ((learned, to_cluster, ""), (pixels, pixels, BASELINE_PREFIX)):
             if split not in clustered:
                 continue
             if cfg.stages.cluster:
-                cdir = cluster(cfg, run, clustered[split], cluster_key(cfg, prefix.replace("_", "-")),
-                               overwrite=cfg.run.overwrite)
+                with timed("baseline" if prefix else "cluster"):
+                    cdir = cluster(cfg, run, clustered[split], cluster_key(cfg, prefix.replace("_", "-")),
+                                   overwrite=cfg.run.overwrite)
                 if not prefix and naming:  # before evaluation, so the pictures carry the names
-                    name_in_pipeline(cfg, cdir)  # optional: warns (never fails the run) without a key
+                    with timed("naming"):
+                        name_in_pipeline(cfg, cdir)  # optional: warns (never fails the run) without a key
                 if cfg.stages.evaluate:
-                    metrics.update({prefix + k: v for k, v in evaluate_clustering(cfg, cdir).items()})
+                    with timed("baseline" if prefix else "evaluate"):
+                        metrics.update({prefix + k: v for k, v in evaluate_clustering(cfg, cdir).items()})
             if cfg.stages.evaluate and "train" in feats and "test" in feats:
-                rep = evaluate_representation(cfg, feats["train"], feats["test"])
+                with timed("baseline" if prefix else "evaluate"):
+                    rep = evaluate_representation(cfg, feats["train"], feats["test"])
                 metrics.update({prefix + k: v for k, v in rep.items()})
+        metrics.update({f"time_{stage}_s": seconds for stage, seconds in timings.items()})
         metrics["wall_time_s"] = time.perf_counter() - t0
         metrics["seed"] = cfg.seed
         run.update_metrics(metrics)
-        print(report(run, metrics["wall_time_s"]))
+        print(report(run, metrics["wall_time_s"], timings))
         tracker.log_final(run.read_metrics())  # logger=wandb: summary, pictures, per-cluster tables (rank 0)
     return run
 

@@ -228,6 +228,12 @@ def test_online_monitors_log_knn_and_linear(tmp_path):
     votes = torch.zeros(len(te), 10).scatter_add_(1, mon.train.labels[j], (w / 0.1).exp())
     ref = (votes.argmax(1) == mon.test.labels).float().mean().item()
     assert knn == pytest.approx(ref, abs=1e-6)
+    # the transformed images were kept at the first call; a streaming monitor gives the same features
+    assert len(mon._inputs) == 2 and mon._inputs[id(mon.train)].shape == (len(mon.train), 1, 16, 16)
+    cfg_stream = compose([f"run.root={tmp_path}", *TINY, "monitor.knn=true", "monitor.cache_gb=0"])
+    streaming = build_monitors(cfg_stream)
+    assert torch.allclose(streaming.features(model.backbone, streaming.test, torch.device("cpu")), te, atol=1e-6)
+    assert streaming._inputs == {}
 
 
 def test_monitors_switch_off(tmp_path):

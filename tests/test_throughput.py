@@ -26,11 +26,12 @@ def test_tiny_cpu_run_reports_every_mode_and_ratio(tmp_path, capsys):
                       "1", "--workers", "0", "--precision", "fp32", "--channels-last", "--device", "cpu",
                       "--work-dir", str(tmp_path / "w"), "--json", str(out)])
     text = capsys.readouterr().out
-    assert set(res["modes"]) == {"model", "device", "cpu", "lightly"}
+    assert set(res["modes"]) == {"model", "device", "trainer", "cpu", "lightly"}
     for name, r in res["modes"].items():
         assert r["img_s"] > 0 and r["loss"] == r["loss"], name  # finite loss: the step really trained
         assert f"  {name} " in text
-    assert set(res["ratios"]) == {"device_over_lightly", "device_over_model", "device_over_cpu", "cpu_over_lightly"}
+    assert set(res["ratios"]) == {"device_over_lightly", "device_over_model", "device_over_cpu", "cpu_over_lightly",
+                                  "trainer_over_lightly", "trainer_over_model", "trainer_over_device"}
     assert res["ratios"]["device_over_model"] == pytest.approx(res["modes"]["device"]["img_s"]
                                                                / res["modes"]["model"]["img_s"])
     assert "device/lightly:" in text and json.loads(out.read_text())["images"] == 48

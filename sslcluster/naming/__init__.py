@@ -36,6 +36,20 @@ Readers (pictures, W&B) should use :func:`read_names`, which returns ``{cluster 
 clusters and nothing when the file was made for other labels.
 """
 
-from sslcluster.naming.stage import NAMES, check_settings, name_clustering, name_in_pipeline, read_names
+from typing import Any
+
+from sslcluster.naming.names import NAMES, read_names
+
+_STAGE = ("check_settings", "name_clustering", "name_in_pipeline")
+
+
+def __getattr__(name: str) -> Any:
+    """The stage's functions, imported on first use: readers of names.json never import the ``openai`` client."""
+    if name in _STAGE:
+        from sslcluster.naming import stage
+
+        return getattr(stage, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["NAMES", "check_settings", "name_clustering", "name_in_pipeline", "read_names"]

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from sslcluster.data.resolve import load_image
 from sslcluster.errors import SSLClusterError
 from sslcluster.naming.cache import AnswerCache, cache_key
+from sslcluster.naming.names import NAMES
 from sslcluster.naming.client import (ClientSettings, NamingClient, NamingError, api_key, missing_key_message,
                                       request_kwargs)
 from sslcluster.naming.images import EncodedImage, choose_format, encode_image
@@ -31,11 +32,10 @@ from sslcluster.naming.prompt import Answer, AnswerError, build_messages, parse_
 from sslcluster.naming.select import Pick, select_images
 from sslcluster.tracking.embeddings import read_embeddings
 from sslcluster.tracking.clusters import load_clustering
-from sslcluster.tracking.io import file_sha256, read_json, write_json
+from sslcluster.tracking.io import file_sha256, write_json
 
 log = logging.getLogger(__name__)
 
-NAMES = "names.json"
 SCHEMA_VERSION = 1
 NOISE = -1
 NOISE_NAME = "noise"
@@ -324,23 +324,3 @@ def name_in_pipeline(cfg: DictConfig, cluster_dir: Path) -> Path | None:
     except Exception:  # noqa: BLE001 - an optional stage must not cost the run its results
         log.exception("cluster naming failed; the run goes on without names")
     return None
-
-
-def read_names(cluster_dir: str | Path, check: bool = True) -> dict[int, dict[str, Any]]:
-    """The named clusters of ``cluster_dir``: ``{cluster id: {"name", "description", "images", ...}}``, only
-    entries that have a name. Empty when there is no ``names.json``, or (``check``) when it was made for other
-    labels than the current ``labels.npy``. For pictures and W&B."""
-    cluster_dir = Path(cluster_dir)
-    path = cluster_dir / NAMES
-    if not path.is_file():
-        return {}
-    try:
-        doc = read_json(path)
-        clusters = doc["clusters"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise SSLClusterError(f"{path}: not a valid names file ({e})") from None
-    if check and (cluster_dir / "labels.npy").is_file() \
-            and doc.get("labels_sha256") != file_sha256(cluster_dir / "labels.npy"):
-        log.warning("%s was written for other labels than %s; ignoring it", path, cluster_dir / "labels.npy")
-        return {}
-    return {int(k): v for k, v in clusters.items() if isinstance(v, dict) and v.get("name")}

@@ -36,7 +36,7 @@ def format_table(metrics: dict[str, Any], baseline_prefix: str = "pixels_") -> s
     return "\n".join(lines)
 
 
-def report(run: RunDir, wall_s: float | None = None) -> str:
+def report(run: RunDir, wall_s: float | None = None, timings: dict[str, float] | None = None) -> str:
     metrics = run.read_metrics()
     text = [format_table(metrics), ""]
     skipped = read_skipped(run.path)
@@ -50,5 +50,6 @@ def report(run: RunDir, wall_s: float | None = None) -> str:
                     f"preprocess {'+'.join(rec.get('preprocess') or []) or 'none'}, status {rec.get('status')}")
     text += [f"run key: {run.key}", f"run dir: {run.path}"]
     if wall_s is not None:
-        text.append(f"wall time: {wall_s:.1f} s")
+        parts = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in (timings or {}).items())
+        text.append(f"wall time: {wall_s:.1f} s" + (f" ({parts})" if parts else ""))
     return "\n".join(text)
