@@ -36,6 +36,8 @@ def rotate_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if x.shape[-1] != x.shape[-2]:
         raise SSLClusterError(f"rotation needs square images, got {x.shape[-2]}x{x.shape[-1]}")
     rotated = torch.cat([torch.rot90(x, r, dims=(-2, -1)) for r in range(NUM_ROTATIONS)])
+    if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+        rotated = rotated.contiguous(memory_format=torch.channels_last)  # keep the layout cuDNN was given
     labels = torch.arange(NUM_ROTATIONS, device=x.device).repeat_interleave(x.shape[0])
     return rotated, labels
 
