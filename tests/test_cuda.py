@@ -46,7 +46,6 @@ class SyncCounter(pl.Callback):
 def test_training_steps_on_the_device_path_never_synchronise(method, aug, tmp_path):
     """Steps 5 to 15 of each method on digits-sized colour images through the device path under trainer=gpu
     (bf16, channels_last; compile off to keep the test short): no synchronisation at all."""
-    from sslcluster.data.sources import ImageFolderSource  # noqa: F401  (the folder below is an image folder)
     import numpy as np
     from PIL import Image
 
