@@ -234,6 +234,22 @@ def test_online_monitors_log_knn_and_linear(tmp_path):
     streaming = build_monitors(cfg_stream)
     assert torch.allclose(streaming.features(model.backbone, streaming.test, torch.device("cpu")), te, atol=1e-6)
     assert streaming._inputs == {}
+    # a backbone compiled in place for training is run eagerly by the monitors: no (re)compilation for eval mode
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    state = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    model.backbone.compile(backend=counting_backend)
+    model.backbone.train()
+    model.backbone(torch.randn(8, 1, 16, 16))
+    assert len(graphs) == 1  # the training call compiled
+    model.backbone.load_state_dict(state)  # undo that call's BatchNorm statistics
+    model.backbone.eval()
+    assert torch.allclose(mon.features(model.backbone, mon.test, torch.device("cpu")), te, atol=1e-5)
+    assert len(graphs) == 1  # the monitor's eval pass did not
 
 
 def test_monitors_switch_off(tmp_path):

@@ -61,10 +61,10 @@ class NonFiniteLossGuard(pl.Callback):
             if not bool(torch.isfinite(loss).all()):
                 self._raise(loss.float().flatten()[0].item(), where, applied=False)
             return
-        value = torch.where(torch.isfinite(loss).all(), torch.zeros((), device=loss.device),
-                            loss.float().flatten()[0] if loss.numel() else torch.zeros((), device=loss.device))
-        flag = torch.stack([(~torch.isfinite(loss).all()).float(), value])
-        if loss.device.type == "cuda":
+        bad = ~torch.isfinite(loss).all()
+        first = loss.float().reshape(-1)[:1]
+        flag = torch.cat([bad.float().view(1), torch.where(bad, first, torch.zeros_like(first))])  # (2,)
+        if loss.device.type == "cuda":  # pinned buffers come from torch's caching host allocator
             host = torch.empty(2, dtype=torch.float32, pin_memory=True)
             host.copy_(flag, non_blocking=True)
             event = torch.cuda.Event()
@@ -132,8 +132,8 @@ class FinalCheckpoint(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         ckpt = trainer.checkpoint_callback
-        saved = getattr(ckpt, "_last_global_step_saved", None)
-        if saved == trainer.global_step and self.path.exists():
+        # the same decision on every rank (no file-system check: nodes need not share one), since all call below
+        if getattr(ckpt, "_last_global_step_saved", None) == trainer.global_step:
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
         trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes; it ends with a barrier

@@ -131,10 +131,14 @@ class OnlineMonitors(pl.Callback):
             loader = DataLoader(data, batch_size=self.cfg.batch_size, shuffle=False,
                                 num_workers=self.cfg.num_workers)
             batches = (x.to(device) for x, _ in loader)
+        # A backbone compiled in place (trainer.speed.compile) is run eagerly here: its compiled graph is for the
+        # training batch in train mode; eval mode and other batch sizes would each cost a recompilation (tens of
+        # seconds on a GPU, at every check until dynamo gives up), for a pass that is cheap eagerly.
+        forward = backbone.forward if getattr(backbone, "_compiled_call_impl", None) is not None else backbone
         out = []
         for x in batches:
             with context():
-                out.append(backbone(x).float())
+                out.append(forward(x).float())
         return torch.cat(out)
 
     def knn_top1(self, train_f: torch.Tensor, test_f: torch.Tensor) -> float:
