@@ -265,6 +265,19 @@ def test_monitors_switch_off(tmp_path):
     assert build_monitors(cfg) is None  # no labels: monitors switch themselves off
 
 
+def test_monitoring_does_not_change_what_is_trained(tmp_path):
+    """Monitors on every epoch or off: the same final weights (they never draw from training's generator)."""
+    states = []
+    for on in ("true", "false"):
+        cfg = compose([f"run.root={tmp_path}", *TINY, f"monitor.knn={on}", f"monitor.linear={on}",
+                       "monitor.every_n_epochs=1", "monitor.linear_epochs=1", "trainer.max_epochs=3",
+                       "data.batch_size=128"])
+        run = RunDir.create(tmp_path, f"mon-{on}")
+        states.append(torch.load(pretrain(cfg, run), weights_only=False)["state_dict"])
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
 def test_moco_key_bn_splits():
     torch.manual_seed(0)
     model = MoCo(TinyCNN(1, width=4, depth=1), batch_size_per_device=8, queue_size=16, hidden_dim=16, output_dim=8,

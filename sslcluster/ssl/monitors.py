@@ -116,9 +116,14 @@ class OnlineMonitors(pl.Callback):
             self._fits = (len(self.train) + len(self.test)) * per_image <= self.cfg.cache_gb * 1e9
         if not self._fits:
             return None
-        loader = DataLoader(data, batch_size=self.cfg.batch_size, shuffle=False, num_workers=self.cfg.num_workers)
-        self._inputs[key] = torch.cat([x for x, _ in loader]).to(device)
+        self._inputs[key] = torch.cat([x for x, _ in self._loader(data)]).to(device)
         return self._inputs[key]
+
+    def _loader(self, data: LabeledImages) -> DataLoader:
+        """In order, with a generator of its own: iterating a DataLoader draws its workers' base seed from the
+        global generator otherwise, and monitoring would change training's random stream (its augmentations)."""
+        return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=False, num_workers=self.cfg.num_workers,
+                          generator=torch.Generator().manual_seed(0))
 
     @torch.no_grad()
     def features(self, backbone: nn.Module, data: LabeledImages, device: torch.device,
@@ -128,9 +133,7 @@ class OnlineMonitors(pl.Callback):
         if kept is not None:
             batches: Iterable[torch.Tensor] = kept.split(self.cfg.batch_size)
         else:
-            loader = DataLoader(data, batch_size=self.cfg.batch_size, shuffle=False,
-                                num_workers=self.cfg.num_workers)
-            batches = (x.to(device) for x, _ in loader)
+            batches = (x.to(device) for x, _ in self._loader(data))
         # A backbone compiled in place (trainer.speed.compile) is run eagerly here: its compiled graph is for the
         # training batch in train mode; eval mode and other batch sizes would each cost a recompilation (tens of
         # seconds on a GPU, at every check until dynamo gives up), for a pass that is cheap eagerly.
@@ -153,7 +156,9 @@ class OnlineMonitors(pl.Callback):
         """Train the probe ``linear_epochs`` epochs on (N, D) train features, score it on (M, D) test features."""
         device = train_f.device
         if self.probe is None:
-            self.probe = nn.Linear(train_f.shape[1], self.num_classes).to(device)
+            with torch.random.fork_rng(devices=[]):  # its initialisation must not move training's generator
+                torch.manual_seed(seed)
+                self.probe = nn.Linear(train_f.shape[1], self.num_classes).to(device)
             self.probe_optimizer = torch.optim.SGD(self.probe.parameters(), lr=self.cfg.linear_lr, momentum=0.9,
                                                    weight_decay=0.0)
             if self._probe_state is not None:
