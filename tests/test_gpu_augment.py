@@ -253,6 +253,35 @@ def test_full_simclr_views_match_lightly_output_statistics(patches):
     assert min(ks_2samp(s_ref[k], s_wrong[k]).pvalue for k in s_ref) < P_WRONG
 
 
+def test_two_view_disagreement_matches_lightly(patches):
+    """What the contrastive loss sees is a pair: the distance between an image's two views (and their
+    sharpness) must follow lightly's, and a pair that shares its crop and flip (a per-image rather than
+    per-view draw) must fail the same check."""
+    from lightly.transforms import SimCLRTransform
+
+    torch.manual_seed(0)
+    tr = SimCLRTransform(**_simclr_kwargs())
+    pil = [Image.fromarray(im) for im in patches]
+    pairs = [tr(im) for _ in range(4) for im in pil]
+    ref = torch.stack([p[0] for p in pairs]) - torch.stack([p[1] for p in pairs])
+    both = G.from_views_config({"_target_": "lightly.transforms.SimCLRTransform", **_simclr_kwargs()})
+    v0, v1 = both(_to_u8(patches).repeat(4, 1, 1, 1), generator=torch.Generator().manual_seed(0))
+
+    def dist(d: torch.Tensor) -> np.ndarray:
+        return d.flatten(1).norm(dim=1).numpy()
+
+    assert ks_2samp(dist(ref), dist(v0 - v1)).pvalue > P_OK
+    # wrong: both views with the same crop and flip (only the colour drawn apart)
+    view = both.views[0]
+    u = torch.rand(len(v0), view.DRAWS, generator=torch.Generator().manual_seed(3))
+    u2 = torch.rand(len(v0), view.DRAWS, generator=torch.Generator().manual_seed(4))
+    geometry = 2 * G.CROP_ATTEMPTS + 2 + 4  # crop draws, then flips and rotation
+    u2[:, :geometry] = u[:, :geometry]
+    x = _to_u8(patches).repeat(4, 1, 1, 1)
+    shared = view.apply(x, u) - view.apply(x, u2)
+    assert ks_2samp(dist(ref), dist(shared)).pvalue < P_WRONG
+
+
 # -- building from config, shapes, devices -------------------------------------------------------------------
 
 def test_built_from_the_same_config_as_the_cpu_path(compose):
