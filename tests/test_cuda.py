@@ -21,6 +21,19 @@ from sslcluster.tracking.rundir import RunDir
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the GPU machine)")
 
 
+def _colour_folder(root, classes: int, per_class: int = 64):
+    """An image folder of random 32x32 RGB PNGs: root/train/c<k>/<i>.png."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / "train" / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "train" / f"c{c}" / f"{i}.png")
+    return root
+
+
 class SyncCounter(pl.Callback):
     """Counts CUDA synchronisations (torch's sync debug mode, 'warn') from the start of step ``first`` to the
     start of step ``last``, across every hook and the training step in between."""
@@ -48,15 +61,7 @@ class SyncCounter(pl.Callback):
 def test_training_steps_on_the_device_path_never_synchronise(method, aug, tmp_path):
     """Steps 5 to 15 of each method on digits-sized colour images through the device path under trainer=gpu
     (bf16, channels_last; compile off to keep the test short): no synchronisation at all."""
-    import numpy as np
-    from PIL import Image
-
-    root = tmp_path / "imgs"
-    rng = np.random.default_rng(0)
-    for c in range(4):
-        (root / "train" / f"c{c}").mkdir(parents=True)
-        for i in range(64):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "train" / f"c{c}" / f"{i}.png")
+    root = _colour_folder(tmp_path / "imgs", classes=4)
     cfg = compose(["data=image_folder", f"data.source.root={root}", f"method={method}", f"augmentation={aug}",
                    "data.batch_size=32", "data.num_workers=0", "data.pipeline=device",
                    f"data.device_cache.dir={tmp_path / 'cache'}", "backbone=resnet18", "backbone.module.cifar_stem=true",
@@ -77,15 +82,7 @@ def test_training_steps_on_the_device_path_never_synchronise(method, aug, tmp_pa
 
 def test_compiled_training_on_the_device_path_runs_and_saves(tmp_path):
     """trainer=gpu as shipped (compile on: backbone and augmentation) for a few steps on colour images."""
-    import numpy as np
-    from PIL import Image
-
-    root = tmp_path / "imgs"
-    rng = np.random.default_rng(0)
-    for c in range(2):
-        (root / "train" / f"c{c}").mkdir(parents=True)
-        for i in range(64):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "train" / f"c{c}" / f"{i}.png")
+    root = _colour_folder(tmp_path / "imgs", classes=2)
     cfg = compose(["data=image_folder", f"data.source.root={root}", "augmentation=simclr", "data.batch_size=32",
                    "data.num_workers=0", "data.pipeline=device", f"data.device_cache.dir={tmp_path / 'cache'}",
                    "backbone=resnet18", "backbone.module.cifar_stem=true", "trainer=gpu", "trainer.max_epochs=2",
