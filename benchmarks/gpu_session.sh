@@ -75,8 +75,8 @@ case "$PART" in
   check)
     { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
       python3 -c 'import torch, torchvision, pytorch_lightning as pl, lightly, sklearn; print("torch", torch.__version__, "tv", torchvision.__version__, "pl", pl.__version__, "lightly", lightly.__version__, "sklearn", sklearn.__version__, "cuda", torch.cuda.is_available())'
-      python3 -m pytest -q -s -p no:cacheprovider -o addopts= tests/test_cuda.py \
-        tests/test_gpu_augment.py::test_cuda_views_equal_cpu_views_and_never_synchronise 2>&1 | grep -v "^INFO" | tail -40 || true
+      python3 -m pytest -q -s -p no:cacheprovider -o addopts= tests/ssl/test_cuda.py \
+        tests/data/test_gpu_augment.py::test_cuda_views_equal_cpu_views_and_never_synchronise 2>&1 | grep -v "^INFO" | tail -40 || true
     } 2>&1 | tee "$OUT/check.log" ;;
   throughput)
     python3 benchmarks/throughput.py --data "$DATA" --work-dir "$WORK/tp" --backbone resnet18 --cifar-stem \

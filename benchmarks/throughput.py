@@ -187,7 +187,7 @@ class _StepTimer:
 def trainer_mode(args: argparse.Namespace, root: Path, work: Path, device: torch.device) -> dict[str, float]:
     """The device path through ``sslcluster.stages.pretrain`` (Lightning), as ``python train.py`` runs it."""
     from sslcluster.stages.pretrain import pretrain
-    from sslcluster.tracking.rundir import RunDir
+    from sslcluster.store.rundir import RunDir
 
     cuda = device.type == "cuda"
     backbone = (["backbone=tiny_cnn", "backbone.module.width=8", "backbone.module.depth=2"]

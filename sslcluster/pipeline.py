@@ -21,9 +21,9 @@ from sslcluster.stages.evaluate import evaluate_clustering, evaluate_representat
 from sslcluster.stages.export import export_split
 from sslcluster.stages.pretrain import RUN_KEY_ENV, is_launch_rank_zero, pretrain
 from sslcluster.stages.report import report
-from sslcluster.tracking.embeddings import read_manifest
-from sslcluster.tracking.io import write_text
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.store.embeddings import read_manifest
+from sslcluster.store.io import write_text
+from sslcluster.store.rundir import RunDir
 from sslcluster.tracking.wandb_log import tracking_session
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from sslcluster.config import compose
 from sslcluster.stages.pretrain import pretrain
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.store.rundir import RunDir
 
 TINY = ["backbone.module.width=8", "backbone.module.depth=2", "logger=none", "monitor.knn=false",
         "monitor.linear=false"]

@@ -8,7 +8,7 @@ import yaml
 from sslcluster.cli import main
 from sslcluster.config import compose
 from sslcluster.pipeline import run_pipeline, stage_cluster, stage_evaluate, stage_export, stage_pretrain
-from sslcluster.tracking.embeddings import read_embeddings
+from sslcluster.store.embeddings import read_embeddings
 
 REQUIRED_METRICS = ("nmi", "ari", "acc", "intra_var", "inter_var", "knn_top1", "n_clusters")
 

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from sslcluster.data.datasets import ViewsDataset
 from sslcluster.data.sources import ImageSource
 from sslcluster.errors import SSLClusterError
-from sslcluster.tracking.io import atomic_path, write_json
+from sslcluster.store.io import atomic_path, write_json
 
 PIPELINES = ("cpu", "device", "auto")
 

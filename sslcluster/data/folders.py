@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.tracking.io import atomic_path
+from sslcluster.store.io import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sslcluster.data.scan import open_image
+from sslcluster.data.folders import open_image
 from sslcluster.data.sources import digits_uint8
 from sslcluster.errors import SSLClusterError
 

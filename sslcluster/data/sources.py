@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from sslcluster.data.scan import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, Skipped, display_path, open_image,
+from sslcluster.data.folders import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, Skipped, display_path, open_image,
                                   scan_folder)
 from sslcluster.errors import SSLClusterError
 
@@ -89,7 +89,7 @@ class ImageFolderSource:
     """A folder of images, optionally with one sub-folder per split (``root/train``, ``root/test``).
 
     With ``labels_from_folders`` the first folder level below the split root names the held-out class. The folder
-    is scanned and validated once (cached, see :mod:`sslcluster.data.scan`); bad files are left out under
+    is scanned and validated once (cached, see :mod:`sslcluster.data.folders`); bad files are left out under
     ``bad_files='skip'`` and listed in :attr:`skipped`, or stop the scan under ``bad_files='fail'``.
     """
 

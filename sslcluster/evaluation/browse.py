@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.tracking.io import write_json
+from sslcluster.store.io import write_json
 
 MODES = ("symlink", "copy")
 _SAFE = re.compile(r"[^A-Za-z0-9_.=,+-]+")

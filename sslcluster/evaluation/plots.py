@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from sslcluster.errors import SSLClusterError  # noqa: E402
 from sslcluster.evaluation.metrics import cluster_to_class, contingency  # noqa: E402
-from sslcluster.tracking.io import atomic_path  # noqa: E402
+from sslcluster.store.io import atomic_path  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from sslcluster.naming.prompt import Answer
-from sslcluster.tracking.io import read_json, write_json
+from sslcluster.store.io import read_json, write_json
 
 log = logging.getLogger(__name__)
 

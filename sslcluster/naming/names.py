@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.tracking.io import file_sha256, read_json
+from sslcluster.store.io import file_sha256, read_json
 
 log = logging.getLogger(__name__)
 

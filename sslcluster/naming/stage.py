@@ -30,9 +30,9 @@ from sslcluster.naming.client import (ClientSettings, NamingClient, NamingError,
 from sslcluster.naming.images import EncodedImage, choose_format, encode_image
 from sslcluster.naming.prompt import Answer, AnswerError, build_messages, parse_answer, prompt_text
 from sslcluster.naming.select import Pick, select_images
-from sslcluster.tracking.embeddings import read_embeddings
-from sslcluster.tracking.clusters import load_clustering
-from sslcluster.tracking.io import file_sha256, write_json
+from sslcluster.store.embeddings import read_embeddings
+from sslcluster.store.clusters import load_clustering
+from sslcluster.store.io import file_sha256, write_json
 
 log = logging.getLogger(__name__)
 

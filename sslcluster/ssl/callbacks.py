@@ -151,7 +151,7 @@ class SkippedFilesReport(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            from sslcluster.data.scan import report_skipped
+            from sslcluster.data.folders import report_skipped
 
             report_skipped(self.run_path, self.split, self.source)
 

@@ -28,9 +28,9 @@ from sslcluster.clustering.select_k import SelectKConfig, check_config, sweep_k
 from sslcluster.errors import SSLClusterError
 from sslcluster.evaluation.metrics import cluster_metrics
 from sslcluster.stages.common import build
-from sslcluster.tracking.embeddings import read_embeddings
-from sslcluster.tracking.io import read_json, write_json, write_npy
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.store.embeddings import read_embeddings
+from sslcluster.store.io import read_json, write_json, write_npy
+from sslcluster.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from omegaconf import DictConfig
 from sslcluster.errors import SSLClusterError
 from sslcluster.evaluation.metrics import cluster_metrics
 from sslcluster.evaluation.probes import knn_accuracy, linear_probe_accuracy
-from sslcluster.tracking.embeddings import EmbeddingIndex, read_embeddings, read_index
-from sslcluster.tracking.clusters import load_clustering  # noqa: F401  (also imported from here)
-from sslcluster.tracking.io import write_json
+from sslcluster.store.embeddings import EmbeddingIndex, read_embeddings, read_index
+from sslcluster.store.clusters import load_clustering  # noqa: F401  (also imported from here)
+from sslcluster.store.io import write_json
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Stage 2: embeddings of a data split from a checkpoint (or raw pixels, for the baseline).
 
-Writes ``embeddings/<name>/`` (array, index, manifest; see :mod:`sslcluster.tracking.embeddings`) in shards of
+Writes ``embeddings/<name>/`` (array, index, manifest; see :mod:`sslcluster.store.embeddings`) in shards of
 ``export.shard_size`` rows: memory holds one shard at a time, an interrupted export resumes from its finished
 shards, and the manifest says ``complete`` only once ``embeddings.npy`` and ``index.csv`` are on disk.
 """
@@ -19,14 +19,14 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from sslcluster.data.datasets import ImageDataset
-from sslcluster.data.scan import report_skipped
+from sslcluster.data.folders import report_skipped
 from sslcluster.data.sources import labels_or_unknown
 from sslcluster.errors import SSLClusterError
 from sslcluster.ssl.methods.base import CONFIG_KEY, SSLMethod
 from sslcluster.stages.common import build, build_source, resolve_device, to_plain
-from sslcluster.tracking.embeddings import EmbeddingIndex, ShardedWriter
-from sslcluster.tracking.io import file_sha256
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.store.embeddings import EmbeddingIndex, ShardedWriter
+from sslcluster.store.io import file_sha256
+from sslcluster.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from sslcluster.ssl.monitors import LabeledImages, MonitorConfig, OnlineMonitors
 from sslcluster.ssl.speed import apply_speed, split_trainer_config
 from sslcluster.stages.common import build, build_source, to_plain
 from sslcluster.tracking.loggers import build_logger  # noqa: F401  (kept importable from here)
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sslcluster.data.scan import SKIPPED_FILE, read_skipped
-from sslcluster.tracking.io import read_json
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.data.folders import SKIPPED_FILE, read_skipped
+from sslcluster.store.io import read_json
+from sslcluster.store.rundir import RunDir
 
 ROWS = ("nmi", "ari", "acc", "purity", "silhouette", "knn_top1", "linear_top1", "n_clusters")
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.tracking.io import read_json
+from sslcluster.store.io import read_json
 
 
 def load_clustering(cluster_dir: str | Path) -> tuple[dict[str, Any], np.ndarray]:

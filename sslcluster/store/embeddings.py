@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.tracking.io import atomic_path, read_json, write_json, write_npy
+from sslcluster.store.io import atomic_path, read_json, write_json, write_npy
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.tracking.io import read_json, write_json, write_text
+from sslcluster.store.io import read_json, write_json, write_text
 
 LOCK_NAME = ".lock"
 #: run folders this process holds the lock of: resolved path -> [open file descriptor, inode of the lock file,

@@ -1,1 +1,1 @@
-"""Run directories, run records and atomic file writes."""
+"""Following experiments: Lightning loggers and W&B, listing runs, comparing runs and multiruns."""

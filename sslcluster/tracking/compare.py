@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.tracking.io import atomic_path, read_json, write_csv, write_text
+from sslcluster.store.io import atomic_path, read_json, write_csv, write_text
 from sslcluster.tracking.multirun import is_multirun_folder, read_job_pointers
 
 #: metrics shown in the printed table and the plot when present (``--metrics all`` shows every one).

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sslcluster.tracking.io import read_json, write_json
+from sslcluster.store.io import read_json, write_json
 
 POINTER = "run.json"
 HYDRA_RECORD = "multirun.yaml"

@@ -9,8 +9,8 @@ from typing import Sequence
 import yaml
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.tracking.io import read_json
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.store.io import read_json
+from sslcluster.store.rundir import RunDir
 
 
 def _is_run(path: Path) -> bool:

@@ -67,8 +67,8 @@ def cluster_rows(cluster_dir: str | Path, labels_csv: str | None = None, samples
                  seed: int = 0) -> list[ClusterRow]:
     """One :class:`ClusterRow` per cluster id of ``cluster_dir/labels.npy`` (noise, -1, last), largest first."""
     from sslcluster.stages.evaluate import labels_from_csv
-    from sslcluster.tracking.clusters import load_clustering
-    from sslcluster.tracking.embeddings import read_index
+    from sslcluster.store.clusters import load_clustering
+    from sslcluster.store.embeddings import read_index
 
     cluster_dir = Path(cluster_dir)
     record, pred = load_clustering(cluster_dir)

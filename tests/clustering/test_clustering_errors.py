@@ -15,8 +15,8 @@ from sslcluster.config import compose
 from sslcluster.errors import SSLClusterError
 from sslcluster.pipeline import stage_cluster, stage_evaluate
 from sslcluster.stages.evaluate import evaluate_clustering
-from sslcluster.tracking.embeddings import EmbeddingIndex, write_embeddings
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.store.embeddings import EmbeddingIndex, write_embeddings
+from sslcluster.store.rundir import RunDir
 
 
 def make_run(root: Path, x: np.ndarray, labels: np.ndarray | None = None, key: str = "r") -> Path:

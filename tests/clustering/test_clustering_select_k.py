@@ -14,7 +14,7 @@ from sslcluster.clustering.select_k import SelectKConfig, elbow_k, sweep_k
 from sslcluster.clustering.som import SOM
 from sslcluster.config import compose
 from sslcluster.pipeline import stage_cluster, stage_evaluate
-from tests.test_clustering_errors import make_run
+from tests.clustering.test_clustering_errors import make_run
 
 
 def planted(k: int = 5, n_per: int = 60, dim: int = 8, seed: int = 0):

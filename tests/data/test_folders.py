@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sslcluster.data import scan as scan_mod
-from sslcluster.data.scan import (SKIPPED_FILE, display_path, inspect_image, open_image, read_skipped,
+from sslcluster.data import folders as scan_mod
+from sslcluster.data.folders import (SKIPPED_FILE, display_path, inspect_image, open_image, read_skipped,
                                   record_skipped, scan_folder)
 from sslcluster.data.sources import ImageFolderSource
 from sslcluster.errors import SSLClusterError
@@ -255,7 +255,7 @@ def test_pipeline_on_a_messy_folder_records_and_reports_skipped_files(tiny, tmp_
 
     manifest = json.loads((run / "embeddings" / "test" / "manifest.json").read_text())
     assert manifest["count"] == 48 and manifest["skipped_files"] == n_bad
-    from sslcluster.tracking.embeddings import read_embeddings
+    from sslcluster.store.embeddings import read_embeddings
 
     es = read_embeddings(run / "embeddings" / "test", with_labels=True)  # the odd name round-trips index.csv
     odd = os.fsdecode(b"dogs/caf\xe9.png")

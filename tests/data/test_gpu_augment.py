@@ -415,7 +415,7 @@ def test_compose_rrc_and_jitter_and_refusals():
             {"_target_": "torchvision.transforms.RandomRotation", "degrees": 10}]})
 
 
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]
 # ../shared/data beside the project root (a worktree sits one level deeper: ../../shared/data)
 CIFAR_ARCHIVE = next((p for p in (_REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz",
                                   _REPO.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz") if p.is_file()),

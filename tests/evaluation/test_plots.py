@@ -14,7 +14,7 @@ from sslcluster.errors import SSLClusterError
 from sslcluster.evaluation import plots
 from sslcluster.evaluation.browse import write_cluster_folders
 from sslcluster.pipeline import stage_cluster, stage_evaluate
-from tests.test_clustering_errors import make_run
+from tests.clustering.test_clustering_errors import make_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

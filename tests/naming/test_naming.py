@@ -25,8 +25,8 @@ from sslcluster.naming.images import encode_image
 from sslcluster.naming.prompt import AnswerError, build_messages, parse_answer
 from sslcluster.naming.select import select_images
 from sslcluster.pipeline import run_pipeline, stage_name
-from sslcluster.tracking.embeddings import EmbeddingIndex, write_embeddings
-from sslcluster.tracking.io import write_json, write_npy
+from sslcluster.store.embeddings import EmbeddingIndex, write_embeddings
+from sslcluster.store.io import write_json, write_npy
 
 KEY = "named"
 CKEY = "kmeans-test"

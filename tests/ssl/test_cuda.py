@@ -1,5 +1,5 @@
 """Checks that need a CUDA device: skipped on CPU machines (CI), run on the GPU machine with
-``python -m pytest -q tests/test_cuda.py`` (``benchmarks/gpu_session.sh check``).
+``python -m pytest -q tests/ssl/test_cuda.py`` (``benchmarks/gpu_session.sh check``).
 
 The point is the training loop's host-device synchronisations: every one drains the GPU queue, and the issue-8
 throughput targets (85% of the model-alone rate) leave little room for one per step. Run with ``-s`` to see
@@ -16,7 +16,7 @@ import torch
 
 from sslcluster.config import compose
 from sslcluster.stages.pretrain import pretrain
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.store.rundir import RunDir
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the GPU machine)")
 

@@ -20,7 +20,7 @@ from sslcluster.ssl.backbones import TinyCNN
 from sslcluster.ssl.methods.moco import MoCo
 from sslcluster.ssl.methods.simclr import SimCLR
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 B = 4  # images per rank
 WORLD = 2
 

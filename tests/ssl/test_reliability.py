@@ -21,8 +21,8 @@ from sslcluster.errors import SSLClusterError
 from sslcluster.pipeline import stage_cluster, stage_evaluate
 from sslcluster.ssl.callbacks import NonFiniteLossGuard
 from sslcluster.stages.export import export_split
-from sslcluster.tracking.embeddings import EmbeddingIndex, write_embeddings
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.store.embeddings import EmbeddingIndex, write_embeddings
+from sslcluster.store.rundir import RunDir
 
 from proc_helpers import child_env
 
@@ -196,7 +196,7 @@ RACE_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     from sslcluster.config import compose
     from sslcluster.errors import SSLClusterError
-    import sslcluster.tracking.rundir as rundir
+    import sslcluster.store.rundir as rundir
     from sslcluster.pipeline import open_run
 
     work, me, overrides = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
@@ -265,7 +265,7 @@ def test_concurrent_runs_never_share_a_directory_or_key(raced, tmp_path):
 
 def test_a_run_in_use_cannot_be_opened_or_overwritten_by_another_process(tiny, tmp_path):
     run = RunDir.create(tmp_path / "runs", "busy")
-    code = ("import sys; from sslcluster.tracking.rundir import RunDir; from sslcluster.errors import "
+    code = ("import sys; from sslcluster.store.rundir import RunDir; from sslcluster.errors import "
             "SSLClusterError\nfor mode in ('open', 'overwrite'):\n    try:\n        RunDir.open(sys.argv[1], 'busy') "
             "if mode == 'open' else RunDir.create(sys.argv[1], 'busy', overwrite=True)\n        print(mode, 'ok')\n"
             "    except SSLClusterError as e:\n        print(mode, e)")

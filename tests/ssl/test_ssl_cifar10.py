@@ -17,7 +17,7 @@ import pytest
 from sslcluster.config import compose
 from sslcluster.pipeline import run_pipeline
 
-ARCHIVE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+ARCHIVE = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CANDIDATES = [ARCHIVE, Path("/work/shared/data/cifar10-jpeg.tar.gz")]
 PER_CLASS = {"train": 100, "test": 20}
 

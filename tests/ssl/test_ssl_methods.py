@@ -18,7 +18,7 @@ from sslcluster.ssl.methods.simclr import SimCLR
 from sslcluster.ssl.optim import OptimConfig, build_optimizer, build_scheduler, scaled_lr
 from sslcluster.stages.export import load_method
 from sslcluster.stages.pretrain import build_method, pretrain
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.store.rundir import RunDir
 
 from ssl_helpers import TINY, EpochLosses, make_image_folder, train_losses
 

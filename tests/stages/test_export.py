@@ -22,8 +22,8 @@ from sslcluster.ssl.methods.base import CONFIG_KEY
 from sslcluster.stages.common import to_plain
 from sslcluster.stages.export import export_split
 from sslcluster.stages.pretrain import build_method
-from sslcluster.tracking.embeddings import read_embeddings
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.store.embeddings import read_embeddings
+from sslcluster.store.rundir import RunDir
 
 from proc_helpers import REPO, child_env
 
@@ -199,7 +199,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import numpy as np
     from sslcluster.config import compose
     from sslcluster.stages.export import export_split
-    from sslcluster.tracking.rundir import RunDir
+    from sslcluster.store.rundir import RunDir
 
     out, root, runs = sys.argv[1], sys.argv[2], sys.argv[3]
     cfg = compose([f"run.root={runs}", "data=image_folder", f"data.source.root={root}", "data.image_size=64",
@@ -280,7 +280,7 @@ def test_cifar10_test_split_export_killed_and_resumed_equals_uninterrupted(tmp_p
 
 def test_batches_never_cross_a_shard_boundary(tmp_path):
     from sslcluster.stages.export import ShardBatches
-    from sslcluster.tracking.embeddings import ShardedWriter
+    from sslcluster.store.embeddings import ShardedWriter
 
     writer = ShardedWriter(tmp_path / "e", count=150, shard_size=64, dtype="float32", plan={})
     assert writer.n_shards == 3 and writer.shard_rows(2) == (128, 150)

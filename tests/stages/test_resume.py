@@ -15,7 +15,7 @@ from sslcluster.config import compose
 from sslcluster.errors import SSLClusterError, TrainingInterrupted
 from sslcluster.pipeline import stage_pretrain
 from sslcluster.stages.pretrain import pretrain
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.store.rundir import RunDir
 
 from ssl_helpers import TINY
 

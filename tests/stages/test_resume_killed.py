@@ -23,7 +23,7 @@ import torch
 from sslcluster.config import compose
 from sslcluster.pipeline import stage_pretrain
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OVERRIDES = ["trainer.max_epochs=3", "data.batch_size=32", "+trainer.limit_train_batches=6",
              "trainer.deterministic=true", "backbone.module.width=8", "backbone.module.depth=2", "logger=none",
              "monitor.knn=false", "monitor.linear=false", "method.module.hidden_dim=32", "method.module.output_dim=16"]

@@ -15,7 +15,7 @@ import yaml
 from sslcluster.cli import main
 from sslcluster.tracking.wandb_log import offline_runs, read_offline_run
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import pytest
 from sslcluster.config import compose
 from sslcluster.errors import SSLClusterError
 from sslcluster.tracking.loggers import build_logger, tensorboard_available, wandb_group, wandb_init_kwargs
-from sslcluster.tracking.rundir import RunDir
+from sslcluster.store.rundir import RunDir
 
 
 def test_csv_and_none(tmp_path):

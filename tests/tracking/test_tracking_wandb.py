@@ -17,7 +17,7 @@ from PIL import Image
 from sslcluster.config import compose
 from sslcluster.errors import SSLClusterError
 from sslcluster.pipeline import run_pipeline, stage_evaluate
-from sslcluster.tracking.embeddings import read_index
+from sslcluster.store.embeddings import read_index
 from sslcluster.tracking.wandb_log import Tracker, cluster_rows, offline_runs, read_offline_run
 
 
@@ -134,7 +134,7 @@ def test_online_without_credentials_falls_back_to_offline(monkeypatch, tmp_path,
 def test_other_ranks_log_nothing(monkeypatch, tmp_path):
     from pytorch_lightning.utilities import rank_zero_only
 
-    from sslcluster.tracking.rundir import RunDir
+    from sslcluster.store.rundir import RunDir
 
     run = RunDir.create(tmp_path, "r")
     monkeypatch.setattr(rank_zero_only, "rank", 1)
@@ -146,7 +146,7 @@ def test_other_ranks_log_nothing(monkeypatch, tmp_path):
 def test_a_wandb_failure_after_evaluation_is_a_warning(monkeypatch, tmp_path, caplog):
     import wandb
 
-    from sslcluster.tracking.rundir import RunDir
+    from sslcluster.store.rundir import RunDir
 
     run = RunDir.create(tmp_path, "r")
     run.update_metrics({"nmi": 0.5})
