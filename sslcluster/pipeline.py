@@ -15,11 +15,12 @@ from typing import Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from sslcluster.config import to_yaml
+from sslcluster.distributed import RUN_KEY_ENV, is_global_rank_zero
 from sslcluster.errors import SSLClusterError
 from sslcluster.stages.cluster import cluster
 from sslcluster.stages.evaluate import evaluate_clustering, evaluate_representation, redraw_plots
 from sslcluster.stages.export import export_split
-from sslcluster.stages.pretrain import RUN_KEY_ENV, is_launch_rank_zero, pretrain
+from sslcluster.stages.pretrain import pretrain
 from sslcluster.stages.report import report
 from sslcluster.store.embeddings import read_manifest
 from sslcluster.store.io import write_text
@@ -45,7 +46,7 @@ def open_run(cfg: DictConfig, stage: str, reuse: bool = True, must_exist: bool =
     """A new run directory (``run.key`` unset or new), or, where ``reuse`` is allowed, the existing ``run.key``.
     A new one is removed again if the stage fails before it wrote a checkpoint, so no half-made run is left."""
     root = Path(cfg.run.root)
-    if not is_launch_rank_zero():  # a DDP process other than rank 0: rank 0's run directory, written by rank 0
+    if not is_global_rank_zero():  # a DDP process other than rank 0: rank 0's run directory, written by rank 0
         key = cfg.run.key or os.environ.get(RUN_KEY_ENV)
         if key is None:
             raise SSLClusterError("a multi-process launch (torchrun, srun) needs run.key=NAME so that every "
@@ -113,7 +114,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
             with timed("pretrain"):
                 checkpoint = pretrain(cfg, run)
-            if not is_launch_rank_zero():
+            if not is_global_rank_zero():
                 return run  # DDP processes other than rank 0 stop after training
         learned: dict[str, Path] = {}
         if embeddings is not None:
@@ -167,7 +168,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
 def stage_pretrain(cfg: DictConfig) -> RunDir:
     with open_run(cfg, "pretrain", reuse=False) as run:
         ckpt = pretrain(cfg, run)
-        if not is_launch_rank_zero():
+        if not is_global_rank_zero():
             return run
         print(f"checkpoint: {ckpt}\nrun key: {run.key}\nrun dir: {run.path}")
     return run

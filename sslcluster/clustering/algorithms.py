@@ -4,10 +4,8 @@ Noise (where an algorithm has it: HDBSCAN, DBSCAN) is labelled -1. Algorithms ar
 scikit-learn, faiss, hdbscan and MiniSom (:mod:`sslcluster.clustering.som`); each is a dataclass instantiated from
 ``configs/clustering/<name>.yaml``. Parameters are checked before any work, with one-line errors naming the key.
 
-Algorithms that know ``k`` expose it as the field ``k`` (k selection in :mod:`sslcluster.clustering.select_k`
-sets it). Optional attributes read by the cluster stage: ``resolved_backend(n)``, ``inertia`` (WCSS), ``bic``,
-``artifacts()`` (arrays saved beside ``labels.npy``), ``summary()`` (extra record fields), ``check()`` (the
-parameters, before any work; :func:`precheck`).
+Every algorithm subclasses :class:`sslcluster.clustering.base.ClusteringAlgorithm`, which declares what the
+cluster stage asks of it (``check``, ``requested_k``, ``resolved_backend``, ``fit_info``, ``artifacts``).
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from sslcluster.clustering.base import ClusteringAlgorithm
 from sslcluster.errors import SSLClusterError
 
 #: from this many points on ``backend: auto`` uses faiss. Measured (benchmarks/RESULTS.md): faiss faster than
@@ -64,13 +63,12 @@ def check_points(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def precheck(algo: Any, n: int) -> None:
+def precheck(algo: ClusteringAlgorithm, n: int) -> None:
     """Validate an algorithm's parameters for ``n`` points before any work (preprocessing can take minutes):
-    its own ``check()``, and ``k`` against ``n`` where it has one."""
-    if hasattr(algo, "check"):
-        algo.check()
-    k = getattr(algo, "k", None)
-    if k is not None and getattr(algo, "mode", None) != "node":
+    its own ``check()``, and the ``k`` it asks for against ``n``."""
+    algo.check()
+    k = algo.requested_k()
+    if k is not None:
         _check_k(k, n)
 
 
@@ -90,7 +88,7 @@ def wcss(x: np.ndarray, labels: np.ndarray) -> float:
 # -- k-means ---------------------------------------------------------------------------------------------------
 
 @dataclass
-class KMeans:
+class KMeans(ClusteringAlgorithm):
     """Lloyd's k-means (Lloyd 1982), by scikit-learn or faiss (Johnson et al. 2019), ``n_init`` restarts, best
     inertia kept. ``auto`` picks faiss from ``FAISS_AUTO_MIN_POINTS`` points on, where it measured faster
     (benchmarks/RESULTS.md). ``init``: k-means++ seeding (Arthur & Vassilvitskii 2007; for faiss computed by
@@ -110,6 +108,7 @@ class KMeans:
     centroids: np.ndarray | None = field(default=None, init=False, repr=False)
     inertia: float | None = field(default=None, init=False)
     n_iter: int | None = field(default=None, init=False)
+    fit_fields = ("inertia", "n_iter")
 
     def resolved_backend(self, n: int) -> str:
         _check_choice(self.backend, "backend", ("auto", "sklearn", "faiss"))
@@ -173,7 +172,7 @@ class KMeans:
 
 
 @dataclass
-class MiniBatchKMeans:
+class MiniBatchKMeans(ClusteringAlgorithm):
     """Mini-batch k-means (Sculley 2010), scikit-learn."""
 
     k: int = 10
@@ -182,6 +181,7 @@ class MiniBatchKMeans:
     max_iter: int = 100
     seed: int = 0
     inertia: float | None = field(default=None, init=False)
+    fit_fields = ("inertia",)
 
     def check(self) -> None:
         _check_positive(self.batch_size, "batch_size", integer=True)
@@ -204,7 +204,7 @@ class MiniBatchKMeans:
 # -- density based ---------------------------------------------------------------------------------------------
 
 @dataclass
-class HDBSCAN:
+class HDBSCAN(ClusteringAlgorithm):
     """HDBSCAN (Campello et al. 2013; McInnes et al. 2017, the ``hdbscan`` package). Noise stays -1; k is not
     chosen but found. Best after UMAP to a few dimensions (McInnes et al. 2018)."""
 
@@ -244,7 +244,7 @@ class HDBSCAN:
 
 
 @dataclass
-class DBSCAN:
+class DBSCAN(ClusteringAlgorithm):
     """DBSCAN (Ester et al. 1996), scikit-learn. Noise stays -1."""
 
     eps: float = 0.5
@@ -267,7 +267,7 @@ class DBSCAN:
 # -- model based / hierarchical / graph ------------------------------------------------------------------------
 
 @dataclass
-class GaussianMixture:
+class GaussianMixture(ClusteringAlgorithm):
     """Gaussian mixture by EM (Dempster et al. 1977), scikit-learn; hard labels = most probable component.
     ``bic`` (Schwarz 1978) is kept for k selection."""
 
@@ -279,6 +279,8 @@ class GaussianMixture:
     init_params: str = "kmeans"
     seed: int = 0
     bic: float | None = field(default=None, init=False)
+    fit_fields = ("bic",)
+    provides_bic = True
 
     def check(self) -> None:
         _check_choice(self.covariance_type, "covariance_type", ("full", "tied", "diag", "spherical"))
@@ -305,7 +307,7 @@ LINKAGES = ("ward", "average", "complete", "single")
 
 
 @dataclass
-class Agglomerative:
+class Agglomerative(ClusteringAlgorithm):
     """Agglomerative clustering (scikit-learn) with ward (Ward 1963), average, complete or single linkage. Memory
     grows as N^2, so inputs above ``max_points`` are refused rather than exhausting the machine."""
 
@@ -334,7 +336,7 @@ class Agglomerative:
 
 
 @dataclass
-class Birch:
+class Birch(ClusteringAlgorithm):
     """BIRCH (Zhang et al. 1996), scikit-learn: a CF tree of subclusters, merged into ``k`` clusters by
     agglomerative clustering (``k: null`` keeps the subclusters)."""
 
@@ -369,7 +371,7 @@ class Birch:
 
 
 @dataclass
-class Spectral:
+class Spectral(ClusteringAlgorithm):
     """Spectral clustering (Ng, Jordan & Weiss 2001; von Luxburg 2007), scikit-learn, on a k-nearest-neighbour
     affinity graph by default (sparse, so it scales past a few thousand points)."""
 

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from sslcluster.clustering.algorithms import check_points, wcss
+from sslcluster.clustering.base import ClusteringAlgorithm
 from sslcluster.errors import SSLClusterError
 
 METHODS = ("elbow", "silhouette", "bic")
@@ -65,7 +66,7 @@ def _silhouette(x: np.ndarray, labels: np.ndarray, sample_size: int, seed: int) 
                                   random_state=seed))
 
 
-def check_config(cfg: SelectKConfig, algo: Any, n: int) -> None:
+def check_config(cfg: SelectKConfig, algo: ClusteringAlgorithm, n: int) -> None:
     """Refuse a bad sweep before any fit, naming the key and value."""
     if cfg.method not in METHODS:
         raise SSLClusterError(f"{KEY}.method={cfg.method!r}: use one of {', '.join(METHODS)} (or null: off)")
@@ -81,18 +82,15 @@ def check_config(cfg: SelectKConfig, algo: Any, n: int) -> None:
         raise SSLClusterError(f"{KEY}.k_max={cfg.k_max} must be smaller than the number of samples ({n})")
     if cfg.method == "elbow" and len(cfg.ks()) < 3:
         raise SSLClusterError(f"{KEY}: the elbow needs at least 3 values of k, got {cfg.ks()}")
-    if not dataclasses.is_dataclass(algo) or "k" not in {f.name for f in dataclasses.fields(algo)}:
-        raise SSLClusterError(f"{KEY}.method={cfg.method}: algorithm {type(algo).__name__} has no k to choose "
-                              "(it finds the number of clusters itself)")
-    if getattr(algo, "mode", None) == "node":
-        raise SSLClusterError(f"{KEY}: SOM mode 'node' has one cluster per node; set clustering.algorithm.mode "
-                              "to kmeans or agglomerative to choose k")
-    if cfg.method == "bic" and not hasattr(algo, "bic"):
+    reason = algo.choosable_k()
+    if reason is not None:
+        raise SSLClusterError(f"{KEY}.method={cfg.method}: {reason}")
+    if cfg.method == "bic" and not algo.provides_bic:
         raise SSLClusterError(f"{KEY}.method=bic needs a Gaussian mixture (clustering=gmm), not "
                               f"{type(algo).__name__}")
 
 
-def sweep_k(algo: Any, x: np.ndarray, cfg: SelectKConfig, seed: int = 0,
+def sweep_k(algo: ClusteringAlgorithm, x: np.ndarray, cfg: SelectKConfig, seed: int = 0,
             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fit ``algo`` with every k of ``cfg.ks()`` on ``x`` (N, D); returns ``{method, ks, wcss, silhouette,
     [bic], chosen_k}``. ``algo`` itself is left untouched (copies are fitted)."""

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from sslcluster.clustering.algorithms import KEY, LINKAGES, _check_choice, _check_k, check_points
+from sslcluster.clustering.base import ClusteringAlgorithm
 from sslcluster.errors import SSLClusterError
 
 MODES = ("node", "kmeans", "agglomerative")
@@ -52,7 +53,7 @@ def u_matrix(weights: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class SOM:
+class SOM(ClusteringAlgorithm):
     """A rectangular self-organising map; see the module docstring for ``mode``.
 
     ``sigma`` is the initial neighbourhood radius (in nodes) and ``learning_rate`` the initial step; both decay
@@ -75,9 +76,14 @@ class SOM:
     bmu: np.ndarray | None = field(default=None, init=False, repr=False)          # (N,) node index
     node_labels: np.ndarray | None = field(default=None, init=False, repr=False)  # (X*Y,) cluster per node
     quantization_error: float | None = field(default=None, init=False)
+    fit_fields = ("quantization_error",)
 
-    def check(self) -> tuple[int, int]:
-        """Validate the parameters (before any work); returns the grid shape."""
+    def check(self) -> None:
+        """Validate the parameters (before any work)."""
+        self._grid()
+
+    def _grid(self) -> tuple[int, int]:
+        """The grid shape, after validating every parameter."""
         grid = list(self.grid) if isinstance(self.grid, (list, tuple)) else None
         if (grid is None or len(grid) != 2
                 or not all(isinstance(g, (int, np.integer)) and not isinstance(g, bool) and g >= 1 for g in grid)):
@@ -104,7 +110,7 @@ class SOM:
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
         """``x`` (N, D) -> labels (N,) int64."""
-        gx, gy = self.check()
+        gx, gy = self._grid()
         x = check_points(x)
         if self.mode != "node":
             _check_k(self.k, x.shape[0])
@@ -152,5 +158,9 @@ class SOM:
             return {}
         return {"som_weights": self.weights, "som_bmu": self.bmu, "som_node_labels": self.node_labels}
 
-    def summary(self) -> dict[str, Any]:
-        return {"quantization_error": self.quantization_error}
+    def choosable_k(self) -> str | None:
+        """k selection sets ``k`` of the node clustering; mode ``node`` has one cluster per node."""
+        if self.mode == "node":
+            return ("SOM mode 'node' has one cluster per node; set clustering.algorithm.mode to kmeans or "
+                    "agglomerative to choose k")
+        return None

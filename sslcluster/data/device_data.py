@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from sslcluster.data.datasets import ViewsDataset
 from sslcluster.data.sources import ImageSource
 from sslcluster.errors import SSLClusterError
+from sslcluster.factory import build
 from sslcluster.store.io import atomic_path, write_json
 
 PIPELINES = ("cpu", "device", "auto")
@@ -271,8 +272,6 @@ class PretrainData(pl.LightningDataModule):
             world = trainer.world_size if trainer is not None else 1
             return DeviceBatches(self.images, self.batch_size, seed=int(self.cfg.seed), rank=rank,
                                  world_size=world, epoch_fn=(lambda: trainer.current_epoch) if trainer else None)
-        from sslcluster.stages.common import build
-
         views = build(self.cfg.augmentation.views)
         workers = int(self.cfg.data.num_workers)
         return DataLoader(ViewsDataset(self.source, views), batch_size=self.batch_size, shuffle=True,

@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sslcluster.clustering.som import u_matrix  # noqa: E402
 from sslcluster.errors import SSLClusterError  # noqa: E402
 from sslcluster.evaluation.metrics import cluster_to_class, contingency  # noqa: E402
 from sslcluster.store.io import atomic_path  # noqa: E402
@@ -231,8 +232,6 @@ def som_maps(weights: np.ndarray, bmu: np.ndarray, labels_true: np.ndarray | Non
     """``weights`` (X, Y, D) of a SOM and each sample's winning node ``bmu`` (N,) (index ``row * Y + col``) ->
     ``som_umatrix.png`` (distance map, samples' winning nodes marked per held-out class, jittered) and
     ``som_hits.png`` (samples per node)."""
-    from sslcluster.clustering.som import u_matrix
-
     folder = Path(folder)
     gx, gy, _ = weights.shape
     um = u_matrix(weights)
@@ -270,3 +269,16 @@ def som_maps(weights: np.ndarray, bmu: np.ndarray, labels_true: np.ndarray | Non
     ax.set_yticks(range(gx))
     out.append(save(fig, folder / "som_hits.png"))
     return out
+
+
+def artifact_pictures(artifacts: Mapping[str, np.ndarray], labels_pred: np.ndarray, labels_true: np.ndarray | None,
+                      folder: str | Path, class_names: Sequence[str] | None = None, seed: int = 0) -> list[Path]:
+    """Pictures of the arrays a clustering algorithm declared (:meth:`ClusteringAlgorithm.artifacts`): a SOM's
+    ``som_weights`` (X, Y, D) and ``som_bmu`` (N,) give :func:`som_maps`; other arrays have no picture."""
+    if "som_weights" not in artifacts:
+        return []
+    bmu = artifacts.get("som_bmu")
+    if bmu is None or len(bmu) != len(labels_pred):
+        n = "no" if bmu is None else len(bmu)
+        raise SSLClusterError(f"som_bmu has {n} rows for {len(labels_pred)} labels")
+    return som_maps(artifacts["som_weights"], bmu, labels_true, folder, class_names, seed=seed)

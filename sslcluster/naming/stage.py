@@ -31,7 +31,7 @@ from sslcluster.naming.images import EncodedImage, choose_format, encode_image
 from sslcluster.naming.prompt import Answer, AnswerError, build_messages, parse_answer, prompt_text
 from sslcluster.naming.select import Pick, select_images
 from sslcluster.store.embeddings import read_embeddings
-from sslcluster.store.clusters import load_clustering
+from sslcluster.store.clusters import Clustering
 from sslcluster.store.io import file_sha256, write_json
 
 log = logging.getLogger(__name__)
@@ -114,20 +114,6 @@ def check_settings(ncfg: DictConfig) -> None:
         raise SSLClusterError(f"bad naming setting: {e}") from None
 
 
-def _data_root(run_path: Path, cfg: DictConfig) -> str | None:
-    """The data set root (for ``torchvision:`` index paths): the run's own config first, then ``cfg``."""
-    cfg_path = run_path / "config.yaml"
-    if cfg_path.is_file():
-        try:
-            root = ((yaml.safe_load(cfg_path.read_text()) or {}).get("data") or {}).get("source", {}).get("root")
-            if root:
-                return str(root)
-        except (yaml.YAMLError, AttributeError):
-            pass
-    root = OmegaConf.select(cfg, "data.source.root", default=None)
-    return str(root) if root else None
-
-
 def _norm(name: str) -> str:
     return " ".join(name.lower().split())
 
@@ -150,14 +136,13 @@ class Namer:
     # -- preparing -------------------------------------------------------------------------------------------
     def prepare(self) -> tuple[dict[str, Any], np.ndarray, list[ClusterJob]]:
         """Read the clustering and its embeddings; pick and encode each cluster's images."""
-        record, labels = load_clustering(self.cluster_dir)
-        es = read_embeddings(record["embeddings"], with_labels=False)
-        if es.index.ids_sha256() != record.get("ids_sha256") or len(es.index) != labels.shape[0]:
-            raise SSLClusterError(f"{self.cluster_dir}: labels.npy ({labels.shape[0]} rows) does not match the ids "
-                                  f"of {record['embeddings']} ({len(es.index)} rows)")
+        clustering = Clustering(self.cluster_dir)
+        record, labels = clustering.load()
+        es = clustering.read_embeddings(record, labels)
         l2 = "l2" in (record.get("preprocess") or [])
         icfg = self.ncfg.images
-        root = _data_root(self.cluster_dir.parent.parent, self.cfg)
+        fallback = OmegaConf.select(self.cfg, "data.source.root", default=None)
+        root = clustering.data_root(str(fallback) if fallback else None)
         jobs: list[ClusterJob] = []
         for c in sorted(int(v) for v in np.unique(labels)):
             if c == NOISE:

@@ -8,19 +8,29 @@
   steps only, straight to the loggers: ``LightningModule.log`` of a number makes a device tensor every step, a
   host-to-device copy that synchronises on CUDA.
 - :class:`SkippedFilesReport` records the train split's skipped files in the run directory when training starts.
+- :class:`CheckpointOnInterrupt` writes ``last.ckpt`` on Ctrl-C or SIGTERM; :class:`RNGState` keeps the random
+  states in checkpoints so a resumed run draws what an uninterrupted one would have.
+
+The online kNN / linear-probe monitors are callbacks too; they live with their probes in :mod:`sslcluster.ssl.monitors`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from sslcluster.errors import SSLClusterError
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossGuard(pl.Callback):
@@ -154,6 +164,52 @@ class SkippedFilesReport(pl.Callback):
             from sslcluster.data.folders import report_skipped
 
             report_skipped(self.run_path, self.split, self.source)
+
+
+class CheckpointOnInterrupt(pl.Callback):
+    """Writes ``last.ckpt`` (atomically, global rank 0 only) when training stops on Ctrl-C or SIGTERM.
+
+    Lightning turns SIGTERM into ``SIGTERMException`` at the next batch boundary and calls ``on_exception``
+    for both; no collective is used here, since other ranks may be gone.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or not trainer.is_global_zero:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, tmp)
+            os.replace(tmp, self.path)
+        except Exception as e:  # noqa: BLE001 - never mask the interrupt itself
+            tmp.unlink(missing_ok=True)
+            log.error("interrupted, but could not save %s: %s", self.path, e)
+            return
+        log.warning("interrupted (%s) at epoch %d, step %d: saved %s", type(exception).__name__,
+                    trainer.current_epoch, trainer.global_step, self.path)
+
+
+class RNGState(pl.Callback):
+    """Keeps the torch, numpy and Python random states in checkpoints and restores them on resume, so a resumed run
+    draws the same shuffles, augmentations (and MoCo's BN shuffles) as an uninterrupted one would have."""
+
+    def state_dict(self) -> dict[str, Any]:
+        # plain types only, so that Lightning's weights-only checkpoint loading accepts them
+        kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+        return {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+                "python": random.getstate()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        torch.set_rng_state(state_dict["torch"])
+        kind, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        random.setstate(state_dict["python"])
 
 
 def reliability_callbacks(run: Any, source: object) -> list[pl.Callback]:

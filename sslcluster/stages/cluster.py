@@ -6,8 +6,9 @@ Label-free quality (variances, silhouette, ...) is measured here, on the space t
 
 With ``clustering.select_k.method`` set, k is chosen first by a sweep (elbow, silhouette or BIC; see
 :mod:`sslcluster.clustering.select_k`): the curves go to ``plots/select_k.png`` and the sweep and the chosen k to
-the record. Arrays an algorithm exposes through ``artifacts()`` (a SOM's weights and winning nodes) are saved as
-``<name>.npy`` beside ``labels.npy`` for the evaluation pictures.
+the record. Arrays an algorithm declares through ``artifacts()`` (a SOM's weights and winning nodes) are saved as
+``<name>.npy`` beside ``labels.npy``, their names in the record, for the evaluation pictures. The embeddings are
+recorded relative to the run when they are the run's own, so a moved run still evaluates.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from sslcluster.clustering.algorithms import precheck
+from sslcluster.clustering.base import ClusteringAlgorithm
 from sslcluster.clustering.preprocess import PreprocessConfig, preprocess
 from sslcluster.clustering.select_k import SelectKConfig, check_config, sweep_k
 from sslcluster.errors import SSLClusterError
 from sslcluster.evaluation.metrics import cluster_metrics
-from sslcluster.stages.common import build
+from sslcluster.evaluation.plots import k_selection_curves
+from sslcluster.factory import build
 from sslcluster.store.embeddings import read_embeddings
 from sslcluster.store.io import read_json, write_json, write_npy
 from sslcluster.store.rundir import RunDir
@@ -36,12 +39,14 @@ log = logging.getLogger(__name__)
 
 
 def algorithm_params(algo: Any) -> dict[str, Any]:
+    """The algorithm's parameters (its dataclass fields set from config) for the record."""
     if dataclasses.is_dataclass(algo):
         return {f.name: getattr(algo, f.name) for f in dataclasses.fields(algo) if f.init}
     return {}
 
 
 def prepare_cluster_dir(run: RunDir, key: str, overwrite: bool) -> Path:
+    """An empty ``clusters/<key>/``; a complete clustering of that key is replaced only with ``overwrite``."""
     out = run.cluster_dir(key)
     if out.exists():
         rec = out / "record.json"
@@ -67,9 +72,13 @@ def select_k_config(cfg: DictConfig) -> SelectKConfig | None:
 
 
 def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite: bool = False) -> Path:
+    """Cluster the embeddings set ``embeddings`` with ``cfg.clustering`` into ``clusters/<key>/``; its path."""
     es = read_embeddings(embeddings, with_labels=False)
     pre_cfg = PreprocessConfig(**OmegaConf.to_container(cfg.clustering.preprocess, resolve=True), seed=cfg.seed)
     algo = build(cfg.clustering.algorithm)
+    if not isinstance(algo, ClusteringAlgorithm):
+        raise SSLClusterError(f"clustering.algorithm._target_={cfg.clustering.algorithm.get('_target_')} is not a "
+                              "ClusteringAlgorithm (sslcluster.clustering.base)")
     sel_cfg = select_k_config(cfg)
     if sel_cfg is not None:
         check_config(sel_cfg, algo, int(es.array.shape[0]))  # before any folder is made
@@ -77,7 +86,7 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
     pre_cfg.check(n, int(es.array.shape[1]))
     if sel_cfg is None:
         precheck(algo, n)
-    elif hasattr(algo, "check"):
+    else:
         algo.check()
     out = prepare_cluster_dir(run, key, overwrite)
     record: dict[str, Any] = {
@@ -86,7 +95,7 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         "params": algorithm_params(algo),
         "preprocess": pre_cfg.describe(),
         "config": OmegaConf.to_container(cfg.clustering, resolve=True),
-        "embeddings": str(Path(embeddings).resolve()),
+        "embeddings": run.store_path(embeddings),
         "features": es.manifest.get("features"),
         "ids_sha256": es.index.ids_sha256(),
         "n_points": int(es.array.shape[0]),
@@ -101,10 +110,8 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         t1 = time.perf_counter()
         if sel_cfg is not None:
             sweep = sweep_k(algo, x, sel_cfg, seed=cfg.seed, progress=lambda m: log.info("select_k %s", m))
-            algo.k = sweep["chosen_k"]
+            algo.k = sweep["chosen_k"]  # type: ignore[attr-defined]  (choosable_k: the algorithm has k)
             record["select_k"] = sweep
-            from sslcluster.evaluation.plots import k_selection_curves
-
             k_selection_curves(sweep, out / "plots" / "select_k.png")
             log.info("select_k: %s chose k=%d", sweep["method"], sweep["chosen_k"])
         t_sel = time.perf_counter()
@@ -117,20 +124,19 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
             raise SSLClusterError(f"{cfg.clustering.name} labelled every point as noise; nothing was clustered "
                                   "(try other parameters)")
         t3 = time.perf_counter()
-        for name, arr in (algo.artifacts() if hasattr(algo, "artifacts") else {}).items():
+        artifacts = algo.artifacts()
+        for name, arr in artifacts.items():
             write_npy(out / f"{name}.npy", arr)
         write_npy(out / "labels.npy", labels)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
-    extra = {k: getattr(algo, k) for k in ("inertia", "bic", "n_iter") if getattr(algo, k, None) is not None}
-    if hasattr(algo, "summary"):
-        extra.update(algo.summary())
     record.update({
         "params": algorithm_params(algo),
-        "backend": getattr(algo, "resolved_backend", lambda n: None)(x.shape[0]),
+        "backend": algo.resolved_backend(x.shape[0]),
         "clustered_dim": int(x.shape[1]),
-        "fit_info": extra,
+        "fit_info": algo.fit_info(),
+        "artifacts": sorted(artifacts),
         "quality": quality,
         "times_s": {"preprocess": t1 - t0, "select_k": t_sel - t1, "fit": t2 - t_sel, "quality": t3 - t2},
         "status": "complete",

@@ -1,34 +1,19 @@
-"""Helpers the stages share: building sources and transforms from config, devices, seeds."""
+"""Helpers the stages share: the image source of a split, the export device."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sslcluster.data.sources import ImageSource
 from sslcluster.errors import SSLClusterError
-
-
-def build(node: DictConfig, **kwargs: Any) -> Any:
-    """Instantiate a ``_target_`` node with plain Python containers."""
-    try:
-        return instantiate(node, _convert_="all", **kwargs)
-    except SSLClusterError:
-        raise
-    except Exception as e:  # hydra wraps the constructor's error; surface the innermost one
-        cause = e
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, SSLClusterError):
-            raise cause from None
-        target = node.get("_target_", "?") if isinstance(node, DictConfig) else "?"
-        raise SSLClusterError(f"cannot build {target}: {cause}") from None
+from sslcluster.factory import build, to_plain  # noqa: F401  (kept importable from here)
 
 
 def split_name(cfg: DictConfig, split: str) -> str:
+    """The data set's own name of ``split`` (``data.splits``), refused when the data set has no such split."""
     splits = cfg.data.get("splits") or {}
     if split not in splits:
         raise SSLClusterError(f"split {split!r} is not in data.splits ({', '.join(splits)})")
@@ -36,16 +21,14 @@ def split_name(cfg: DictConfig, split: str) -> str:
 
 
 def build_source(cfg: DictConfig, split: str) -> ImageSource:
+    """The image source (ids, paths, labels) of ``split`` of ``cfg.data``."""
     return build(cfg.data.source, split=split_name(cfg, split))
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available), or the named device, refused when it is CUDA and none is present."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SSLClusterError(f"export.device={name!r} but no CUDA device is available")
     return torch.device(name)
-
-
-def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -7,10 +7,9 @@ read here and nowhere upstream. Pictures (``evaluate.plots``) go to ``clusters/<
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from omegaconf import DictConfig
@@ -18,48 +17,24 @@ from omegaconf import DictConfig
 from sslcluster.errors import SSLClusterError
 from sslcluster.evaluation.metrics import cluster_metrics
 from sslcluster.evaluation.probes import knn_accuracy, linear_probe_accuracy
-from sslcluster.store.embeddings import EmbeddingIndex, read_embeddings, read_index
-from sslcluster.store.clusters import load_clustering  # noqa: F401  (also imported from here)
+from sslcluster.clustering.preprocess import l2_normalize
+from sslcluster.data.resolve import load_image
+from sslcluster.evaluation import plots
+from sslcluster.evaluation.browse import write_cluster_folders
+from sslcluster.naming import read_names
+from sslcluster.store.clusters import Clustering, labels_from_csv, load_clustering  # noqa: F401  (importable here)
+from sslcluster.store.embeddings import EmbeddingIndex, read_embeddings
 from sslcluster.store.io import write_json
 
 log = logging.getLogger(__name__)
 
 
-def labels_from_csv(path: str | Path, ids: list[str]) -> np.ndarray:
-    """Labels for ``ids`` from a CSV with columns id,label; every id must be present."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise SSLClusterError(f"labels file not found: {path}")
-    table: dict[str, int] = {}
-    n_rows = 0
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"id", "label"} <= set(reader.fieldnames):
-            raise SSLClusterError(f"{path}: expected columns id,label, got {reader.fieldnames}")
-        for row in reader:
-            n_rows += 1
-            try:
-                table[row["id"]] = int(row["label"]) if row["label"] not in ("", None) else -1
-            except ValueError:
-                raise SSLClusterError(f"{path}: label {row['label']!r} of id {row['id']!r} is not an integer") from None
-    missing = [i for i in ids if i not in table]
-    if missing:
-        raise SSLClusterError(f"{path}: {len(missing)} of {len(ids)} embedding ids have no label "
-                              f"(first: {missing[:3]}); the labels file does not match the embeddings")
-    if n_rows != len(ids) or len(table) != len(ids):
-        raise SSLClusterError(f"{path}: {n_rows} label rows ({len(table)} distinct ids) for {len(ids)} embeddings; "
-                              "the labels file does not match the embeddings")
-    return np.asarray([table[i] for i in ids], dtype=np.int64)
-
-
 def evaluate_clustering(cfg: DictConfig, cluster_dir: Path) -> dict[str, Any]:
     """External metrics of one clustering, merged with its label-free quality; writes its ``metrics.json``."""
-    record, labels_pred = load_clustering(cluster_dir)
-    index: EmbeddingIndex = read_index(record["embeddings"], with_labels=True)
-    if index.ids_sha256() != record["ids_sha256"] or len(index) != len(labels_pred):
-        raise SSLClusterError(f"{cluster_dir}: its labels.npy ({len(labels_pred)} rows) does not match the ids of "
-                              f"{record['embeddings']} ({len(index)} rows)")
-    labels_true = labels_from_csv(cfg.evaluate.labels, index.ids) if cfg.evaluate.labels else index.labels
+    clustering = Clustering(cluster_dir)
+    record, labels_pred = clustering.load()
+    index = clustering.index(record, labels_pred)
+    labels_true = clustering.held_out_labels(index, cfg.evaluate.labels)
     metrics = cluster_metrics(None, labels_pred, labels_true)
     metrics.update({k: v for k, v in record.get("quality", {}).items() if k not in metrics})
     if record.get("select_k"):
@@ -74,22 +49,17 @@ def evaluate_clustering(cfg: DictConfig, cluster_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-def _image_loader(cfg: DictConfig):
-    from sslcluster.data.resolve import load_image
-
-    root = cfg.data.source.get("root") if "source" in cfg.data else None
-    root = str(root) if root is not None else None
+def _image_loader(cfg: DictConfig, clustering: Clustering) -> Callable[[str], Any]:
+    """Reads an image of the clustering's index (``torchvision:`` paths under the run's data root)."""
+    fallback = cfg.data.source.get("root") if "source" in cfg.data else None
+    root = clustering.data_root(str(fallback) if fallback is not None else None)
     return lambda p: load_image(p, torchvision_root=root)
 
 
 def evaluation_plots(cfg: DictConfig, cluster_dir: Path, record: dict[str, Any], index: EmbeddingIndex,
                      labels_pred: np.ndarray, labels_true: np.ndarray) -> list[Path]:
     """Scatter plots, sample grid, confusion matrix and (SOM) U-matrix and hit map in ``<cluster_dir>/plots``."""
-    from sslcluster.clustering.preprocess import l2_normalize
-    from sslcluster.evaluation import plots
-
-    from sslcluster.naming import read_names
-
+    clustering = Clustering(cluster_dir)
     pc = cfg.evaluate.plots
     out = cluster_dir / "plots"
     written: list[Path] = []
@@ -100,7 +70,7 @@ def evaluation_plots(cfg: DictConfig, cluster_dir: Path, record: dict[str, Any],
         if m not in plots.PROJECTIONS:
             raise SSLClusterError(f"evaluate.plots.projections: {m!r} is not one of {', '.join(plots.PROJECTIONS)}")
     if projections:
-        es = read_embeddings(record["embeddings"], with_labels=False)
+        es = clustering.read_embeddings(record, labels_pred)
         sel = plots.subsample(len(labels_pred), int(pc.max_points), cfg.seed)
         x = np.asarray(es.array[sel], dtype=np.float32)
         if "l2" in record.get("preprocess", []):
@@ -111,17 +81,14 @@ def evaluation_plots(cfg: DictConfig, cluster_dir: Path, record: dict[str, Any],
                                             names, title=f"{record['key']} ({record['algorithm']})",
                                             cluster_names=cluster_names))
     if int(pc.get("images_per_cluster", 0)) > 0:
-        written.append(plots.sample_grid(index.paths, labels_pred, out / "samples.png", _image_loader(cfg),
+        written.append(plots.sample_grid(index.paths, labels_pred, out / "samples.png", _image_loader(cfg, clustering),
                                          per_cluster=int(pc.images_per_cluster),
                                          max_clusters=int(pc.max_clusters), seed=cfg.seed,
                                          cluster_names=cluster_names))
     if (labels_true >= 0).any():
         written.append(plots.confusion_matrix(labels_true, labels_pred, out / "confusion.png", names))
-    if (cluster_dir / "som_weights.npy").exists():
-        weights, bmu = np.load(cluster_dir / "som_weights.npy"), np.load(cluster_dir / "som_bmu.npy")
-        if len(bmu) != len(labels_pred):
-            raise SSLClusterError(f"{cluster_dir}/som_bmu.npy has {len(bmu)} rows for {len(labels_pred)} labels")
-        written += plots.som_maps(weights, bmu, labels_true, out, names, seed=cfg.seed)
+    written += plots.artifact_pictures(clustering.artifacts(record), labels_pred, labels_true, out, names,
+                                       seed=cfg.seed)
     log.info("wrote %d pictures to %s", len(written), out)
     return written
 
@@ -131,19 +98,18 @@ def redraw_plots(cfg: DictConfig, cluster_dir: Path) -> list[Path]:
     plots_cfg = cfg.evaluate.get("plots")
     if plots_cfg is None or not plots_cfg.get("enabled", False):
         return []
-    record, labels_pred = load_clustering(cluster_dir)
-    index = read_index(record["embeddings"], with_labels=True)
-    labels_true = labels_from_csv(cfg.evaluate.labels, index.ids) if cfg.evaluate.labels else index.labels
+    clustering = Clustering(cluster_dir)
+    record, labels_pred = clustering.load()
+    index = clustering.index(record, labels_pred)
+    labels_true = clustering.held_out_labels(index, cfg.evaluate.labels)
     return evaluation_plots(cfg, cluster_dir, record, index, labels_pred, labels_true)
 
 
 def cluster_folders(cfg: DictConfig, cluster_dir: Path, index: EmbeddingIndex, labels_pred: np.ndarray,
                     mode: str) -> Path:
     """Every image of the clustering into ``<cluster_dir>/folders/cluster_<id>/`` (``mode``: symlink | copy)."""
-    from sslcluster.evaluation.browse import write_cluster_folders
-
     out = write_cluster_folders(cluster_dir / "folders", index.ids, index.paths, labels_pred, mode,
-                                load=_image_loader(cfg))
+                                load=_image_loader(cfg, Clustering(cluster_dir)))
     log.info("per-cluster folders: %s", out)
     return out
 

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
@@ -22,7 +22,8 @@ from sslcluster.data.datasets import ImageDataset
 from sslcluster.data.folders import report_skipped
 from sslcluster.data.sources import labels_or_unknown
 from sslcluster.errors import SSLClusterError
-from sslcluster.ssl.methods.base import CONFIG_KEY, SSLMethod
+from sslcluster.ssl.factory import load_method
+from sslcluster.ssl.methods.base import SSLMethod
 from sslcluster.stages.common import build, build_source, resolve_device, to_plain
 from sslcluster.store.embeddings import EmbeddingIndex, ShardedWriter
 from sslcluster.store.io import file_sha256
@@ -32,24 +33,6 @@ log = logging.getLogger(__name__)
 
 FEATURES = ("backbone", "projection", "pixels")
 DEFAULT_SHARD_SIZE = 4096
-
-
-def load_method(checkpoint: str | Path) -> SSLMethod:
-    """Rebuild the method saved in an sslcluster checkpoint from the config stored in it."""
-    from sslcluster.stages.pretrain import build_method
-
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise SSLClusterError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file
-        raise SSLClusterError(f"cannot read checkpoint {path}: {e}") from None
-    if not isinstance(ckpt, dict) or CONFIG_KEY not in ckpt or "state_dict" not in ckpt:
-        raise SSLClusterError(f"{path} is not an sslcluster checkpoint (no {CONFIG_KEY!r} / state_dict)")
-    model = build_method(OmegaConf.create(ckpt[CONFIG_KEY]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
 
 
 def _weights_digest(model: SSLMethod) -> str:
@@ -162,7 +145,7 @@ def export_split(cfg: DictConfig, run: RunDir, split: str, checkpoint: Path | No
     compute_shards(model, dataset, writer, missing, features, device, batch_size, cfg.data.num_workers,
                    desc=f"export {name}")
     folder = writer.finish(index, keep_shards=bool(cfg.export.get("keep_shards", False)), split=split,
-                           features=features, data=cfg.data.name, checkpoint=str(checkpoint) if checkpoint else None,
+                           features=features, data=cfg.data.name, checkpoint=run.store_path(checkpoint) if checkpoint else None,
                            checkpoint_sha256=ckpt_sha, skipped_files=n_skipped,
                            resumed_shards=writer.n_shards - len(missing), config=plan)
     log.info("exported %s %s features of %d images to %s", split, features, len(source), folder)

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -21,8 +19,11 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from sslcluster.data.device_data import build_pretrain_data
 from sslcluster.errors import SSLClusterError, TrainingInterrupted
-from sslcluster.ssl.callbacks import reliability_callbacks
-from sslcluster.ssl.methods.base import CONFIG_KEY, SSLMethod
+from sslcluster.distributed import RUN_KEY_ENV
+from sslcluster.distributed import is_global_rank_zero as is_launch_rank_zero  # noqa: F401  (kept importable)
+from sslcluster.ssl.callbacks import CheckpointOnInterrupt, RNGState, reliability_callbacks
+from sslcluster.ssl.factory import build_method
+from sslcluster.ssl.methods.base import CONFIG_KEY
 from sslcluster.ssl.monitors import LabeledImages, MonitorConfig, OnlineMonitors, labeled_subset
 from sslcluster.ssl.speed import apply_speed, split_trainer_config
 from sslcluster.stages.common import build, build_source, to_plain
@@ -30,74 +31,6 @@ from sslcluster.tracking.loggers import build_logger  # noqa: F401  (kept import
 from sslcluster.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-#: environment variable through which processes started by Lightning's DDP launcher find rank 0's run directory.
-RUN_KEY_ENV = "SSLCLUSTER_RUN_KEY"
-
-
-def is_launch_rank_zero() -> bool:
-    """Whether this process is global rank 0 of its launch (torchrun's ``RANK``, SLURM's ``SLURM_PROCID``, or the
-    ``NODE_RANK``/``LOCAL_RANK`` that Lightning's launcher gives the processes it starts); True when alone."""
-    env = os.environ
-    if "RANK" in env:
-        return int(env["RANK"]) == 0
-    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        return int(env["SLURM_PROCID"]) == 0
-    return int(env.get("NODE_RANK", "0")) == 0 and int(env.get("LOCAL_RANK", "0")) == 0
-
-
-def build_method(cfg: DictConfig) -> SSLMethod:
-    """Backbone + method from config (no data needed)."""
-    backbone = build(cfg.backbone.module)
-    optim = OmegaConf.to_container(cfg.method.optim, resolve=True)
-    return build(cfg.method.module, backbone=backbone, optim=optim, batch_size_per_device=cfg.data.batch_size)
-
-
-class CheckpointOnInterrupt(pl.Callback):
-    """Writes ``last.ckpt`` (atomically, global rank 0 only) when training stops on Ctrl-C or SIGTERM.
-
-    Lightning turns SIGTERM into ``SIGTERMException`` at the next batch boundary and calls ``on_exception``
-    for both; no collective is used here, since other ranks may be gone.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or not trainer.is_global_zero:
-            return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, tmp)
-            os.replace(tmp, self.path)
-        except Exception as e:  # noqa: BLE001 - never mask the interrupt itself
-            tmp.unlink(missing_ok=True)
-            log.error("interrupted, but could not save %s: %s", self.path, e)
-            return
-        log.warning("interrupted (%s) at epoch %d, step %d: saved %s", type(exception).__name__,
-                    trainer.current_epoch, trainer.global_step, self.path)
-
-
-class RNGState(pl.Callback):
-    """Keeps the torch, numpy and Python random states in checkpoints and restores them on resume, so a resumed run
-    draws the same shuffles, augmentations (and MoCo's BN shuffles) as an uninterrupted one would have."""
-
-    def state_dict(self) -> dict[str, Any]:
-        # plain types only, so that Lightning's weights-only checkpoint loading accepts them
-        kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
-        return {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
-                "python": random.getstate()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if not state_dict:
-            return
-        torch.set_rng_state(state_dict["torch"])
-        kind, keys, pos, has_gauss, cached = state_dict["numpy"]
-        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-        random.setstate(state_dict["python"])
-
 
 def resume_path(cfg: DictConfig, run: RunDir) -> Path | None:
     """The checkpoint ``resume`` names: ``null`` (start afresh), ``last`` (this run's last.ckpt) or a path."""

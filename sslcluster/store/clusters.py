@@ -1,30 +1,184 @@
-"""Reading a clustering folder ``clusters/<key>/`` (``record.json`` + ``labels.npy``), as the cluster stage
-writes it (:mod:`sslcluster.stages.cluster`)."""
+"""A clustering folder ``clusters/<key>/`` of a run, as the cluster stage writes it and later stages read it.
+
+``record.json`` (what was clustered and how; ``status`` complete only once ``labels.npy`` is on disk),
+``labels.npy`` (N,) int64 with -1 for noise, the arrays the algorithm declared (``<name>.npy``), and what later
+stages add: ``metrics.json``, ``names.json``, ``plots/``. :class:`Clustering` is the one reader every stage,
+naming and W&B use: it resolves the embeddings the clustering was made from (stored relative to the run), checks
+that they are the same rows, and resolves the held-out labels.
+"""
 
 from __future__ import annotations
 
+import csv
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from sslcluster.errors import SSLClusterError
+from sslcluster.store.embeddings import EmbeddingIndex, Embeddings, EmbeddingSet
 from sslcluster.store.io import read_json
+
+RECORD = "record.json"
+LABELS = "labels.npy"
+
+
+class Clustering:
+    """One clustering of a run, ``<run>/clusters/<key>/``."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    @property
+    def key(self) -> str:
+        return self.path.name
+
+    @property
+    def run_path(self) -> Path:
+        """The run folder the clustering belongs to."""
+        return self.path.parent.parent
+
+    @property
+    def record_path(self) -> Path:
+        return self.path / RECORD
+
+    @property
+    def labels_path(self) -> Path:
+        return self.path / LABELS
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.path / "plots"
+
+    def exists(self) -> bool:
+        """Whether the cluster stage started it (a ``record.json`` is there, complete or not)."""
+        return self.record_path.is_file()
+
+    def record(self) -> dict[str, Any]:
+        """``record.json`` of a complete clustering, or a one-line error."""
+        if not self.record_path.is_file():
+            raise SSLClusterError(f"no clustering at {self.path} ({RECORD} missing); run the cluster stage first")
+        record = read_json(self.record_path)
+        if record.get("status") != "complete":
+            raise SSLClusterError(f"{self.record_path}: status is {record.get('status')!r}, not 'complete'")
+        return record
+
+    def labels(self) -> np.ndarray:
+        """The cluster labels (N,) int64, -1 for noise."""
+        if not self.labels_path.is_file():
+            raise SSLClusterError(f"{self.labels_path} is missing")
+        labels = np.load(self.labels_path)
+        if labels.ndim != 1:
+            raise SSLClusterError(f"{self.labels_path}: expected a 1-D array of labels, got shape {labels.shape}")
+        return labels
+
+    def load(self) -> tuple[dict[str, Any], np.ndarray]:
+        """``(record, labels)`` of a complete clustering."""
+        return self.record(), self.labels()
+
+    def embeddings(self, record: dict[str, Any] | None = None) -> Embeddings:
+        """The embeddings set the clustering was made from (a path relative to the run, or absolute)."""
+        stored = (record or self.record())["embeddings"]
+        p = Path(stored).expanduser()
+        return Embeddings(p if p.is_absolute() else self.run_path / p)
+
+    def _check_rows(self, record: dict[str, Any], index: EmbeddingIndex, n_labels: int, where: Path) -> None:
+        if (record.get("ids_sha256") and index.ids_sha256() != record["ids_sha256"]) or len(index) != n_labels:
+            raise SSLClusterError(f"{self.path}: its {LABELS} ({n_labels} rows) does not match the ids of "
+                                  f"{where} ({len(index)} rows)")
+
+    def index(self, record: dict[str, Any] | None = None, labels: np.ndarray | None = None,
+              with_labels: bool = True) -> EmbeddingIndex:
+        """The index (ids, paths, classes, labels) of the clustered rows, checked to be the clustered rows."""
+        record = record if record is not None else self.record()
+        labels = labels if labels is not None else self.labels()
+        emb = self.embeddings(record)
+        index = emb.index(with_labels=with_labels)
+        self._check_rows(record, index, len(labels), emb.path)
+        return index
+
+    def read_embeddings(self, record: dict[str, Any] | None = None, labels: np.ndarray | None = None,
+                        with_labels: bool = False) -> EmbeddingSet:
+        """The clustered embeddings (N, D) with their index, checked to be the clustered rows."""
+        record = record if record is not None else self.record()
+        labels = labels if labels is not None else self.labels()
+        emb = self.embeddings(record)
+        es = emb.read(with_labels=with_labels)
+        self._check_rows(record, es.index, len(labels), emb.path)
+        return es
+
+    def held_out_labels(self, index: EmbeddingIndex, labels_csv: str | os.PathLike | None = None) -> np.ndarray:
+        """The held-out labels (N,) int64 (-1 unknown) of ``index``'s rows: from a CSV of ``id,label`` when
+        given, else the embeddings' own ``index.csv``."""
+        if labels_csv:
+            return labels_from_csv(labels_csv, index.ids)
+        if index.labels is None:
+            raise SSLClusterError(f"{self.path}: the index was read without labels")
+        return index.labels
+
+    def artifacts(self, record: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """The arrays the algorithm declared (``record['artifacts']``), read from ``<name>.npy``."""
+        record = record if record is not None else self.record()
+        out = {}
+        for name in record.get("artifacts") or []:
+            path = self.path / f"{name}.npy"
+            if not path.is_file():
+                raise SSLClusterError(f"{self.record_path} declares the array {name!r} but {path} is missing")
+            out[name] = np.load(path)
+        return out
+
+    def data_root(self, fallback: str | None = None) -> str | None:
+        """The data set root (for ``torchvision:`` index paths): the run's own ``config.yaml`` first, else
+        ``fallback``."""
+        cfg_path = self.run_path / "config.yaml"
+        if cfg_path.is_file():
+            try:
+                root = ((yaml.safe_load(cfg_path.read_text()) or {}).get("data") or {}).get("source", {}).get("root")
+                if root:
+                    return str(root)
+            except (yaml.YAMLError, AttributeError):
+                pass
+        return str(fallback) if fallback else None
+
+
+def clusterings(run_path: str | os.PathLike) -> list[Clustering]:
+    """The clusterings of a run that have a ``record.json`` (complete or not), by key."""
+    return [Clustering(p.parent) for p in sorted(Path(run_path).glob(f"clusters/*/{RECORD}"))]
 
 
 def load_clustering(cluster_dir: str | Path) -> tuple[dict[str, Any], np.ndarray]:
     """``(record, labels)`` of a complete clustering; labels are int64, shape (N,), -1 for noise."""
-    cluster_dir = Path(cluster_dir)
-    rec_path = cluster_dir / "record.json"
-    if not rec_path.is_file():
-        raise SSLClusterError(f"no clustering at {cluster_dir} (record.json missing); run the cluster stage first")
-    record = read_json(rec_path)
-    if record.get("status") != "complete":
-        raise SSLClusterError(f"{rec_path}: status is {record.get('status')!r}, not 'complete'")
-    lpath = cluster_dir / "labels.npy"
-    if not lpath.is_file():
-        raise SSLClusterError(f"{lpath} is missing")
-    labels = np.load(lpath)
-    if labels.ndim != 1:
-        raise SSLClusterError(f"{lpath}: expected a 1-D array of labels, got shape {labels.shape}")
-    return record, labels
+    return Clustering(cluster_dir).load()
+
+
+def labels_from_csv(path: str | os.PathLike, ids: list[str]) -> np.ndarray:
+    """Labels (N,) int64 for ``ids`` from a CSV with columns id,label; every id must be present."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise SSLClusterError(f"labels file not found: {path}")
+    table: dict[str, int] = {}
+    n_rows = 0
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"id", "label"} <= set(reader.fieldnames):
+            raise SSLClusterError(f"{path}: expected columns id,label, got {reader.fieldnames}")
+        for row in reader:
+            n_rows += 1
+            try:
+                table[row["id"]] = int(row["label"]) if row["label"] not in ("", None) else -1
+            except ValueError:
+                raise SSLClusterError(f"{path}: label {row['label']!r} of id {row['id']!r} is not an integer") from None
+    missing = [i for i in ids if i not in table]
+    if missing:
+        raise SSLClusterError(f"{path}: {len(missing)} of {len(ids)} embedding ids have no label "
+                              f"(first: {missing[:3]}); the labels file does not match the embeddings")
+    if n_rows != len(ids) or len(table) != len(ids):
+        raise SSLClusterError(f"{path}: {n_rows} label rows ({len(table)} distinct ids) for {len(ids)} embeddings; "
+                              "the labels file does not match the embeddings")
+    return np.asarray([table[i] for i in ids], dtype=np.int64)

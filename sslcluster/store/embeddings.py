@@ -298,3 +298,31 @@ class ShardedWriter:
         if not keep_shards:
             shutil.rmtree(self.shards_dir, ignore_errors=True)
         return self.folder
+
+
+class Embeddings:
+    """One embeddings folder (``embeddings/<name>/`` of a run, or one given by the user): the array, its
+    ``index.csv`` and ``manifest.json``, read through :func:`read_embeddings` and friends."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def is_complete(self) -> bool:
+        """Whether the manifest is on disk (it is written last, so the set is finished)."""
+        return (self.path / MANIFEST).exists()
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest of a complete set, or a one-line error naming the folder."""
+        return read_manifest(self.path)
+
+    def index(self, with_labels: bool = False) -> EmbeddingIndex:
+        """Ids, image paths, classes and (``with_labels``) labels (N,) int64, -1 where unknown."""
+        return read_index(self.path, with_labels=with_labels)
+
+    def read(self, with_labels: bool = False, mmap: bool = True) -> EmbeddingSet:
+        """The array (N, D) (memory-mapped by default) with its index and manifest, validated."""
+        return read_embeddings(self.path, with_labels=with_labels, mmap=mmap)

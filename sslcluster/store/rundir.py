@@ -1,4 +1,4 @@
-"""The run directory: the contract every stage reads and writes (see ``docs/design.md``).
+"""The run directory: the contract every stage reads and writes (see ``docs/architecture.md``).
 
 ::
 
@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from sslcluster.errors import SSLClusterError
+from sslcluster.store.clusters import Clustering, clusterings
+from sslcluster.store.embeddings import Embeddings
 from sslcluster.store.io import read_json, write_json, write_text
 
 LOCK_NAME = ".lock"
@@ -95,6 +97,21 @@ def _release_run(path: str | os.PathLike, force: bool = True, generation: int | 
     if force or held[2] <= 0:
         del _HELD[real]
         os.close(held[0])
+
+
+def path_to_store(run_path: str | os.PathLike, path: str | os.PathLike) -> str:
+    """How a path is written into a file of the run at ``run_path``: relative to the run when it lies inside it
+    (so a run moved or copied elsewhere still finds its own files), else absolute (user data stays where it is)."""
+    run_real, real = Path(os.path.realpath(run_path)), Path(os.path.realpath(path))
+    if real == run_real or run_real in real.parents:
+        return real.relative_to(run_real).as_posix()
+    return str(Path(path).expanduser().absolute())
+
+
+def stored_path(run_path: str | os.PathLike, stored: str | os.PathLike) -> Path:
+    """A path read from a file of the run at ``run_path``: relative ones are relative to the run."""
+    p = Path(stored).expanduser()
+    return p if p.is_absolute() else Path(run_path) / p
 
 
 class RunDir:
@@ -175,6 +192,26 @@ class RunDir:
 
     def cluster_dir(self, key: str) -> Path:
         return self.path / "clusters" / check_key(key, "cluster key")
+
+    def embeddings(self, name: str) -> Embeddings:
+        """The embeddings set ``embeddings/<name>/``."""
+        return Embeddings(self.embeddings_dir(name))
+
+    def clustering(self, key: str) -> Clustering:
+        """The clustering ``clusters/<key>/`` (it may not exist yet)."""
+        return Clustering(self.cluster_dir(key))
+
+    def clusterings(self) -> list[Clustering]:
+        """Every clustering of the run that has a ``record.json``, by key."""
+        return clusterings(self.path)
+
+    def store_path(self, path: str | os.PathLike) -> str:
+        """``path`` as written into the run's files (:func:`path_to_store`)."""
+        return path_to_store(self.path, path)
+
+    def resolve(self, stored: str | os.PathLike) -> Path:
+        """A path read from the run's files (:func:`stored_path`)."""
+        return stored_path(self.path, stored)
 
     # -- files ----------------------------------------------------------------------------------------------
     def write_config(self, yaml_text: str) -> None:

@@ -28,8 +28,13 @@ from typing import Any, Iterator
 
 import numpy as np
 from omegaconf import DictConfig
+from PIL import Image
 
+from sslcluster.distributed import is_global_rank_zero
+from sslcluster.data.resolve import load_image
 from sslcluster.errors import SSLClusterError
+from sslcluster.naming import read_names
+from sslcluster.store.clusters import Clustering, clusterings
 from sslcluster.tracking.loggers import finish_wandb, wandb_init_kwargs, wandb_logger_for, wandb_mode
 
 log = logging.getLogger(__name__)
@@ -54,8 +59,6 @@ class ClusterRow:
 
 def _read_names(cluster_dir: Path) -> dict[str, dict[str, Any]]:
     """``names.json`` through the naming module's reader (its schema, and only names made for these labels)."""
-    from sslcluster.naming import read_names
-
     try:
         return {str(k): v for k, v in read_names(cluster_dir).items()}
     except SSLClusterError as e:
@@ -66,17 +69,11 @@ def _read_names(cluster_dir: Path) -> dict[str, dict[str, Any]]:
 def cluster_rows(cluster_dir: str | Path, labels_csv: str | None = None, samples: int = 8,
                  seed: int = 0) -> list[ClusterRow]:
     """One :class:`ClusterRow` per cluster id of ``cluster_dir/labels.npy`` (noise, -1, last), largest first."""
-    from sslcluster.stages.evaluate import labels_from_csv
-    from sslcluster.store.clusters import load_clustering
-    from sslcluster.store.embeddings import read_index
-
     cluster_dir = Path(cluster_dir)
-    record, pred = load_clustering(cluster_dir)
-    index = read_index(record["embeddings"], with_labels=True)
-    if len(index) != len(pred):
-        raise SSLClusterError(f"{cluster_dir}: labels.npy has {len(pred)} rows but {record['embeddings']}"
-                              f"/index.csv has {len(index)}")
-    truth = labels_from_csv(labels_csv, index.ids) if labels_csv else index.labels
+    clustering = Clustering(cluster_dir)
+    record, pred = clustering.load()
+    index = clustering.index(record, pred)
+    truth = clustering.held_out_labels(index, labels_csv)
     classes = index.classes or []
     names = _read_names(cluster_dir)
     rng = np.random.default_rng(seed)
@@ -101,10 +98,6 @@ def cluster_rows(cluster_dir: str | Path, labels_csv: str | None = None, samples
 
 def sample_strip(paths: list[str], side: int = 48, torchvision_root: str | None = None):
     """The images of ``paths`` side by side (RGB, ``side`` pixels high); None when none could be read."""
-    from PIL import Image
-
-    from sslcluster.data.resolve import load_image
-
     tiles = []
     for p in paths:
         try:
@@ -123,13 +116,6 @@ def sample_strip(paths: list[str], side: int = 48, torchvision_root: str | None 
 
 
 # -- the hook --------------------------------------------------------------------------------------------------
-
-def is_rank_zero() -> bool:
-    """Whether this process is global rank zero (Lightning's view: set by the strategy, else the env vars)."""
-    from pytorch_lightning.utilities import rank_zero_only
-
-    return int(getattr(rank_zero_only, "rank", 0) or 0) == 0
-
 
 def offline_run_dir(experiment: Any) -> Path | None:
     """The offline run folder of a W&B run (the one ``wandb sync`` takes), None when the run is online."""
@@ -150,7 +136,7 @@ class Tracker:
     def __init__(self, cfg: DictConfig, run: Any) -> None:
         self.cfg = cfg
         self.run = run
-        self.enabled = cfg.logger.name == "wandb" and is_rank_zero()
+        self.enabled = cfg.logger.name == "wandb" and is_global_rank_zero()
         if self.enabled:
             wandb_mode(cfg)  # a bad mode is reported before any work starts
         self.offline_dir: Path | None = None
@@ -193,7 +179,9 @@ class Tracker:
         lc = self.cfg.logger
         if lc.get("log_tables", True):
             tv_root = self.cfg.data.source.get("root") if "source" in self.cfg.data else None
-            for cdir in sorted(p.parent for p in Path(self.run.path).glob("clusters/*/record.json")):
+            for clustering in clusterings(self.run.path):
+                cdir = clustering.path
+                root = clustering.data_root(str(tv_root) if tv_root else None)
                 try:
                     rows = cluster_rows(cdir, self.cfg.evaluate.get("labels"),
                                         samples=int(lc.get("samples_per_cluster", 8)), seed=int(self.cfg.seed))
@@ -202,7 +190,7 @@ class Tracker:
                     continue
                 table = wandb.Table(columns=list(TABLE_COLUMNS))
                 for r in rows[: int(lc.get("max_table_rows", 200))]:
-                    strip = sample_strip(r.sample_paths, torchvision_root=str(tv_root) if tv_root else None)
+                    strip = sample_strip(r.sample_paths, torchvision_root=root)
                     table.add_data(r.cluster, r.size, wandb.Image(strip) if strip is not None else None, r.name,
                                    r.description, r.majority_label, r.purity)
                 payload[f"clusters/{cdir.name}"] = table

@@ -1,0 +1,58 @@
+"""The interface every clustering algorithm implements, and what the cluster stage and evaluation ask of it.
+
+An algorithm is a dataclass whose fields are its parameters (instantiated from ``configs/clustering/<name>.yaml``).
+It fits on points and returns labels; everything else it produces is declared here, with a default, so the stages
+never probe for optional attributes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class ClusteringAlgorithm:
+    """Base class of the clustering algorithms: ``fit_predict(x: (N, D) float32) -> labels (N,) int64``.
+
+    Noise (where an algorithm has it) is labelled -1. An algorithm whose number of clusters is a parameter names
+    it ``k`` (a dataclass field); k selection (:mod:`sslcluster.clustering.select_k`) sets it.
+    """
+
+    #: whether a fit leaves the Bayesian information criterion in ``self.bic`` (k selection by BIC needs it).
+    provides_bic: ClassVar[bool] = False
+    #: names of fit results (dataclass fields set by ``fit_predict``) recorded in ``record.json``'s ``fit_info``.
+    fit_fields: ClassVar[tuple[str, ...]] = ()
+
+    def check(self) -> None:
+        """Validate the parameters before any work (preprocessing can take minutes); one-line errors."""
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        """Cluster ``x`` (N, D) float32 -> labels (N,) int64, -1 for noise."""
+        raise NotImplementedError
+
+    def requested_k(self) -> int | None:
+        """The number of clusters asked for (checked against the number of points), None when the algorithm
+        finds the number itself."""
+        return self.k if self.choosable_k() is None else None  # type: ignore[attr-defined]
+
+    def choosable_k(self) -> str | None:
+        """None when k selection may set ``k``; otherwise why not (a sentence for the error message)."""
+        if dataclasses.is_dataclass(self) and "k" in {f.name for f in dataclasses.fields(self)}:
+            return None
+        return f"algorithm {type(self).__name__} has no k to choose (it finds the number of clusters itself)"
+
+    def resolved_backend(self, n: int) -> str | None:
+        """The library that fits ``n`` points (for algorithms with a ``backend`` choice), else None."""
+        return None
+
+    def fit_info(self) -> dict[str, Any]:
+        """Numbers about the last fit for ``record.json`` (inertia, BIC, iterations, quantization error, ...)."""
+        return {name: getattr(self, name) for name in self.fit_fields if getattr(self, name) is not None}
+
+    def artifacts(self) -> dict[str, np.ndarray]:
+        """Arrays of the last fit saved beside ``labels.npy`` as ``<name>.npy`` (e.g. a SOM's node weights);
+        their names are recorded in ``record.json`` and evaluation reads them back through
+        :meth:`sslcluster.store.clusters.Clustering.artifacts`."""
+        return {}
