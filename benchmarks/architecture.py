@@ -72,7 +72,8 @@ def figures(root: Path) -> dict:
                 dst_unit = unit_of(target)
                 if not dst_unit or dst_unit == src_unit:
                     continue
-                inside = any(a <= node.lineno <= b for a, b in func_spans)
+                line = getattr(node, "lineno", 0)
+                inside = any(a <= line <= b for a, b in func_spans)
                 (local if inside else top)[src_unit].add(dst_unit)
     functions.sort(reverse=True)
     return {

@@ -6,7 +6,7 @@ project's own stages with the same config, seed, model, optimiser and schedule: 
 export backbone features of the train and test splits, kNN top-1 on the test split (k=200, T=0.1, train split
 as the bank). It prints both accuracies, the difference in points, the training times, and writes a JSON.
 
-The H100 figure (issue 8: 40 epochs on the CIFAR-10 JPEG copy, device within 0.5 points of lightly's) -- not
+The H100 figure (40 epochs on the CIFAR-10 JPEG copy, device within 0.5 points of lightly's) -- not
 measured on a CPU:
 
     mkdir -p .gpu/data && tar xzf .gpu/cifar10-jpeg.tar.gz -C .gpu/data

@@ -1,56 +1,51 @@
 #!/usr/bin/env bash
-# Issue 8's GPU figures, one part per device call (each well inside the 10-minute limit of one command).
+# The CIFAR-10 GPU figures of benchmarks/RESULTS.md, one part per command (each a few minutes on one GPU).
 #
-# On the development machine, once (the data and the wheels the GPU image lacks travel in .gpu/, git-ignored):
-#     bash benchmarks/gpu_session.sh prepare
-# Then on the GPU machine, one call each, with .gpu carried (device tool: carry [".gpu"]):
-#     bash benchmarks/gpu_session.sh check        # versions, CUDA tests (no host syncs in the loop)   ~2 min
-#     bash benchmarks/gpu_session.sh throughput   # model / device / trainer / cpu / lightly img/s      ~4 min
-#     bash benchmarks/gpu_session.sh simclr       # 200 epochs, timed (target < 8 min), kNN, k-means     ~8 min
-#     bash benchmarks/gpu_session.sh fidelity     # 40 epochs, lightly's transform on CPU vs device path ~9 min
-#     bash benchmarks/gpu_session.sh moco         # 200 epochs                                           ~9 min
-#     bash benchmarks/gpu_session.sh rotation     # 200 epochs, linear probe                             ~6 min
-# A session has 30 minutes of device time: check + throughput + simclr + fidelity in one, moco + rotation in
-# another. Every part writes its log and results under $OUT (the device tool brings them back), else .gpu/out.
-# A training part stopped by its time limit is stopped with SIGTERM: last.ckpt is saved and the same part,
-# called again while the machine is warm, resumes it (RESUME=1).
+#   bash benchmarks/gpu_session.sh PART --data DIR [--out DIR] [--work DIR]
+#
+#   PART        check | throughput | simclr | moco | rotation | fidelity
+#     check       versions, CUDA tests (no host synchronisations in the training loop)        ~2 min
+#     throughput  model / device / trainer / cpu / lightly images per second                   ~4 min
+#     simclr      200 epochs, timed, kNN, k-means                                              ~8 min
+#     fidelity    40 epochs, lightly's transform on CPU vs the device path                     ~9 min
+#     moco        200 epochs                                                                   ~9 min
+#     rotation    200 epochs, linear probe                                                     ~6 min
+#   --data DIR  CIFAR-10 as image folders: DIR/train/<class>/*.jpg, DIR/test/<class>/*.jpg
+#               (or --archive FILE.tar.gz holding that layout, extracted once into the work folder)
+#   --out DIR   logs and results (default: gpu-out)
+#   --work DIR  decoded caches and run directories, reused by later parts (default: gpu-work)
+#
+# Needs the project installed (pip install -e .) and a CUDA GPU. A training part is stopped with SIGTERM after
+# LIMIT seconds (default 560): last.ckpt is saved, and the same part with RESUME=1 continues it.
+# For a smoke test on a CPU: TRAINER=cpu EPOCHS=1 BACKBONE="backbone=tiny_cnn" EXTRA="+trainer.limit_train_batches=2".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PART=${1:?usage: gpu_session.sh prepare|check|throughput|simclr|moco|rotation|fidelity}
-OUT=${OUT:-.gpu/out}
-mkdir -p "$OUT"
-WORK=${GPU_WORK:-/tmp/sslc}            # extracted data, decoded caches, runs: kept while the machine stays warm
-DATA=$WORK/data/cifar10
+usage="usage: gpu_session.sh check|throughput|simclr|moco|rotation|fidelity --data DIR|--archive FILE [--out DIR] [--work DIR]"
+PART=${1:?$usage}
+shift
+DATA="" ARCHIVE="" OUT=gpu-out WORK=gpu-work
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --data) DATA=$2; shift 2 ;;
+    --archive) ARCHIVE=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --work) WORK=$2; shift 2 ;;
+    *) echo "gpu_session.sh: unknown option $1; $usage" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$OUT" "$WORK"
+if [ -z "$DATA" ]; then
+  [ -n "$ARCHIVE" ] || { echo "gpu_session.sh: give --data DIR or --archive FILE; $usage" >&2; exit 2; }
+  DATA=$WORK/data/cifar10
+  if [ ! -f "$DATA/.extracted" ]; then
+    mkdir -p "$DATA" && tar xzf "$ARCHIVE" -C "$DATA" && touch "$DATA/.extracted"
+  fi
+fi
+[ -d "$DATA/train" ] && [ -d "$DATA/test" ] || { echo "gpu_session.sh: $DATA has no train/ and test/ folders" >&2; exit 2; }
 LIMIT=${LIMIT:-560}                    # seconds before a training part is sent SIGTERM (checkpoint, exit 143)
-
-if [ "$PART" = prepare ]; then
-  mkdir -p .gpu/whl
-  grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo '/.gpu/' >> .git/info/exclude; }
-  cp ../shared/data/cifar10-jpeg.tar.gz .gpu/
-  # what the GPU image (Python 3.12, torch, torchvision, lightning, sklearn, numba) lacks; antlr4 4.9.3 has no
-  # wheel on PyPI: pip builds one (pure Python) into its cache when hydra-core is installed here.
-  python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 -d .gpu/whl lightly==1.6.0 hydra-core==1.3.8 omegaconf==2.3.1 \
-    umap-learn==0.5.12 pynndescent==0.7.0 faiss-cpu==1.15.1
-  antlr=$(find ~/.cache/pip -name 'antlr4_python3_runtime-4.9.3-py3-none-any.whl' | head -1)
-  [ -n "$antlr" ] || python -m pip wheel -q --no-deps -w .gpu/whl antlr4-python3-runtime==4.9.3
-  [ -n "$antlr" ] && cp "$antlr" .gpu/whl/
-  du -sh .gpu
-  exit 0
-fi
-
-# -- on the GPU machine ---------------------------------------------------------------------------------------
-export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
-python3 -c 'import lightly, hydra, umap' 2>/dev/null || \
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl
-if [ ! -f "$DATA/.extracted" ]; then
-  mkdir -p "$DATA" && tar xzf .gpu/cifar10-jpeg.tar.gz -C "$DATA" && touch "$DATA/.extracted"
-fi
+export PYTHONUNBUFFERED=1
 CACHE=$WORK/cache
 RUNS=$WORK/runs
-# TRAINER / EPOCHS / BACKBONE / EXTRA exist for a smoke test of this script on a CPU, e.g.
-#   TRAINER=cpu EPOCHS=1 BACKBONE="backbone=tiny_cnn" EXTRA="+trainer.limit_train_batches=2" bash ... simclr
 BACKBONE=${BACKBONE:-backbone=resnet18 backbone.module.cifar_stem=true}
 COMMON="data=cifar10_folder data.source.root=$DATA $BACKBONE trainer=${TRAINER:-gpu}
   trainer.max_epochs=${EPOCHS:-200} data.batch_size=512 data.num_workers=16 data.pipeline=device
@@ -90,5 +85,5 @@ case "$PART" in
       data=cifar10_folder "data.source.root=$DATA" augmentation=simclr backbone=resnet18 \
       backbone.module.cifar_stem=true trainer=gpu data.batch_size=512 data.num_workers=16 \
       "data.device_cache.dir=$CACHE" data.scan.validate=header 2>&1 | tee "$OUT/fidelity.log" ;;
-  *) echo "gpu_session.sh: unknown part $PART" >&2; exit 2 ;;
+  *) echo "gpu_session.sh: unknown part $PART; $usage" >&2; exit 2 ;;
 esac

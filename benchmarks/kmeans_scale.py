@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     a = p.parse_args(argv)
     cases = QUICK if a.quick else FULL
     if a.cases:
-        cases = [tuple(int(v) for v in c.split(":")) for c in a.cases.split(",")]
+        cases = [tuple(int(v) for v in c.split(":")) for c in a.cases.split(",")]  # type: ignore[misc]
     print(f"# kmeans_scale | {machine()}", flush=True)
     rows = []
     for n, d, k in cases:

@@ -17,7 +17,7 @@ Every mode runs the same training step (forward of both views in one pass, NT-Xe
 same precision / channels_last / compile settings (``trainer`` through the method's own ``training_step`` and
 the configured optimiser); peak GPU memory is reported per mode on CUDA.
 
-The H100 figure (issue 8) -- not measured on a CPU:
+The H100 figure (benchmarks/RESULTS.md) -- not measured on a CPU:
 
     python benchmarks/throughput.py --data .gpu/cifar10-jpeg.tar.gz --backbone resnet18 --cifar-stem \\
         --batch-size 512 --precision bf16 --channels-last --compile --workers 16 --steps 60 --warmup 20

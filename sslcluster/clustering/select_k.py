@@ -101,12 +101,12 @@ def sweep_k(algo: ClusteringAlgorithm, x: np.ndarray, cfg: SelectKConfig, seed: 
     if cfg.method == "bic":
         curve["bic"] = []
     for k in ks:
-        model = dataclasses.replace(algo, k=k)
+        model = dataclasses.replace(algo, k=k)  # type: ignore[type-var]  # every algorithm is a dataclass
         labels = np.asarray(model.fit_predict(x), dtype=np.int64)
         curve["wcss"].append(wcss(x, labels))
         curve["silhouette"].append(_silhouette(x, labels, cfg.sample_size, seed))
         if cfg.method == "bic":
-            curve["bic"].append(float(model.bic))
+            curve["bic"].append(float(model.bic))  # type: ignore[attr-defined]  # provides_bic
         if progress:
             progress(f"k={k}: wcss={curve['wcss'][-1]:.4g} silhouette={curve['silhouette'][-1]:.4f}")
     if cfg.method == "elbow":

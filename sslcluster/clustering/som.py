@@ -15,7 +15,6 @@ and the hit map with the held-out labels, which never reach the fit.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 

@@ -23,7 +23,7 @@ A view draws all its randomness in one ``torch.rand`` call (B, DRAWS); the rest 
 and those uniforms (:meth:`GPUViewTransform.apply`), which ``torch.compile`` fuses into a few kernels
 (``trainer.speed.compile``).
 
-Why this is written by hand: on the H100 (figures in issue 8) the model alone trains at about 30k
+Why this is written by hand: on an H100 (benchmarks/RESULTS.md) the model alone trains at about 30k
 images/s, lightly's CPU pipeline feeds about 6.2k images/s with 16 workers, and kornia's GPU augmentation only
 about 8.2k images/s; plain batched torch ops run at about 100k images/s. No well-kept library gives per-sample
 parameters with torchvision's sampling semantics at that speed, so the few ops above are implemented here with

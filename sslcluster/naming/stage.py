@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from sslcluster.data.resolve import load_image
@@ -30,7 +29,6 @@ from sslcluster.naming.client import (ClientSettings, NamingClient, NamingError,
 from sslcluster.naming.images import EncodedImage, choose_format, encode_image
 from sslcluster.naming.prompt import Answer, AnswerError, build_messages, parse_answer, prompt_text
 from sslcluster.naming.select import Pick, select_images
-from sslcluster.store.embeddings import read_embeddings
 from sslcluster.store.clusters import Clustering
 from sslcluster.store.io import file_sha256, write_json
 

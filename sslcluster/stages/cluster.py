@@ -110,7 +110,7 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         t1 = time.perf_counter()
         if sel_cfg is not None:
             sweep = sweep_k(algo, x, sel_cfg, seed=cfg.seed, progress=lambda m: log.info("select_k %s", m))
-            algo.k = sweep["chosen_k"]  # type: ignore[attr-defined]  (choosable_k: the algorithm has k)
+            algo.k = sweep["chosen_k"]  # type: ignore[attr-defined]  # choosable_k: it has k
             record["select_k"] = sweep
             k_selection_curves(sweep, out / "plots" / "select_k.png")
             log.info("select_k: %s chose k=%d", sweep["method"], sweep["chosen_k"])

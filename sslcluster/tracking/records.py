@@ -20,7 +20,7 @@ def _is_run(path: Path) -> bool:
 
 
 def list_runs(root: Path) -> list[dict]:
-    rows = []
+    rows: list[dict] = []
     if not root.is_dir():
         return rows
     for path in sorted(p for p in root.iterdir() if _is_run(p)):

@@ -205,7 +205,7 @@ class Tracker:
         if not self.enabled:
             return
         logger = wandb_logger_for(self.run.path)
-        if self.offline_dir is None and getattr(logger, "_experiment", None) is not None:
+        if self.offline_dir is None and logger is not None and getattr(logger, "_experiment", None) is not None:
             self.offline_dir = offline_run_dir(logger._experiment)
         finish_wandb(Path(self.run.path), exit_code=exit_code)
         if self._own is not None:

@@ -362,7 +362,7 @@ def test_compiled_views_equal_eager_views():
     assert torch.allclose(view._view_fn(x, u), ref, atol=1e-4)
 
 
-ROTATION_VIEWS = {  # issue 3's augmentation=rotation: a torchvision Compose, one view
+ROTATION_VIEWS = {  # augmentation=rotation: a torchvision Compose, one view
     "_target_": "torchvision.transforms.Compose",
     "transforms": [
         {"_target_": "torchvision.transforms.Resize", "size": 32},

@@ -1,7 +1,7 @@
 """Checks that need a CUDA device: skipped on CPU machines (CI), run on the GPU machine with
 ``python -m pytest -q tests/ssl/test_cuda.py`` (``benchmarks/gpu_session.sh check``).
 
-The point is the training loop's host-device synchronisations: every one drains the GPU queue, and the issue-8
+The point is the training loop's host-device synchronisations: every one drains the GPU queue, and the
 throughput targets (85% of the model-alone rate) leave little room for one per step. Run with ``-s`` to see
 where each one comes from.
 """

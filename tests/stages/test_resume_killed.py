@@ -1,4 +1,4 @@
-"""Issue 7: a training process stopped by a signal mid-epoch (a real subprocess; the test sends the signal).
+"""A training process stopped by a signal mid-epoch (a real subprocess; the test sends the signal).
 
 - SIGKILL: nothing can be saved; ``last.ckpt`` is the end of the last complete epoch, and ``resume=last`` ends with
   exactly the weights of an uninterrupted run (fixed seed, CPU).
