@@ -113,7 +113,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
     with open_run(cfg, "run", reuse=False) as run, tracking_session(cfg, run) as tracker:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
             with timed("pretrain"):
-                checkpoint = pretrain(cfg, run)
+                checkpoint = pretrain(cfg, run, logger=tracker.training_logger())
             if not is_global_rank_zero():
                 return run  # DDP processes other than rank 0 stop after training
         learned: dict[str, Path] = {}

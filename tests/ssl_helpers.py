@@ -8,9 +8,18 @@ import numpy as np
 import pytorch_lightning as pl
 from PIL import Image, ImageDraw
 
-from sslcluster.config import compose
+from sslcluster.config import compose, config_dir
 from sslcluster.stages.pretrain import pretrain
 from sslcluster.store.rundir import RunDir
+
+#: every method of the config tree (configs/method/<name>.yaml): a new method is tested without editing a list.
+METHODS = sorted(p.stem for p in (config_dir() / "method").glob("*.yaml"))
+
+
+def augmentation_for(method: str) -> str:
+    """The colour-image augmentation config named after ``method``, else SimCLR's views."""
+    return method if (config_dir() / "augmentation" / f"{method}.yaml").is_file() else "simclr"
+
 
 TINY = ["backbone.module.width=8", "backbone.module.depth=2", "logger=none", "monitor.knn=false",
         "monitor.linear=false"]

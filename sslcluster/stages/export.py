@@ -86,7 +86,8 @@ def compute_shards(model: SSLMethod | None, dataset: ImageDataset, writer: Shard
                 f = x.flatten(1)
             else:
                 x = x.to(device, non_blocking=True)
-                f = model.backbone(x) if features == "backbone" else model.project(x)  # type: ignore[union-attr]
+                assert model is not None  # every feature but pixels comes from a model (checked in export_split)
+                f = model.backbone(x) if features == "backbone" else model.project(x)
             chunks.append(f.float().cpu().numpy().astype(writer.dtype, copy=False))
             filled += len(idx)
             bar.update(len(idx))

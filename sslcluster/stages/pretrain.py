@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from sslcluster.config import config_dir
 from sslcluster.data.device_data import build_pretrain_data
 from sslcluster.errors import SSLClusterError, TrainingInterrupted
 from sslcluster.distributed import RUN_KEY_ENV
@@ -27,7 +28,7 @@ from sslcluster.ssl.methods.base import CONFIG_KEY
 from sslcluster.ssl.monitors import LabeledImages, MonitorConfig, OnlineMonitors, labeled_subset
 from sslcluster.ssl.speed import apply_speed, split_trainer_config
 from sslcluster.stages.common import build, build_source, to_plain
-from sslcluster.tracking.loggers import build_logger  # noqa: F401  (kept importable from here)
+from sslcluster.tracking.loggers import build_logger, finish_wandb
 from sslcluster.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -106,15 +107,18 @@ def check_augmentation(cfg: DictConfig) -> None:
     """Warn when a method-specific augmentation is used with another method (e.g. augmentation=simclr with
     method=rotation), and refuse one view for a two-view method."""
     aug, method = str(cfg.augmentation.name), str(cfg.method.name)
-    methods = ("simclr", "moco", "rotation")
-    if aug in methods and aug != method:
+    if aug != method and (config_dir() / "method" / f"{aug}.yaml").is_file():  # an augmentation named after a method
         log.warning("augmentation=%s with method=%s: did you mean augmentation=%s?", aug, method, method)
-    if aug == "rotation" and int(cfg.method.get("views", 1)) > 1:
-        raise SSLClusterError(f"method={method} needs {cfg.method.views} views; augmentation=rotation gives 1")
+    given = cfg.augmentation.get("views_per_image")  # declared by augmentations of a fixed number of views
+    if given is not None and int(cfg.method.get("views", 1)) > int(given):
+        raise SSLClusterError(f"method={method} needs {cfg.method.views} views; augmentation={aug} gives {given}")
 
 
-def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None = None) -> Path:
-    """Train ``cfg.method`` on the train split's images (no labels) and return the last checkpoint's path."""
+def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None = None, logger: Any = None) -> Path:
+    """Train ``cfg.method`` on the train split's images (no labels) and return the last checkpoint's path.
+
+    ``logger``: the Lightning logger to train with (the pipeline passes its tracker's, so later results join the
+    same W&B run); None builds one from ``cfg.logger`` here and finishes it when training ends."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     check_augmentation(cfg)
     ckpt_path = resume_path(cfg, run)
@@ -151,12 +155,16 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
                                                  or not torch.cuda.is_available()):
         raise SSLClusterError("trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm is GPU-only); "
                               "on CPU leave it false")
-    trainer = pl.Trainer(**trainer_kwargs, default_root_dir=str(run.path), logger=build_logger(cfg, run),
-                         callbacks=all_callbacks)
+    own_logger = logger is None
+    if own_logger:
+        logger = build_logger(cfg, run)
+    trainer = pl.Trainer(**trainer_kwargs, default_root_dir=str(run.path), logger=logger, callbacks=all_callbacks)
     previous = os.environ.get(RUN_KEY_ENV)
     os.environ[RUN_KEY_ENV] = run.key  # processes started by Lightning's DDP launcher reuse this run directory
+    failed = True
     try:
         trainer.fit(model, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        failed = False
     except SIGTERMException:  # Lightning's SIGTERMException is a SystemExit with status 0: make it a failure
         raise TrainingInterrupted(f"training stopped by SIGTERM at step {trainer.global_step}; {last} saved, "
                                   f"continue with run.key={run.key} resume=last") from None
@@ -165,6 +173,8 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
             os.environ.pop(RUN_KEY_ENV, None)
         else:
             os.environ[RUN_KEY_ENV] = previous
+        if own_logger:
+            finish_wandb(logger, exit_code=1 if failed else 0)
     if trainer.is_global_zero and not last.exists():
         raise SSLClusterError(f"training ended without writing {last}")
     return last

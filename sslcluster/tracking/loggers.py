@@ -5,8 +5,9 @@ the user set it, else ``logger.mode`` (``offline`` by default); asking for ``onl
 back to offline with a warning, so a run never stops at a login prompt. The run files land in
 ``<run dir>/wandb/offline-run-*/`` and are uploaded later with ``wandb sync <that folder>``.
 
-The logger built for a run is remembered (per run directory) so the post-evaluation hook
-(:mod:`sslcluster.tracking.wandb_log`) logs into the *same* W&B run that received the training curves.
+Whoever builds a logger owns it and passes it on: the pipeline's :class:`sslcluster.tracking.wandb_log.Tracker`
+builds the pretraining logger and hands it to the pretrain stage, so the post-evaluation summary lands in the *same*
+W&B run that received the training curves; a pretrain stage run alone builds and finishes its own.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ log = logging.getLogger(__name__)
 
 LOGGERS = ("csv", "none", "tensorboard", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
-
-#: WandbLogger per run directory (resolved path), created by :func:`build_logger` in this process.
-_WANDB_LOGGERS: dict[str, Any] = {}
 
 
 def tensorboard_available() -> bool:
@@ -95,19 +93,11 @@ def wandb_init_kwargs(cfg: DictConfig, run_path: Path, run_key: str, job_type: s
     }
 
 
-def finish_wandb(run_path: Path | None = None, exit_code: int = 0) -> None:
-    """Finish the W&B run(s) this module started (for ``run_path``, or all) so the next run starts fresh."""
-    keys = [str(Path(run_path).resolve())] if run_path is not None else list(_WANDB_LOGGERS)
-    for key in keys:
-        logger = _WANDB_LOGGERS.pop(key, None)
-        exp = getattr(logger, "_experiment", None) if logger is not None else None
-        if exp is not None and hasattr(exp, "finish"):
-            exp.finish(exit_code=exit_code)
-
-
-def wandb_logger_for(run_path: Path) -> Any | None:
-    """The WandbLogger :func:`build_logger` made for ``run_path`` in this process, if any."""
-    return _WANDB_LOGGERS.get(str(Path(run_path).resolve()))
+def finish_wandb(logger: Any, exit_code: int = 0) -> None:
+    """Finish the W&B run of a Lightning ``WandbLogger`` if it started one (other loggers: nothing to do)."""
+    exp = getattr(logger, "_experiment", None)  # set by WandbLogger once its run exists (rank zero only)
+    if exp is not None and callable(getattr(exp, "finish", None)):
+        exp.finish(exit_code=exit_code)
 
 
 def build_logger(cfg: DictConfig, run: Any) -> Any:
@@ -130,9 +120,6 @@ def build_logger(cfg: DictConfig, run: Any) -> Any:
             import wandb  # noqa: F401
         except ImportError:
             raise SSLClusterError("logger=wandb needs the wandb package (pip install wandb)") from None
-        finish_wandb()  # a run left open by an earlier (failed) job must not swallow this one
         kwargs = wandb_init_kwargs(cfg, Path(run.path), run.key, job_type=str(cfg.logger.get("job_type") or "train"))
-        logger = pl.loggers.WandbLogger(save_dir=kwargs.pop("dir"), log_model=False, **kwargs)
-        _WANDB_LOGGERS[str(Path(run.path).resolve())] = logger
-        return logger
+        return pl.loggers.WandbLogger(save_dir=kwargs.pop("dir"), log_model=False, **kwargs)
     raise SSLClusterError(f"unknown logger {name!r}; valid: {', '.join(LOGGERS)}")

@@ -11,15 +11,11 @@ with ``job_type=evaluate`` (e.g. ``checkpoint=...`` or ``embeddings=...`` runs):
   ``names.json`` exists, the majority held-out label and the purity against held-out labels.
 
 The run is then finished; in offline mode the folder to upload is printed (``wandb sync <folder>``).
-:func:`read_offline_run` reads an offline run's ``.wandb`` file back (config, summary, history keys) without W&B's
-servers, for tests and for checking what a run holds before syncing it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import struct
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,7 +31,7 @@ from sslcluster.data.resolve import load_image
 from sslcluster.errors import SSLClusterError
 from sslcluster.naming import read_names
 from sslcluster.store.clusters import Clustering, clusterings
-from sslcluster.tracking.loggers import finish_wandb, wandb_init_kwargs, wandb_logger_for, wandb_mode
+from sslcluster.tracking.loggers import build_logger, finish_wandb, wandb_init_kwargs, wandb_mode
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +136,19 @@ class Tracker:
         if self.enabled:
             wandb_mode(cfg)  # a bad mode is reported before any work starts
         self.offline_dir: Path | None = None
+        self._logger: Any | None = None  # the pretraining logger this tracker built (training_logger)
         self._own: Any | None = None  # a W&B run this tracker started (no training in this process)
 
+    def training_logger(self) -> Any:
+        """The Lightning logger of ``cfg.logger`` for pretraining (every rank; False for ``logger=none``). Built
+        once; with ``logger=wandb`` its W&B run receives the post-evaluation results too."""
+        if self._logger is None:
+            self._logger = build_logger(self.cfg, self.run)
+        return self._logger
+
     def _experiment(self) -> Any:
-        logger = wandb_logger_for(self.run.path)
-        if logger is not None:
-            return logger.experiment  # the run that received the training curves
+        if self._logger is not None and self.cfg.logger.name == "wandb":
+            return self._logger.experiment  # the run that received the training curves
         import wandb
 
         self._own = wandb.init(**wandb_init_kwargs(self.cfg, Path(self.run.path), self.run.key,
@@ -204,10 +207,10 @@ class Tracker:
         """Finish the W&B run of this pipeline run (idempotent); say where offline files are and how to sync."""
         if not self.enabled:
             return
-        logger = wandb_logger_for(self.run.path)
-        if self.offline_dir is None and logger is not None and getattr(logger, "_experiment", None) is not None:
-            self.offline_dir = offline_run_dir(logger._experiment)
-        finish_wandb(Path(self.run.path), exit_code=exit_code)
+        started = getattr(self._logger, "_experiment", None)  # WandbLogger's run, once it exists
+        if self.offline_dir is None and started is not None:
+            self.offline_dir = offline_run_dir(started)
+        finish_wandb(self._logger, exit_code=exit_code)
         if self._own is not None:
             self._own.finish(exit_code=exit_code)
             self._own = None
@@ -226,105 +229,3 @@ def tracking_session(cfg: DictConfig, run: Any) -> Iterator[Tracker]:
         tracker.close(exit_code=1)
         raise
     tracker.close(0)
-
-
-# -- reading an offline run back -----------------------------------------------------------------------------
-
-_BLOCK = 32768
-_HEADER = 7
-
-
-def _wandb_records(path: Path) -> Iterator[bytes]:
-    """The records of a ``.wandb`` file (W&B's LevelDB-style log: 7-byte header, 32 KiB blocks, chunked records)."""
-    data = path.read_bytes()
-    if len(data) < _HEADER:  # nothing written yet
-        return
-    if data[:4] != b":W&B":
-        raise SSLClusterError(f"{path} is not a W&B run file")
-    pos, pending = _HEADER, b""
-    while pos + _HEADER <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < _HEADER:
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
-        if kind == 0 and length == 0:  # zero padding to the end of the block
-            pos += left
-            continue
-        chunk = data[pos + _HEADER:pos + _HEADER + length]
-        pos += _HEADER + length
-        if kind == 1:
-            yield chunk
-        elif kind == 2:
-            pending = chunk
-        elif kind == 3:
-            pending += chunk
-        elif kind == 4:
-            yield pending + chunk
-            pending = b""
-
-
-def _set_nested(d: dict[str, Any], keys: list[str], value: Any) -> None:
-    for k in keys[:-1]:
-        d = d.setdefault(k, {})
-    d[keys[-1]] = value
-
-
-def read_offline_run(folder: str | Path, wait_s: float = 0.0) -> dict[str, Any]:
-    """What an offline W&B run folder holds: ``project``, ``group``, ``name``, ``job_type``, ``tags``, ``config``,
-    ``summary`` (latest values, nested keys as dicts), ``history_keys``, ``files`` (under ``files/``) and
-    ``complete`` (the run's exit record is on disk). W&B's service writes the file in blocks, possibly after
-    ``finish()`` returned: ``wait_s`` polls that long for the exit record."""
-    import time
-
-    folder = Path(folder)
-    deadline = time.monotonic() + wait_s
-    while True:
-        out = _parse_offline_run(folder)
-        if out["complete"] or time.monotonic() >= deadline:
-            return out
-        time.sleep(0.2)
-
-
-def _parse_offline_run(folder: Path) -> dict[str, Any]:
-    from google.protobuf.message import DecodeError
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    files = sorted(folder.glob("run-*.wandb"))
-    if not files:
-        raise SSLClusterError(f"no run-*.wandb file in {folder}")
-    out: dict[str, Any] = {"project": None, "group": None, "name": None, "job_type": None, "tags": [],
-                           "config": {}, "summary": {}, "history_keys": set(), "complete": False}
-    for data in _wandb_records(files[0]):
-        rec = pb.Record()
-        try:
-            rec.ParseFromString(data)
-        except DecodeError:  # a record still being written
-            break
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            r = rec.run
-            out.update(project=r.project, group=r.run_group, name=r.display_name, job_type=r.job_type,
-                       tags=list(r.tags))
-            for item in r.config.update:
-                out["config"][item.key] = json.loads(item.value_json)
-        elif kind == "config":
-            for item in rec.config.update:
-                _set_nested(out["config"], list(item.nested_key) or [item.key], json.loads(item.value_json))
-        elif kind == "summary":
-            for item in rec.summary.update:
-                _set_nested(out["summary"], list(item.nested_key) or [item.key], json.loads(item.value_json))
-        elif kind == "history":
-            for item in rec.history.item:
-                out["history_keys"].add(item.nested_key[0] if item.nested_key else item.key)
-        elif kind == "exit":
-            out["complete"] = True
-    out["config"].pop("_wandb", None)
-    files_dir = folder / "files"
-    out["files"] = sorted(str(p.relative_to(files_dir)) for p in files_dir.rglob("*") if p.is_file())
-    return out
-
-
-def offline_runs(run_dir: str | Path) -> list[Path]:
-    """The offline W&B run folders inside a run directory (``<run>/wandb/offline-run-*``), oldest first."""
-    return sorted(Path(run_dir).glob("wandb/offline-run-*"))

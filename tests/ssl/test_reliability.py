@@ -144,11 +144,12 @@ def test_nan_embeddings_are_refused_before_clustering(tiny, tmp_path):
 CLUSTER_SCRIPT = textwrap.dedent("""
     import sys, time
     import sslcluster.stages.cluster as cl
+    from sslcluster.clustering.base import ClusteringAlgorithm
     from sslcluster.config import compose
     from sslcluster.pipeline import stage_cluster
 
     real_build = cl.build
-    class Slow:  # the configured algorithm, taking long enough to be killed mid-fit
+    class Slow(ClusteringAlgorithm):  # the configured algorithm, taking long enough to be killed mid-fit
         def __init__(self, algo):
             self.algo = algo
         def fit_predict(self, x):

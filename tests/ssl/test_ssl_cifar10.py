@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from ssl_helpers import METHODS
 
 from sslcluster.config import compose
 from sslcluster.pipeline import run_pipeline
@@ -52,7 +53,7 @@ def cifar10_subset(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("method", ["rotation", "simclr", "moco"])
+@pytest.mark.parametrize("method", METHODS)
 def test_each_method_runs_on_cifar10_folder(method, cifar10_subset, tmp_path):
     cfg = compose([
         f"run.root={tmp_path}", f"run.key={method}", f"method={method}", f"augmentation={method}",

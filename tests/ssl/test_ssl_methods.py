@@ -20,7 +20,7 @@ from sslcluster.stages.export import load_method
 from sslcluster.stages.pretrain import build_method, pretrain
 from sslcluster.store.rundir import RunDir
 
-from ssl_helpers import TINY, EpochLosses, make_image_folder, train_losses
+from ssl_helpers import METHODS, TINY, EpochLosses, augmentation_for, make_image_folder, train_losses
 
 # Digits: the default data and each method's default augmentation for it.
 DIGITS = {
@@ -45,10 +45,10 @@ def image_folder(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("imgs"), per_class=32, size=16)
 
 
-@pytest.mark.parametrize("method", ["rotation", "simclr", "moco"])
+@pytest.mark.parametrize("method", METHODS)
 def test_trains_on_digits_with_loss_going_down(method, tmp_path):
     losses, ckpt = train_losses(tmp_path, [f"method={method}", "trainer.max_epochs=4", "data.batch_size=64",
-                                           *DIGITS[method]])
+                                           *DIGITS.get(method, [])])
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
     assert losses[-1] < 0.97 * losses[0], losses
     # the checkpoint rebuilds the method, and export's projection features work
@@ -57,12 +57,12 @@ def test_trains_on_digits_with_loss_going_down(method, tmp_path):
     assert model.backbone(x).shape == (5, 16) and model.project(x).ndim == 2
 
 
-@pytest.mark.parametrize("method", ["rotation", "simclr", "moco"])
+@pytest.mark.parametrize("method", METHODS)
 def test_trains_on_image_folder_with_loss_going_down(method, image_folder, tmp_path):
-    losses, _ = train_losses(tmp_path, [f"method={method}", f"augmentation={method}", "data=image_folder",
+    losses, _ = train_losses(tmp_path, [f"method={method}", f"augmentation={augmentation_for(method)}", "data=image_folder",
                                         f"data.source.root={image_folder}", "data.image_size=16",
                                         "data.batch_size=16", "data.num_workers=0", "trainer.max_epochs=8",
-                                        "method.optim.base_batch_size=16", *FOLDER[method]])
+                                        "method.optim.base_batch_size=16", *FOLDER.get(method, MILD)])
     assert len(losses) == 8 and all(math.isfinite(x) for x in losses)
     assert losses[-1] < 0.97 * losses[0], losses
 
@@ -112,7 +112,7 @@ def test_vit_config_trains_a_step(tmp_path):
     assert len(losses) == 1 and math.isfinite(losses[0])
 
 
-@pytest.mark.parametrize("group,name,valid", [("method", "byol", ["moco", "rotation", "simclr"]),
+@pytest.mark.parametrize("group,name,valid", [("method", "no_such_method", METHODS),
                                               ("backbone", "resnet99", ["resnet18", "tiny_cnn", "vit"])])
 def test_unknown_method_or_backbone_lists_the_valid_ones(group, name, valid):
     with pytest.raises(SSLClusterError) as e:

@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 from sslcluster.cli import main
-from sslcluster.tracking.wandb_log import offline_runs, read_offline_run
+from wandb_reader import offline_runs, read_offline_run
 
 REPO = Path(__file__).resolve().parents[2]
 

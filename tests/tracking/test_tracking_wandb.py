@@ -18,7 +18,9 @@ from sslcluster.config import compose
 from sslcluster.errors import SSLClusterError
 from sslcluster.pipeline import run_pipeline, stage_evaluate
 from sslcluster.store.embeddings import read_index
-from sslcluster.tracking.wandb_log import Tracker, cluster_rows, offline_runs, read_offline_run
+from wandb_reader import offline_runs, read_offline_run
+
+from sslcluster.tracking.wandb_log import Tracker, cluster_rows
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """What every method shares: the backbone, the optimiser and schedule, and the run config in checkpoints.
 
-A method subclass adds its head(s) and loss and implements ``training_step``; nothing here knows the data set.
+A method subclass adds its head(s) and loss and implements ``training_step`` and ``project``; nothing here knows
+the data set. Methods with a momentum (EMA) encoder add :class:`sslcluster.ssl.methods.momentum.MomentumEncoder`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class SSLMethod(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features (B, D) of images (B, C, H, W)."""
         return self.backbone(x)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The method's own embedding (B, P) of images (B, C, H, W): the output of the head the loss acts on
+        (``export.features=projection``, ``cluster.features=projection``). Every method defines it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define project()")
 
     def compile_targets(self) -> list[nn.Module]:
         """The modules ``trainer.speed.compile`` compiles: those that carry nearly all the compute."""

@@ -14,25 +14,23 @@ that a step's keys never wrap around its end.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Sequence
 
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import MoCoProjectionHead
-from lightly.models.utils import (batch_shuffle, batch_shuffle_distributed, batch_unshuffle,
-                                  batch_unshuffle_distributed, deactivate_requires_grad, update_momentum)
-from lightly.utils.scheduler import cosine_schedule
+from lightly.models.utils import batch_shuffle, batch_shuffle_distributed, batch_unshuffle, batch_unshuffle_distributed
 from torch import nn
 
 from sslcluster.errors import SSLClusterError
 from sslcluster.ssl.methods.base import SSLMethod
+from sslcluster.ssl.methods.momentum import MomentumEncoder
 from sslcluster.ssl.optim import OptimConfig
 
 QUEUE_KEY = "sslcluster_moco_queue"
 
 
-class MoCo(SSLMethod):
+class MoCo(MomentumEncoder, SSLMethod):
     """Args: see :class:`SSLMethod`; ``temperature`` of InfoNCE; ``queue_size`` negatives; ``momentum`` start and
     ``momentum_end`` of the key encoder's EMA; projection head sizes; ``shuffle_bn`` for the key encoder."""
 
@@ -45,12 +43,7 @@ class MoCo(SSLMethod):
             raise SSLClusterError(f"method.module.temperature={temperature} must be positive")
         if queue_size < 1:
             raise SSLClusterError(f"method.module.queue_size={queue_size} must be positive")
-        if not 0.0 <= momentum <= momentum_end <= 1.0:
-            raise SSLClusterError(f"method.module.momentum={momentum}, momentum_end={momentum_end}: need "
-                                  "0 <= momentum <= momentum_end <= 1")
         self.queue_size = queue_size
-        self.momentum = momentum
-        self.momentum_end = momentum_end
         self.shuffle_bn = shuffle_bn
         if key_bn_splits < 1 or batch_size_per_device % key_bn_splits:
             raise SSLClusterError(f"method.module.key_bn_splits={key_bn_splits} must divide data.batch_size="
@@ -58,10 +51,7 @@ class MoCo(SSLMethod):
         self.key_bn_splits = key_bn_splits
         self.check_queue(1)
         self.projection_head = MoCoProjectionHead(backbone.out_dim, hidden_dim, output_dim)
-        self.backbone_momentum = copy.deepcopy(self.backbone)
-        self.projection_head_momentum = copy.deepcopy(self.projection_head)
-        deactivate_requires_grad(self.backbone_momentum)
-        deactivate_requires_grad(self.projection_head_momentum)
+        self.init_momentum(["backbone", "projection_head"], momentum, momentum_end)
         self.criterion = NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, output_dim),
                                     gather_distributed=gather_distributed)
 
@@ -131,19 +121,12 @@ class MoCo(SSLMethod):
     def host_scalars(self) -> dict[str, float]:
         return {**super().host_scalars(), "train/momentum": self.current_momentum()}
 
-    def current_momentum(self) -> float:
-        """EMA momentum at this step: cosine from ``momentum`` to ``momentum_end`` over the run."""
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        return cosine_schedule(min(self.global_step, total), total, self.momentum, self.momentum_end)
-
     def training_step(self, batch: tuple[Sequence[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
         views, _ = batch
         if len(views) < 2:
             raise SSLClusterError(f"method=moco needs two views per image; the augmentation gives {len(views)}")
         x_q, x_k = views[0], views[1]
-        m = self.current_momentum()
-        update_momentum(self.backbone, self.backbone_momentum, m)
-        update_momentum(self.projection_head, self.projection_head_momentum, m)
+        self.step_momentum()
         q = self.project(x_q)
         k = self.project_momentum(x_k)
         # InfoNCE: positive = own key, negatives = the queue (before this step's keys are enqueued).

@@ -1,0 +1,57 @@
+"""A momentum (EMA) copy of a method's encoder, for MoCo and other methods with a teacher (BYOL, DINO).
+
+The copy follows the online modules by an exponential moving average (lightly's ``update_momentum``) whose momentum
+rises from ``momentum`` to ``momentum_end`` on a cosine schedule over the run (lightly's ``cosine_schedule``), as in
+MoCo v2's lightly benchmark and BYOL (Grill et al. 2020).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import nn
+
+from sslcluster.errors import SSLClusterError
+
+
+class MomentumEncoder:
+    """Mixin for an :class:`~sslcluster.ssl.methods.base.SSLMethod`: frozen EMA copies of named online modules.
+
+    Call :meth:`init_momentum` in ``__init__`` after the online modules exist, :meth:`step_momentum` at the start of
+    every training step; ``<name>_momentum`` is the copy of ``<name>``.
+    """
+
+    momentum: float
+    momentum_end: float
+    _momentum_pairs: list[tuple[str, str]]
+
+    def init_momentum(self, names: list[str], momentum: float, momentum_end: float) -> None:
+        """Make ``<name>_momentum`` (a frozen deep copy) for every module ``name``; check the schedule."""
+        if not 0.0 <= momentum <= momentum_end <= 1.0:
+            raise SSLClusterError(f"method.module.momentum={momentum}, momentum_end={momentum_end}: need "
+                                  "0 <= momentum <= momentum_end <= 1")
+        self.momentum = momentum
+        self.momentum_end = momentum_end
+        self._momentum_pairs = []
+        for name in names:
+            online: nn.Module = getattr(self, name)
+            copy_ = copy.deepcopy(online)
+            deactivate_requires_grad(copy_)
+            setattr(self, f"{name}_momentum", copy_)
+            self._momentum_pairs.append((name, f"{name}_momentum"))
+
+    def current_momentum(self) -> float:
+        """EMA momentum at this step: cosine from ``momentum`` to ``momentum_end`` over the run."""
+        trainer = getattr(self, "_trainer", None)  # LightningModule's own attribute: None outside a fit
+        total = int(trainer.estimated_stepping_batches) if trainer is not None else 1
+        step = int(getattr(self, "global_step", 0))
+        return cosine_schedule(min(step, total), total, self.momentum, self.momentum_end)
+
+    def step_momentum(self) -> float:
+        """Move every copy towards its online module by this step's momentum; returns the momentum used."""
+        m = self.current_momentum()
+        for online, ema in self._momentum_pairs:
+            update_momentum(getattr(self, online), getattr(self, ema), m)
+        return m
