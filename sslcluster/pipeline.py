@@ -9,10 +9,11 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sslcluster.config import to_yaml
 from sslcluster.distributed import RUN_KEY_ENV, is_global_rank_zero
@@ -22,7 +23,7 @@ from sslcluster.stages.evaluate import evaluate_clustering, evaluate_representat
 from sslcluster.stages.export import export_split
 from sslcluster.stages.pretrain import pretrain
 from sslcluster.stages.report import report
-from sslcluster.store.embeddings import read_manifest
+from sslcluster.store.embeddings import Embeddings, read_manifest
 from sslcluster.store.io import write_text
 from sslcluster.store.rundir import RunDir
 from sslcluster.tracking.wandb_log import tracking_session
@@ -30,6 +31,32 @@ from sslcluster.tracking.wandb_log import tracking_session
 log = logging.getLogger(__name__)
 
 BASELINE_PREFIX = "pixels_"
+
+
+@dataclass
+class Representation:
+    """One representation a run compares: its embeddings per split (kNN and linear probe score ``train`` against
+    ``test``) and the embeddings it clusters. Its results enter ``metrics.json`` under ``metric_prefix``, its
+    clustering under the key ``key_prefix + <cluster key>``; the name is recorded in the clustering's record."""
+
+    name: str
+    metric_prefix: str
+    key_prefix: str
+    splits: dict[str, Path] = field(default_factory=dict)
+    clustered: Path | None = None
+    named: bool = False  # whether its clustering is named (naming.enabled) before evaluation
+
+    def cluster_key(self, cfg: DictConfig) -> str:
+        return self.key_prefix + cluster_key(cfg)
+
+
+#: the representations a run can hold, by the name recorded in ``record.json``: metric and key prefixes.
+REPRESENTATIONS = {"learned": ("", ""), "pixels": (BASELINE_PREFIX, "pixels-")}
+
+
+def representation_of(embeddings: Embeddings) -> str:
+    """The representation an embeddings set holds: ``pixels`` for raw pixels, else ``learned``."""
+    return "pixels" if embeddings.manifest().get("features") == "pixels" else "learned"
 
 
 def _existing_file(path: str | None, what: str) -> Path | None:
@@ -86,79 +113,96 @@ def cluster_key(cfg: DictConfig, prefix: str = "") -> str:
     return f"{prefix}{base}"
 
 
+class _Timer:
+    """Wall time per stage, for ``time_<stage>_s`` in metrics.json (where a run's minutes go)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def export_representations(cfg: DictConfig, run: RunDir, checkpoint: Path | None, embeddings: Path | None,
+                           timed: _Timer) -> list[Representation]:
+    """Export what the run compares: the learned features (or the given ``embeddings``) and the pixel baseline."""
+    split = cfg.cluster.split
+    learned = Representation("learned", *REPRESENTATIONS["learned"])
+    learned.named = cfg.get("naming") is not None and bool(cfg.naming.enabled)
+    if embeddings is not None:
+        learned.splits[split] = learned.clustered = embeddings
+    elif cfg.stages.export:
+        with timed("export"):
+            for s in dict.fromkeys([*cfg.export.splits, split]):
+                learned.splits[s] = export_split(cfg, run, s, checkpoint, cfg.export.features)
+            learned.clustered = learned.splits[split]
+            if cfg.cluster.features != cfg.export.features:
+                learned.clustered = export_split(cfg, run, split, checkpoint, cfg.cluster.features,
+                                                 name=clustered_embeddings_name(cfg))
+    reps = [learned]
+    if cfg.stages.baseline and embeddings is None:
+        pixels = Representation("pixels", *REPRESENTATIONS["pixels"])
+        with timed("baseline"):
+            for s in dict.fromkeys([*learned.splits, split]):
+                pixels.splits[s] = export_split(cfg, run, s, None, "pixels")
+        pixels.clustered = pixels.splits[split]
+        reps.append(pixels)
+    return reps
+
+
+def score_representation(cfg: DictConfig, run: RunDir, rep: Representation, timed: _Timer) -> dict[str, Any]:
+    """Cluster (name) and evaluate one representation; its metrics under its prefix."""
+    metrics: dict[str, Any] = {}
+    stage = "cluster" if rep.name == "learned" else "baseline"
+    if rep.clustered is not None and cfg.stages.cluster:
+        with timed(stage):
+            cdir = cluster(cfg, run, rep.clustered, rep.cluster_key(cfg), overwrite=cfg.run.overwrite,
+                           representation=rep.name, primary=True)
+        if rep.named:  # before evaluation, so the pictures carry the names
+            from sslcluster.naming import name_in_pipeline  # the naming client is imported only when used
+
+            with timed("naming"):
+                name_in_pipeline(cfg, cdir)  # optional: warns (never fails the run) without a key
+        if cfg.stages.evaluate:
+            with timed("evaluate" if rep.name == "learned" else stage):
+                metrics.update(evaluate_clustering(cfg, cdir))
+    if cfg.stages.evaluate and "train" in rep.splits and "test" in rep.splits:
+        with timed("evaluate" if rep.name == "learned" else stage):
+            metrics.update(evaluate_representation(cfg, rep.splits["train"], rep.splits["test"]))
+    return {rep.metric_prefix + k: v for k, v in metrics.items()}
+
+
 def run_pipeline(cfg: DictConfig) -> RunDir:
-    """pretrain -> export -> cluster -> evaluate -> report, on the learned features and the pixel baseline."""
+    """pretrain -> export -> cluster -> evaluate -> report, on each representation the run compares."""
     t0 = time.perf_counter()
     checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
     embeddings = Path(cfg.embeddings).expanduser() if cfg.embeddings else None
     if embeddings is not None:
         read_manifest(embeddings)  # fail now, not after training
-    naming = cfg.get("naming") is not None and cfg.naming.enabled
-    if naming:
-        from sslcluster.naming import check_settings, name_in_pipeline
+    if cfg.get("naming") is not None and cfg.naming.enabled:
+        from sslcluster.naming import check_settings
 
         check_settings(cfg.naming)  # fail now too
-    split = cfg.cluster.split
-    timings: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def timed(stage: str) -> Iterator[None]:
-        """Adds the block's wall time to ``time_<stage>_s`` in metrics.json (where a run's minutes go)."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
-
+    timed = _Timer()
     with open_run(cfg, "run", reuse=False) as run, tracking_session(cfg, run) as tracker:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
             with timed("pretrain"):
                 checkpoint = pretrain(cfg, run, logger=tracker.training_logger())
             if not is_global_rank_zero():
                 return run  # DDP processes other than rank 0 stop after training
-        learned: dict[str, Path] = {}
-        if embeddings is not None:
-            learned[split] = embeddings
-        elif cfg.stages.export:
-            with timed("export"):
-                splits = list(dict.fromkeys([*cfg.export.splits, split]))
-                for s in splits:
-                    learned[s] = export_split(cfg, run, s, checkpoint, cfg.export.features)
-        to_cluster: dict[str, Path] = {}
-        if split in learned:
-            to_cluster[split] = learned[split]
-            if embeddings is None and cfg.cluster.features != cfg.export.features:
-                with timed("export"):
-                    to_cluster[split] = export_split(cfg, run, split, checkpoint, cfg.cluster.features,
-                                                     name=clustered_embeddings_name(cfg))
-        pixels: dict[str, Path] = {}
-        if cfg.stages.baseline and embeddings is None:
-            with timed("baseline"):
-                for s in dict.fromkeys([*learned.keys(), split]):
-                    pixels[s] = export_split(cfg, run, s, None, "pixels")
-        metrics: dict = {}
-        for feats, clustered, prefix in ((learned, to_cluster, ""), (pixels, pixels, BASELINE_PREFIX)):
-            if split not in clustered:
-                continue
-            if cfg.stages.cluster:
-                with timed("baseline" if prefix else "cluster"):
-                    cdir = cluster(cfg, run, clustered[split], cluster_key(cfg, prefix.replace("_", "-")),
-                                   overwrite=cfg.run.overwrite)
-                if not prefix and naming:  # before evaluation, so the pictures carry the names
-                    with timed("naming"):
-                        name_in_pipeline(cfg, cdir)  # optional: warns (never fails the run) without a key
-                if cfg.stages.evaluate:
-                    with timed("baseline" if prefix else "evaluate"):
-                        metrics.update({prefix + k: v for k, v in evaluate_clustering(cfg, cdir).items()})
-            if cfg.stages.evaluate and "train" in feats and "test" in feats:
-                with timed("baseline" if prefix else "evaluate"):
-                    rep = evaluate_representation(cfg, feats["train"], feats["test"])
-                metrics.update({prefix + k: v for k, v in rep.items()})
-        metrics.update({f"time_{stage}_s": seconds for stage, seconds in timings.items()})
+        metrics: dict[str, Any] = {}
+        for rep in export_representations(cfg, run, checkpoint, embeddings, timed):
+            metrics.update(score_representation(cfg, run, rep, timed))
+        metrics.update({f"time_{stage}_s": seconds for stage, seconds in timed.seconds.items()})
         metrics["wall_time_s"] = time.perf_counter() - t0
         metrics["seed"] = cfg.seed
         run.update_metrics(metrics)
-        print(report(run, metrics["wall_time_s"], timings))
+        print(report(run, metrics["wall_time_s"], timed.seconds))
         tracker.log_final(run.read_metrics())  # logger=wandb: summary, pictures, per-cluster tables (rank 0)
     return run
 
@@ -202,7 +246,12 @@ def stage_cluster(cfg: DictConfig) -> RunDir:
                                           "or set embeddings=PATH")
                 log.warning("no %s; clustering %s (cluster.features=%s)", emb, fallback, cfg.cluster.features)
                 emb = fallback
-        out = cluster(cfg, run, emb, cluster_key(cfg), overwrite=cfg.run.overwrite or cfg.cluster.overwrite)
+        # the first clustering of a representation is the run's own (its summary); later ones are additions
+        rep, key = representation_of(Embeddings(emb)), cluster_key(cfg)
+        others = [c for c in run.clusterings() if c.key != key and c.read_record().get("primary")
+                  and c.read_record().get("representation") == rep]
+        out = cluster(cfg, run, emb, key, overwrite=cfg.run.overwrite or cfg.cluster.overwrite,
+                      representation=rep, primary=not others)
         print(f"clusters: {out}\nrun key: {run.key}\nrun dir: {run.path}")
     return run
 
@@ -228,38 +277,26 @@ def stage_name(cfg: DictConfig) -> RunDir:
     return run
 
 
-def primary_cluster_key(run: RunDir, cfg: DictConfig) -> str:
-    """The clustering that the run's ``metrics.json`` summarises: the one its own ``config.yaml`` made (other
-    clusterings added later keep their metrics in ``clusters/<key>/metrics.json``)."""
-    if run.config_path.is_file():
-        own = OmegaConf.load(run.config_path)
-        key = OmegaConf.select(own, "cluster.key")
-        name, split = OmegaConf.select(own, "clustering.name"), OmegaConf.select(own, "cluster.split")
-        if key or (name and split):
-            return str(key or f"{name}-{split}")
-    return cluster_key(cfg)
-
-
 def stage_evaluate(cfg: DictConfig) -> RunDir:
+    """Score the run's clusterings (``cluster.key``, or all) and representations; the run's summary describes its
+    primary clustering of each representation (as recorded in ``record.json``)."""
     with open_run(cfg, "evaluate", must_exist=True) as run, tracking_session(cfg, run) as tracker:
-        clusters_root = run.path / "clusters"
-        keys = [cfg.cluster.key] if cfg.cluster.key else sorted(p.name for p in clusters_root.glob("*")
-                                                                 if (p / "record.json").exists())
-        if not keys:
-            raise SSLClusterError(f"no clusterings in {clusters_root}; run the cluster stage first")
-        metrics: dict = {}
-        primary = primary_cluster_key(run, cfg)
-        for key in keys:
-            m = evaluate_clustering(cfg, run.cluster_dir(key))  # always: clusters/<key>/metrics.json
-            # the run's summary keeps describing the run's own clustering and its pixel baseline
-            for prefix in ("", BASELINE_PREFIX):
-                if key == prefix.replace("_", "-") + primary:
-                    metrics.update({prefix + k: v for k, v in m.items()})
-            print(f"{key}: " + ", ".join(f"{k}={m[k]:.4f}" for k in ("nmi", "ari", "acc") if k in m))
-        for name, prefix in (("", ""), ("pixels_", BASELINE_PREFIX)):
-            tr, te = run.embeddings_dir(f"{name}train"), run.embeddings_dir(f"{name}test")
-            if (tr / "manifest.json").exists() and (te / "manifest.json").exists():
-                metrics.update({prefix + k: v for k, v in evaluate_representation(cfg, tr, te).items()})
+        chosen = [run.clustering(cfg.cluster.key)] if cfg.cluster.key else run.clusterings()
+        if not chosen:
+            raise SSLClusterError(f"no clusterings in {run.path / 'clusters'}; run the cluster stage first")
+        metrics: dict[str, Any] = {}
+        for clustering in chosen:
+            m = evaluate_clustering(cfg, clustering.path)  # always: clusters/<key>/metrics.json
+            record = clustering.record()
+            if record.get("primary") and record.get("representation") in REPRESENTATIONS:
+                prefix = REPRESENTATIONS[record["representation"]][0]
+                metrics.update({prefix + k: v for k, v in m.items()})
+            print(f"{clustering.key}: " + ", ".join(f"{k}={m[k]:.4f}" for k in ("nmi", "ari", "acc") if k in m))
+        for prefix, _ in REPRESENTATIONS.values():
+            splits = {s: run.embeddings(f"{prefix}{s}") for s in ("train", "test")}
+            if all(e.is_complete() for e in splits.values()):
+                rep = evaluate_representation(cfg, splits["train"].path, splits["test"].path)
+                metrics.update({prefix + k: v for k, v in rep.items()})
         run.update_metrics(metrics)
         print(report(run))
         tracker.log_final(run.read_metrics())  # logger=wandb: a new W&B run, job_type=evaluate

@@ -71,8 +71,12 @@ def select_k_config(cfg: DictConfig) -> SelectKConfig | None:
     return SelectKConfig(**values)
 
 
-def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite: bool = False) -> Path:
-    """Cluster the embeddings set ``embeddings`` with ``cfg.clustering`` into ``clusters/<key>/``; its path."""
+def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite: bool = False,
+            representation: str = "learned", primary: bool = False) -> Path:
+    """Cluster the embeddings set ``embeddings`` with ``cfg.clustering`` into ``clusters/<key>/``; its path.
+
+    ``representation`` (``learned``, ``pixels``) and ``primary`` (the run's own clustering of that representation,
+    which its ``metrics.json`` summarises) are recorded in ``record.json``."""
     es = read_embeddings(embeddings, with_labels=False)
     pre_cfg = PreprocessConfig(**OmegaConf.to_container(cfg.clustering.preprocess, resolve=True), seed=cfg.seed)
     algo = build(cfg.clustering.algorithm)
@@ -97,6 +101,8 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         "config": OmegaConf.to_container(cfg.clustering, resolve=True),
         "embeddings": run.store_path(embeddings),
         "features": es.manifest.get("features"),
+        "representation": representation,
+        "primary": primary,
         "ids_sha256": es.index.ids_sha256(),
         "n_points": int(es.array.shape[0]),
         "seed": cfg.seed,

@@ -60,6 +60,10 @@ class Clustering:
         """Whether the cluster stage started it (a ``record.json`` is there, complete or not)."""
         return self.record_path.is_file()
 
+    def read_record(self) -> dict[str, Any]:
+        """``record.json`` whatever its status; empty when there is none."""
+        return read_json(self.record_path) if self.record_path.is_file() else {}
+
     def record(self) -> dict[str, Any]:
         """``record.json`` of a complete clustering, or a one-line error."""
         if not self.record_path.is_file():

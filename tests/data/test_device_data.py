@@ -93,7 +93,7 @@ def test_path_choice_and_one_line_fallback(compose, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not fit" in err and "0.00 GB" in err and "budget_gb=0.0001" in err
     data = _data(compose, tmp_path, "data.pipeline=device",
-                 "augmentation.by_method.simclr._target_=lightly.transforms.DINOTransform")
+                 "method.default_views._target_=lightly.transforms.DINOTransform")
     assert data.choose(cpu)[0] == "cpu" and "no GPU equivalent" in data.choose(cpu)[1]
     with pytest.raises(Exception, match="data.pipeline"):
         _data(compose, tmp_path, "data.pipeline=gpu")
