@@ -61,4 +61,5 @@ def check(cfg: DictConfig) -> None:
 
 
 def to_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML text (what ``config.yaml`` holds)."""
     return OmegaConf.to_yaml(cfg, resolve=True)

@@ -47,6 +47,7 @@ class Representation:
     named: bool = False  # whether its clustering is named (naming.enabled) before evaluation
 
     def cluster_key(self, cfg: DictConfig) -> str:
+        """The clustering's key: ``cluster.key``, else ``<algorithm>-<split>``, after ``prefix``."""
         return self.key_prefix + cluster_key(cfg)
 
 
@@ -109,6 +110,7 @@ def clustered_embeddings_name(cfg: DictConfig) -> str:
 
 
 def cluster_key(cfg: DictConfig, prefix: str = "") -> str:
+    """The clustering's key: ``cluster.key``, else ``<algorithm>-<split>``, after ``prefix``."""
     base = cfg.cluster.key or f"{cfg.clustering.name}-{cfg.cluster.split}"
     return f"{prefix}{base}"
 
@@ -210,6 +212,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
 # -- single stages -----------------------------------------------------------------------------------------
 
 def stage_pretrain(cfg: DictConfig) -> RunDir:
+    """Pretrain into a new run directory (or resume one); prints the checkpoint and the run key."""
     with open_run(cfg, "pretrain", reuse=False) as run:
         ckpt = pretrain(cfg, run)
         if not is_global_rank_zero():
@@ -219,6 +222,7 @@ def stage_pretrain(cfg: DictConfig) -> RunDir:
 
 
 def stage_export(cfg: DictConfig) -> RunDir:
+    """Export ``export.splits`` of an existing run's checkpoint (or ``checkpoint=PATH``) into its embeddings."""
     checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
     with open_run(cfg, "export") as run:
         if checkpoint is None:
@@ -232,6 +236,7 @@ def stage_export(cfg: DictConfig) -> RunDir:
 
 
 def stage_cluster(cfg: DictConfig) -> RunDir:
+    """Cluster the run's embeddings (or ``embeddings=PATH``) into ``clusters/<cluster.key>/``."""
     emb = Path(cfg.embeddings).expanduser() if cfg.embeddings else None
     if emb is not None:
         read_manifest(emb)
@@ -264,8 +269,8 @@ def stage_name(cfg: DictConfig) -> RunDir:
     with open_run(cfg, "name", must_exist=True) as run:
         key = cluster_key(cfg)
         cdir = run.cluster_dir(key)
-        if not (cdir / "record.json").is_file():
-            have = sorted(p.parent.name for p in (run.path / "clusters").glob("*/record.json"))
+        if not run.clustering(key).exists():
+            have = [c.key for c in run.clusterings()]
             raise SSLClusterError(f"no clustering {key!r} in run {run.key} (cluster.key=...; have: "
                                   f"{', '.join(have) or 'none'})")
         path = name_clustering(cfg, cdir)

@@ -22,6 +22,7 @@ class OPTICS(ClusteringAlgorithm):
     metric: str = "euclidean"
 
     def check(self) -> None:
+        """Validate the parameters before any work; one-line errors naming the key."""
         _check_positive(self.min_samples, "min_samples", integer=True)
         if not (isinstance(self.xi, (int, float)) and not isinstance(self.xi, bool) and 0 < self.xi < 1):
             raise SSLClusterError(f"{KEY}.xi={self.xi!r} must lie between 0 and 1")

@@ -71,6 +71,25 @@ def select_k_config(cfg: DictConfig) -> SelectKConfig | None:
     return SelectKConfig(**values)
 
 
+def checked_algorithm(cfg: DictConfig, shape: tuple[int, ...], pre_cfg: PreprocessConfig,
+                      sel_cfg: SelectKConfig | None) -> ClusteringAlgorithm:
+    """``cfg.clustering.algorithm`` built, with its parameters, the preprocessing's and the k sweep's checked for
+    embeddings of ``shape`` (N, D) before any work (and before any folder is made)."""
+    algo = build(cfg.clustering.algorithm)
+    if not isinstance(algo, ClusteringAlgorithm):
+        raise SSLClusterError(f"clustering.algorithm._target_={cfg.clustering.algorithm.get('_target_')} is not a "
+                              "ClusteringAlgorithm (sslcluster.clustering.base)")
+    n = int(shape[0])
+    if sel_cfg is not None:
+        check_config(sel_cfg, algo, n)
+    pre_cfg.check(n, int(shape[1]))
+    if sel_cfg is None:
+        precheck(algo, n)
+    else:
+        algo.check()
+    return algo
+
+
 def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite: bool = False,
             representation: str = "learned", primary: bool = False) -> Path:
     """Cluster the embeddings set ``embeddings`` with ``cfg.clustering`` into ``clusters/<key>/``; its path.
@@ -79,19 +98,8 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
     which its ``metrics.json`` summarises) are recorded in ``record.json``."""
     es = read_embeddings(embeddings, with_labels=False)
     pre_cfg = PreprocessConfig(**OmegaConf.to_container(cfg.clustering.preprocess, resolve=True), seed=cfg.seed)
-    algo = build(cfg.clustering.algorithm)
-    if not isinstance(algo, ClusteringAlgorithm):
-        raise SSLClusterError(f"clustering.algorithm._target_={cfg.clustering.algorithm.get('_target_')} is not a "
-                              "ClusteringAlgorithm (sslcluster.clustering.base)")
     sel_cfg = select_k_config(cfg)
-    if sel_cfg is not None:
-        check_config(sel_cfg, algo, int(es.array.shape[0]))  # before any folder is made
-    n = int(es.array.shape[0])
-    pre_cfg.check(n, int(es.array.shape[1]))
-    if sel_cfg is None:
-        precheck(algo, n)
-    else:
-        algo.check()
+    algo = checked_algorithm(cfg, es.array.shape, pre_cfg, sel_cfg)
     out = prepare_cluster_dir(run, key, overwrite)
     record: dict[str, Any] = {
         "key": key,

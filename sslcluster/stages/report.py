@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 from sslcluster.data.folders import SKIPPED_FILE, read_skipped
-from sslcluster.store.io import read_json
 from sslcluster.store.rundir import RunDir
 
 ROWS = ("nmi", "ari", "acc", "purity", "silhouette", "knn_top1", "linear_top1", "n_clusters")
@@ -44,8 +43,8 @@ def report(run: RunDir, wall_s: float | None = None, timings: dict[str, float] |
         counts = {split: sum(row[0] == split for row in skipped) for split in sorted({row[0] for row in skipped})}
         text.append("skipped files: " + ", ".join(f"{n} in {split}" for split, n in counts.items())
                     + f" (reasons in {run.path / SKIPPED_FILE})")
-    for rec_path in sorted((run.path / "clusters").glob("*/record.json")):
-        rec = read_json(rec_path)
+    for clustering in run.clusterings():
+        rec = clustering.read_record()
         text.append(f"clusters/{rec.get('key')}: {rec.get('algorithm')} on {rec.get('features')} features, "
                     f"preprocess {'+'.join(rec.get('preprocess') or []) or 'none'}, status {rec.get('status')}")
     text += [f"run key: {run.key}", f"run dir: {run.path}"]

@@ -33,6 +33,7 @@ class Clustering:
 
     @property
     def key(self) -> str:
+        """The clustering's key (its folder name)."""
         return self.path.name
 
     @property
@@ -42,18 +43,22 @@ class Clustering:
 
     @property
     def record_path(self) -> Path:
+        """``record.json``."""
         return self.path / RECORD
 
     @property
     def labels_path(self) -> Path:
+        """``labels.npy``."""
         return self.path / LABELS
 
     @property
     def metrics_path(self) -> Path:
+        """``metrics.json`` (written by evaluation)."""
         return self.path / "metrics.json"
 
     @property
     def plots_dir(self) -> Path:
+        """``plots/`` (written by evaluation)."""
         return self.path / "plots"
 
     def exists(self) -> bool:

@@ -53,10 +53,12 @@ class EmbeddingIndex:
         return len(self.ids)
 
     def ids_sha256(self) -> str:
+        """sha256 of the ids in row order (ties a clustering to its rows)."""
         return ids_digest(self.ids)
 
 
 def ids_digest(ids: Sequence[str]) -> str:
+    """sha256 of ``ids`` in order, one per line."""
     h = hashlib.sha256()
     for i in ids:
         h.update(str(i).encode("utf-8", "surrogateescape"))
@@ -66,6 +68,7 @@ def ids_digest(ids: Sequence[str]) -> str:
 
 @dataclass
 class EmbeddingSet:
+    """An embeddings array (N, D) with its index, manifest and folder."""
     array: np.ndarray
     index: EmbeddingIndex
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -108,6 +111,7 @@ def write_index(folder: str | Path, index: EmbeddingIndex) -> None:
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The manifest of a complete embeddings set, or a one-line error naming the folder."""
     folder = Path(folder)
     mpath = folder / MANIFEST
     if not folder.is_dir():
@@ -124,6 +128,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 
 def read_index(folder: str | Path, with_labels: bool = False) -> EmbeddingIndex:
+    """``index.csv`` of an embeddings folder: ids, paths, classes and (``with_labels``) labels (N,) int64."""
     folder = Path(folder)
     path = folder / INDEX
     if not path.exists():
@@ -309,6 +314,7 @@ class Embeddings:
 
     @property
     def name(self) -> str:
+        """The folder name (``<split>``, ``pixels_<split>``, ...)."""
         return self.path.name
 
     def is_complete(self) -> bool:

@@ -131,6 +131,7 @@ class RunDir:
     @classmethod
     def create(cls, root: str | os.PathLike, key: str | None = None, tag: str = "run",
                overwrite: bool = False) -> "RunDir":
+        """A new run folder under ``root`` (``key``, or a fresh one), locked for this process."""
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         if key is not None:
@@ -177,20 +178,25 @@ class RunDir:
     # -- layout ---------------------------------------------------------------------------------------------
     @property
     def config_path(self) -> Path:
+        """``config.yaml``."""
         return self.path / "config.yaml"
 
     @property
     def metrics_path(self) -> Path:
+        """``metrics.json``."""
         return self.path / "metrics.json"
 
     @property
     def checkpoints_dir(self) -> Path:
+        """``checkpoints/``."""
         return self.path / "checkpoints"
 
     def embeddings_dir(self, name: str) -> Path:
+        """``embeddings/<name>/``."""
         return self.path / "embeddings" / check_key(name, "embeddings name")
 
     def cluster_dir(self, key: str) -> Path:
+        """``clusters/<key>/``."""
         return self.path / "clusters" / check_key(key, "cluster key")
 
     def embeddings(self, name: str) -> Embeddings:
@@ -215,9 +221,11 @@ class RunDir:
 
     # -- files ----------------------------------------------------------------------------------------------
     def write_config(self, yaml_text: str) -> None:
+        """Write ``config.yaml`` atomically."""
         write_text(self.config_path, yaml_text)
 
     def read_metrics(self) -> dict[str, Any]:
+        """``metrics.json``, empty when there is none."""
         return read_json(self.metrics_path) if self.metrics_path.exists() else {}
 
     def update_metrics(self, values: dict[str, Any]) -> dict[str, Any]:

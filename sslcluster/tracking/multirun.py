@@ -33,6 +33,7 @@ def write_job_pointer(job_dir: Path, sweep_dir: Path, status: str, overrides: li
 
 
 def is_multirun_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a Hydra multirun folder (its record or job pointers)."""
     return (folder / HYDRA_RECORD).is_file() or any(folder.glob(f"*/{POINTER}"))
 
 

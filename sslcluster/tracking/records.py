@@ -10,6 +10,7 @@ import yaml
 
 from sslcluster.errors import SSLClusterError
 from sslcluster.store.io import read_json
+from sslcluster.store.clusters import clusterings
 from sslcluster.store.rundir import RunDir
 
 
@@ -20,6 +21,7 @@ def _is_run(path: Path) -> bool:
 
 
 def list_runs(root: Path) -> list[dict]:
+    """One row per run folder under ``root``: key, method, data, seed, headline metrics, clusterings."""
     rows: list[dict] = []
     if not root.is_dir():
         return rows
@@ -29,7 +31,7 @@ def list_runs(root: Path) -> list[dict]:
         rows.append({"key": path.name, "method": cfg.get("method", {}).get("name"),
                      "data": cfg.get("data", {}).get("name"), "seed": cfg.get("seed"),
                      "nmi": m.get("nmi"), "acc": m.get("acc"), "knn_top1": m.get("knn_top1"),
-                     "clusterings": len(list((path / "clusters").glob("*/record.json")))})
+                     "clusterings": len(clusterings(path))})
     return rows
 
 
@@ -41,12 +43,12 @@ def list_clusterings(run_path: Path) -> list[dict]:
     """One row per ``clusters/<key>/``: record fields (algorithm, k, chosen k, preprocessing, fit time, status)
     merged with its ``metrics.json`` when evaluated."""
     rows = []
-    for rec_path in sorted((run_path / "clusters").glob("*/record.json")):
-        r = read_json(rec_path)
-        m = read_json(rec_path.parent / "metrics.json") if (rec_path.parent / "metrics.json").exists() else {}
+    for clustering in clusterings(run_path):
+        r = clustering.read_record()
+        m = read_json(clustering.metrics_path) if clustering.metrics_path.exists() else {}
         q = r.get("quality") or {}
         params = r.get("params") or {}
-        rows.append({"cluster_key": r.get("key", rec_path.parent.name), "algorithm": r.get("algorithm"),
+        rows.append({"cluster_key": r.get("key", clustering.key), "algorithm": r.get("algorithm"),
                      "k": params.get("k"), "select_k": (r.get("select_k") or {}).get("method"),
                      "preprocess": "+".join(r.get("preprocess") or []) or None,
                      "n_clusters": m.get("n_clusters", q.get("n_clusters")),
@@ -64,6 +66,7 @@ def _table(rows: list[dict], cols: Sequence[str]) -> str:
 
 
 def runs_command(args: Sequence[str]) -> int:
+    """``sslcluster runs [KEY...] [run.root=DIR]``: the runs of a root, or one run in detail."""
     root = Path("runs")
     keys = []
     for a in args:
@@ -90,8 +93,8 @@ def runs_command(args: Sequence[str]) -> int:
             print("# clusterings\n" + _table(rows, ("cluster_key", "algorithm", "k", "select_k", "preprocess",
                                                      "n_clusters", "noise", "nmi", "ari", "acc", "fit_s",
                                                      "status")))
-        for rec in sorted((run.path / "clusters").glob("*/record.json")):
-            r = read_json(rec)
+        for clustering in run.clusterings():
+            r = clustering.read_record()
             sel = r.get("select_k")
             print(f"# clustering {r.get('key')}: {r.get('algorithm')} {r.get('params')} "
                   f"preprocess={r.get('preprocess')} backend={r.get('backend')} times_s={r.get('times_s')} "

@@ -49,10 +49,12 @@ class SSLMethod(pl.LightningModule):
         return [self.backbone]
 
     def global_batch_size(self) -> int:
+        """Images per optimiser step over all devices (per device x devices x accumulation)."""
         accumulate = getattr(self.trainer, "accumulate_grad_batches", 1) or 1
         return self.batch_size_per_device * self.trainer.world_size * accumulate
 
     def configure_optimizers(self):
+        """The optimiser with the learning rate scaled to the global batch, and its per-step schedule."""
         optimizer = build_optimizer(self.parameters(), self.optim_cfg, self.global_batch_size())
         total = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
