@@ -164,10 +164,41 @@ def test_lr_scaled_by_global_batch_and_warmup_cosine():
     assert lrs[0] < lrs[10] and max(lrs) == pytest.approx(0.6, rel=1e-3)  # linear warm-up over 20 steps
     assert all(a >= b - 1e-12 for a, b in zip(lrs[21:], lrs[22:]))  # then cosine decay
     assert lrs[-1] < 0.01
-    lars = build_optimizer([torch.nn.Parameter(torch.zeros(2))], OptimConfig(name="lars"), 256)
-    assert type(lars).__name__ == "LARS"
     with pytest.raises(SSLClusterError, match="adam9"):
         build_optimizer(params, OptimConfig(name="adam9"), 256)
+
+
+def test_lars_leaves_norm_and_bias_parameters_undecayed_and_unadapted(tiny):
+    """SimCLR's LARS: BN weights and biases in a group with weight decay 0, so lightly's LARS neither decays nor
+    adapts them (their step is plain SGD); every other parameter decayed and adapted."""
+    torch.manual_seed(0)
+    model = build_method(compose(tiny + ["method=simclr", "method.optim.name=lars", "data.batch_size=8"]))
+
+    class FakeTrainer:
+        world_size, accumulate_grad_batches, estimated_stepping_batches, max_epochs = 1, 1, 10, 1
+
+    model._trainer = FakeTrainer()  # type: ignore[assignment]
+    opt = model.configure_optimizers()["optimizer"]
+    model._trainer = None
+    assert type(opt).__name__ == "LARS"
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    assert len(group_of) == len(list(model.parameters()))
+    for name, p in model.named_parameters():
+        wd = group_of[id(p)]["weight_decay"]
+        assert (wd == 0) == (p.ndim == 1), (name, p.ndim, wd)  # 1-d: BN weights and biases
+    # one step: a BN weight moves by exactly -lr * grad (no trust ratio, no decay); a conv weight does not
+    bn = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    x0, x1 = torch.randn(8, 1, 16, 16), torch.randn(8, 1, 16, 16)
+    loss = model.criterion(*model.project(torch.cat([x0, x1])).chunk(2))
+    opt.zero_grad()
+    loss.backward()
+    before_bn, grad_bn = bn.weight.detach().clone(), bn.weight.grad.detach().clone()
+    before_conv, grad_conv = conv.weight.detach().clone(), conv.weight.grad.detach().clone()
+    lr = group_of[id(bn.weight)]["lr"]
+    opt.step()
+    torch.testing.assert_close(bn.weight.detach(), before_bn - lr * grad_bn)
+    assert not torch.allclose(conv.weight.detach(), before_conv - lr * grad_conv)
 
 
 def test_lr_uses_world_size_and_estimated_steps(tiny, tmp_path):

@@ -47,7 +47,7 @@ class SSLMethod(pl.LightningModule):
         return self.batch_size_per_device * self.trainer.world_size * accumulate
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.parameters(), self.optim_cfg, self.global_batch_size())
+        optimizer = build_optimizer(self, self.optim_cfg, self.global_batch_size())
         total = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         scheduler = build_scheduler(optimizer, self.optim_cfg, total, steps_per_epoch)
