@@ -18,6 +18,7 @@ from sslcluster.config import to_yaml
 from sslcluster.errors import SSLClusterError
 from sslcluster.stages.cluster import cluster
 from sslcluster.stages.evaluate import evaluate_clustering, evaluate_representation, redraw_plots
+from sslcluster.stages.common import check_data_config
 from sslcluster.stages.export import export_split
 from sslcluster.stages.pretrain import RUN_KEY_ENV, is_launch_rank_zero, pretrain
 from sslcluster.stages.report import report
@@ -88,6 +89,7 @@ def cluster_key(cfg: DictConfig, prefix: str = "") -> str:
 def run_pipeline(cfg: DictConfig) -> RunDir:
     """pretrain -> export -> cluster -> evaluate -> report, on the learned features and the pixel baseline."""
     t0 = time.perf_counter()
+    check_data_config(cfg)
     checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
     embeddings = Path(cfg.embeddings).expanduser() if cfg.embeddings else None
     if embeddings is not None:
@@ -165,6 +167,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
 # -- single stages -----------------------------------------------------------------------------------------
 
 def stage_pretrain(cfg: DictConfig) -> RunDir:
+    check_data_config(cfg)
     with open_run(cfg, "pretrain", reuse=False) as run:
         ckpt = pretrain(cfg, run)
         if not is_launch_rank_zero():
@@ -174,6 +177,7 @@ def stage_pretrain(cfg: DictConfig) -> RunDir:
 
 
 def stage_export(cfg: DictConfig) -> RunDir:
+    check_data_config(cfg)
     checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
     with open_run(cfg, "export") as run:
         if checkpoint is None:

@@ -65,3 +65,115 @@ def test_internal_metrics_are_measured_in_one_declared_space(tmp_path):
         assert q["calinski_harabasz"] == pytest.approx(skm.calinski_harabasz_score(xn, labels), rel=1e-5), k
         assert rec["quality_space"].startswith("l2-normalised embeddings before PCA")
         assert "var_ratio" not in q
+
+
+# -- held-out split of a folder without train/ and test/ -------------------------------------------------------
+
+def make_digits_folder(root: Path, per_class: int | None = None, classes: int = 10) -> Path:
+    """scikit-learn's digits as ``root/<digit>/<index>.png`` (no split folders); ``per_class`` caps each class."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    count: dict[int, int] = {}
+    for i, (img, y) in enumerate(zip(d.images, d.target)):
+        if y >= classes or (per_class is not None and count.get(int(y), 0) >= per_class):
+            continue
+        count[int(y)] = count.get(int(y), 0) + 1
+        (root / str(y)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((img * 255 / 16).astype(np.uint8), mode="L").save(root / str(y) / f"{i:04d}.png")
+    return root
+
+
+FOLDER_RUN = ["data=image_folder", "data.channels=1", "data.mean=[0.5]", "data.std=[0.5]", "data.image_size=16",
+              "augmentation=digits", "data.num_workers=0", "data.batch_size=8", "data.scan.cache=false"]
+
+
+def test_split_less_folder_gets_a_seeded_stratified_held_out_split(tmp_path):
+    from sslcluster.data.sources import ImageFolderSource
+
+    root = make_digits_folder(tmp_path / "digits", per_class=20, classes=5)
+    tr = ImageFolderSource(str(root), "train", channels=1, cache=False)
+    te = ImageFolderSource(str(root), "test", channels=1, cache=False)
+    al = ImageFolderSource(str(root), "all", channels=1, cache=False)
+    assert not set(tr.paths) & set(te.paths)
+    assert sorted(tr.paths + te.paths) == sorted(al.paths) and len(al) == 100
+    assert len(te) == 20 and np.bincount(te.labels).tolist() == [4] * 5  # stratified by folder label
+    assert tr.classes == te.classes == [str(c) for c in range(5)]
+    assert ImageFolderSource(str(root), "test", channels=1, cache=False).paths == te.paths  # seeded
+    other = ImageFolderSource(str(root), "test", channels=1, cache=False, holdout_seed=1)
+    assert other.paths != te.paths
+    # only train/ is handled the same way (and the class is the folder below train/, never "train")
+    only = tmp_path / "only"
+    make_digits_folder(only / "train", per_class=10, classes=3)
+    t1, t2 = (ImageFolderSource(str(only), s, channels=1, cache=False) for s in ("train", "test"))
+    assert not set(t1.paths) & set(t2.paths) and len(t1) + len(t2) == 30 and t2.classes == ["0", "1", "2"]
+
+
+def test_pipeline_on_a_split_less_folder_never_scores_training_images(tmp_path, tiny):
+    from sslcluster.pipeline import run_pipeline
+    from sslcluster.tracking.embeddings import read_index
+
+    root = make_digits_folder(tmp_path / "digits", per_class=20, classes=5)
+    run = run_pipeline(compose(tiny + FOLDER_RUN + [f"data.source.root={root}", "run.key=f",
+                                                    "clustering.algorithm.k=5"]))
+    tr, te = (read_index(run.path / "embeddings" / s, with_labels=True) for s in ("train", "test"))
+    assert not set(tr.ids) & set(te.ids) and not set(tr.paths) & set(te.paths)
+    assert len(tr.ids) == 80 and len(te.ids) == 20
+    record = (run.path / "split.csv").read_text().splitlines()
+    assert record[0] == "id,split" and len(record) == 101
+    assert str(root) not in "".join(record)  # relative ids only: the run stays portable
+
+
+def test_split_record_is_reused_by_later_stages(tmp_path, tiny):
+    from sslcluster.pipeline import run_pipeline, stage_export
+    from sslcluster.tracking.embeddings import read_index
+
+    root = make_digits_folder(tmp_path / "digits", per_class=10, classes=3)
+    base = tiny + FOLDER_RUN + [f"data.source.root={root}", "clustering.algorithm.k=3"]
+    run = run_pipeline(compose(base + ["run.key=f", "stages.baseline=false"]))
+    rows = (run.path / "split.csv").read_text().splitlines()
+    moved = next(r for r in rows[1:] if r.endswith(",test")).split(",")[0]
+    (run.path / "split.csv").write_text("\n".join(r if not r.startswith(moved + ",") else f"{moved},train"
+                                                  for r in rows) + "\n")
+    stage_export(compose(base + ["run.key=f", "export.splits=[train,test]", "run.overwrite=false"]))
+    assert moved in read_index(run.path / "embeddings" / "train", with_labels=True).ids
+    assert moved not in read_index(run.path / "embeddings" / "test", with_labels=True).ids
+
+
+def test_cluster_split_all_clusters_every_image(tmp_path, tiny):
+    from sslcluster.pipeline import run_pipeline
+
+    root = make_digits_folder(tmp_path / "digits", per_class=10, classes=3)
+    run = run_pipeline(compose(tiny + FOLDER_RUN + [f"data.source.root={root}", "run.key=a", "cluster.split=all",
+                                                    "clustering.algorithm.k=3", "evaluate.folders=symlink",
+                                                    "stages.baseline=false"]))
+    labels = np.load(run.path / "clusters" / "kmeans-all" / "labels.npy")
+    assert labels.shape == (30,)
+    linked = sorted(p.resolve() for p in (run.path / "clusters" / "kmeans-all" / "folders").rglob("*.png"))
+    assert linked == sorted(p.resolve() for p in root.rglob("*.png"))
+
+
+@pytest.mark.parametrize("fraction", ["0", "1", "1.5", "-0.2"])
+def test_bad_holdout_fraction_stops_with_one_line_and_writes_nothing(tmp_path, tiny, fraction):
+    from sslcluster.errors import SSLClusterError
+    from sslcluster.pipeline import run_pipeline
+
+    root = make_digits_folder(tmp_path / "digits", per_class=5, classes=3)
+    with pytest.raises(SSLClusterError) as e:
+        run_pipeline(compose(tiny + FOLDER_RUN + [f"data.source.root={root}", f"data.holdout_fraction={fraction}"]))
+    msg = str(e.value)
+    assert "\n" not in msg and f"data.holdout_fraction={float(fraction)!r}" in msg.replace(f"={fraction}", f"={float(fraction)!r}")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_folder_too_small_to_hold_out_a_class_stops_with_one_line_and_writes_nothing(tmp_path, tiny):
+    from sslcluster.errors import SSLClusterError
+    from sslcluster.pipeline import run_pipeline
+
+    root = make_digits_folder(tmp_path / "digits", per_class=1, classes=3)  # one image per class
+    with pytest.raises(SSLClusterError) as e:
+        run_pipeline(compose(tiny + FOLDER_RUN + [f"data.source.root={root}", "run.key=small"]))
+    msg = str(e.value)
+    assert "\n" not in msg and "data.holdout_fraction=0.2" in msg and "smallest 1" in msg
+    assert not (tmp_path / "runs" / "small").exists()
