@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from sslcluster.config import to_yaml
 from sslcluster.errors import SSLClusterError
 from sslcluster.stages.cluster import cluster
-from sslcluster.stages.evaluate import evaluate_clustering, evaluate_representation, redraw_plots
+from sslcluster.stages.evaluate import (evaluate_clustering, evaluate_representation, redraw_plots,
+                                        validation_metrics)
 from sslcluster.stages.common import check_data_config
 from sslcluster.stages.export import export_split
 from sslcluster.stages.pretrain import RUN_KEY_ENV, is_launch_rank_zero, pretrain
@@ -155,6 +156,14 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
                 with timed("baseline" if prefix else "evaluate"):
                     rep = evaluate_representation(cfg, feats["train"], feats["test"])
                 metrics.update({prefix + k: v for k, v in rep.items()})
+        val_fraction = float((cfg.evaluate.get("validation") or {}).get("fraction", 0) or 0)
+        if cfg.stages.evaluate and val_fraction > 0 and "train" in learned:
+            with timed("evaluate"):  # figures for tuning: a validation subset of train, never the test split
+                train_clustered = learned["train"]
+                if cfg.cluster.features != cfg.export.features:
+                    train_clustered = export_split(cfg, run, "train", checkpoint, cfg.cluster.features,
+                                                   name=f"train_{cfg.cluster.features}")
+                metrics.update(validation_metrics(cfg, train_clustered, learned["train"]))
         metrics.update({f"time_{stage}_s": seconds for stage, seconds in timings.items()})
         metrics["wall_time_s"] = time.perf_counter() - t0
         metrics["seed"] = cfg.seed

@@ -177,3 +177,27 @@ def test_folder_too_small_to_hold_out_a_class_stops_with_one_line_and_writes_not
     msg = str(e.value)
     assert "\n" not in msg and "data.holdout_fraction=0.2" in msg and "smallest 1" in msg
     assert not (tmp_path / "runs" / "small").exists()
+
+
+# -- tuning on validation data ---------------------------------------------------------------------------------
+
+def test_validation_figures_come_from_the_train_split_and_sweeps_maximise_them(tmp_path, tiny):
+    import yaml
+
+    from sslcluster.pipeline import run_pipeline
+    from sslcluster.stages.evaluate import validation_rows
+    from sslcluster.tracking.embeddings import read_index
+
+    run = run_pipeline(compose(tiny + ["run.key=v", "stages.baseline=false"]))
+    m = json.loads((run.path / "metrics.json").read_text())
+    for key in ("val_nmi", "val_ari", "val_acc", "val_knn_top1"):
+        assert key in m, key
+    train = read_index(run.path / "embeddings" / "train", with_labels=True)
+    test = read_index(run.path / "embeddings" / "test", with_labels=True)
+    val = validation_rows(train.labels, 0.1)
+    assert m["val_n"] == len(val) == 144
+    assert not {train.ids[i] for i in val} & set(test.ids)  # validation images are train images, never test ones
+    # the validation figures are not the test figures under another name
+    assert m["val_nmi"] != m["nmi"]
+    sweep = yaml.safe_load((Path(__file__).parents[1] / "configs" / "wandb_sweep.yaml").read_text())
+    assert sweep["metric"]["name"].startswith("val_")
