@@ -201,3 +201,31 @@ def test_validation_figures_come_from_the_train_split_and_sweeps_maximise_them(t
     assert m["val_nmi"] != m["nmi"]
     sweep = yaml.safe_load((Path(__file__).parents[1] / "configs" / "wandb_sweep.yaml").read_text())
     assert sweep["metric"]["name"].startswith("val_")
+
+
+# -- defaults name their sources and match them ----------------------------------------------------------------
+
+LIGHTLY_CIFAR10 = {"name": "sgd", "lr": 0.06, "base_batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4,
+                   "warmup_epochs": 0}
+
+
+@pytest.mark.parametrize("method,temperature", [("simclr", 0.5), ("moco", 0.1)])
+def test_cifar10_presets_follow_lightlys_benchmark(method, temperature):
+    cfg = compose([f"+experiment=cifar10_{method}", "data.source.root=x"])
+    assert dict(cfg.method.optim) == LIGHTLY_CIFAR10
+    assert cfg.method.module.temperature == temperature and cfg.method.module.output_dim == 128
+    assert cfg.method.module.hidden_dim == 512 and cfg.augmentation.name == "simclr"
+    assert cfg.augmentation.views.gaussian_blur == 0.0 and cfg.data.batch_size == 128
+    assert cfg.backbone.name == "resnet18" and cfg.backbone.module.cifar_stem
+    if method == "moco":
+        m = cfg.method.module
+        assert (m.queue_size, m.momentum, m.momentum_end, m.key_bn_splits) == (4096, 0.99, None, 8)
+
+
+def test_moco_defaults_are_mocov2s_and_its_views_name_their_source():
+    cfg = compose(["method=moco", "augmentation=moco"])
+    m = cfg.method.module
+    assert (m.momentum, m.momentum_end, m.temperature, m.key_bn_splits) == (0.999, None, 0.2, 8)
+    assert (cfg.method.optim.lr, cfg.method.optim.base_batch_size, cfg.method.optim.weight_decay) == (0.03, 256, 1e-4)
+    head = (Path(__file__).parents[1] / "configs" / "augmentation" / "moco.yaml").read_text().split("name:")[0]
+    assert "MoCo v2 paper" in head and "as in lightly's CIFAR-10 benchmark:" not in head
