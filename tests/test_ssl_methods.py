@@ -240,7 +240,7 @@ def test_online_monitors_log_knn_and_linear(tmp_path):
     pretrain(cfg, run, callbacks=[rec, Spy()])
     views, idx = seen_batches[0]
     assert isinstance(views, list) and idx.dtype == torch.int64  # positions, not labels
-    assert 0.0 <= logged["monitor/knn_top1"] <= 1.0 and 0.0 <= logged["monitor/linear_top1"] <= 1.0
+    assert logged["monitor/knn_top1"] > 0.3 and logged["monitor/linear_top1"] > 0.3  # chance is 0.1
     # rebuild the monitors and check their numbers on the trained backbone
     from sslcluster.stages.pretrain import build_monitors
 
@@ -259,6 +259,8 @@ def test_online_monitors_log_knn_and_linear(tmp_path):
     votes = torch.zeros(len(te), 10).scatter_add_(1, mon.train.labels[j], (w / 0.1).exp())
     ref = (votes.argmax(1) == mon.test.labels).float().mean().item()
     assert knn == pytest.approx(ref, abs=1e-6)
+    # what the monitor logged at the last epoch is this figure (the final weights, the same images)
+    assert logged["monitor/knn_top1"] == pytest.approx(knn, abs=1e-6)
     # the transformed images were kept at the first call; a streaming monitor gives the same features
     assert len(mon._inputs) == 2 and mon._inputs[id(mon.train)].shape == (len(mon.train), 1, 16, 16)
     cfg_stream = compose([f"run.root={tmp_path}", *TINY, "monitor.knn=true", "monitor.cache_gb=0"])
