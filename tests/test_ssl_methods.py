@@ -47,10 +47,13 @@ def image_folder(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("method", ["rotation", "simclr", "moco"])
 def test_trains_on_digits_with_loss_going_down(method, tmp_path):
+    rec = EpochLosses()
     losses, ckpt = train_losses(tmp_path, [f"method={method}", "trainer.max_epochs=4", "data.batch_size=64",
-                                           *DIGITS[method]])
+                                           *DIGITS[method]], recorder=rec)
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
     assert losses[-1] < 0.97 * losses[0], losses
+    if method != "rotation":  # a loss drop alone is also what identical views give: the two views must differ
+        assert rec.views_differ is not None and rec.views_differ > 0.9, rec.views_differ
     # the checkpoint rebuilds the method, and export's projection features work
     model = load_method(ckpt)
     x = torch.randn(5, 1, 16, 16)
@@ -59,12 +62,15 @@ def test_trains_on_digits_with_loss_going_down(method, tmp_path):
 
 @pytest.mark.parametrize("method", ["rotation", "simclr", "moco"])
 def test_trains_on_image_folder_with_loss_going_down(method, image_folder, tmp_path):
+    rec = EpochLosses()
     losses, _ = train_losses(tmp_path, [f"method={method}", f"augmentation={method}", "data=image_folder",
                                         f"data.source.root={image_folder}", "data.image_size=16",
                                         "data.batch_size=16", "data.num_workers=0", "trainer.max_epochs=8",
-                                        "method.optim.base_batch_size=16", *FOLDER[method]])
+                                        "method.optim.base_batch_size=16", *FOLDER[method]], recorder=rec)
     assert len(losses) == 8 and all(math.isfinite(x) for x in losses)
     assert losses[-1] < 0.97 * losses[0], losses
+    if method != "rotation":  # a loss drop alone is also what identical views give: the two views must differ
+        assert rec.views_differ is not None and rec.views_differ > 0.9, rec.views_differ
 
 
 def test_rotation_subset_uses_a_fraction_of_the_batch():
