@@ -36,7 +36,8 @@ MILD = ["augmentation.views.cj_prob=0.0", "augmentation.views.random_gray_scale=
 FOLDER = {
     "rotation": [],
     "simclr": MILD,
-    "moco": MILD + ["method.module.queue_size=32", "method.module.momentum=0.9", "method.module.hidden_dim=128"],
+    "moco": MILD + ["method.module.queue_size=32", "method.module.momentum=0.9", "method.module.hidden_dim=128",
+             "method.module.key_bn_splits=2"],  # batch 16: 8 images per key BatchNorm sub-batch
 }
 
 
