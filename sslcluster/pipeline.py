@@ -19,7 +19,9 @@ from sslcluster.config import to_yaml
 from sslcluster.distributed import RUN_KEY_ENV, is_global_rank_zero
 from sslcluster.errors import SSLClusterError
 from sslcluster.stages.cluster import cluster
-from sslcluster.stages.evaluate import evaluate_clustering, evaluate_representation, redraw_plots
+from sslcluster.stages.evaluate import (evaluate_clustering, evaluate_representation, redraw_plots,
+                                        validation_metrics)
+from sslcluster.stages.common import check_data_config
 from sslcluster.stages.export import export_split
 from sslcluster.stages.pretrain import pretrain
 from sslcluster.stages.report import report
@@ -179,9 +181,24 @@ def score_representation(cfg: DictConfig, run: RunDir, rep: Representation, time
     return {rep.metric_prefix + k: v for k, v in metrics.items()}
 
 
+def validation_figures(cfg: DictConfig, run: RunDir, checkpoint: Path | None, learned: Representation,
+                       timed: _Timer) -> dict[str, Any]:
+    """Figures for tuning (``val_*``): a validation subset of the train split, never the test split."""
+    val_fraction = float((cfg.evaluate.get("validation") or {}).get("fraction", 0) or 0)
+    if not (cfg.stages.evaluate and val_fraction > 0 and "train" in learned.splits):
+        return {}
+    with timed("evaluate"):
+        train_clustered = learned.splits["train"]
+        if cfg.cluster.features != cfg.export.features:
+            train_clustered = export_split(cfg, run, "train", checkpoint, cfg.cluster.features,
+                                           name=f"train_{cfg.cluster.features}")
+        return validation_metrics(cfg, train_clustered, learned.splits["train"])
+
+
 def run_pipeline(cfg: DictConfig) -> RunDir:
     """pretrain -> export -> cluster -> evaluate -> report, on each representation the run compares."""
     t0 = time.perf_counter()
+    check_data_config(cfg)
     checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
     embeddings = Path(cfg.embeddings).expanduser() if cfg.embeddings else None
     if embeddings is not None:
@@ -198,8 +215,10 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
             if not is_global_rank_zero():
                 return run  # DDP processes other than rank 0 stop after training
         metrics: dict[str, Any] = {}
-        for rep in export_representations(cfg, run, checkpoint, embeddings, timed):
+        reps = export_representations(cfg, run, checkpoint, embeddings, timed)
+        for rep in reps:
             metrics.update(score_representation(cfg, run, rep, timed))
+        metrics.update(validation_figures(cfg, run, checkpoint, reps[0], timed))
         metrics.update({f"time_{stage}_s": seconds for stage, seconds in timed.seconds.items()})
         metrics["wall_time_s"] = time.perf_counter() - t0
         metrics["seed"] = cfg.seed
@@ -213,6 +232,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
 
 def stage_pretrain(cfg: DictConfig) -> RunDir:
     """Pretrain into a new run directory (or resume one); prints the checkpoint and the run key."""
+    check_data_config(cfg)
     with open_run(cfg, "pretrain", reuse=False) as run:
         ckpt = pretrain(cfg, run)
         if not is_global_rank_zero():
@@ -223,6 +243,7 @@ def stage_pretrain(cfg: DictConfig) -> RunDir:
 
 def stage_export(cfg: DictConfig) -> RunDir:
     """Export ``export.splits`` of an existing run's checkpoint (or ``checkpoint=PATH``) into its embeddings."""
+    check_data_config(cfg)
     checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
     with open_run(cfg, "export") as run:
         if checkpoint is None:

@@ -26,21 +26,30 @@ TINY = ["backbone.module.width=8", "backbone.module.depth=2", "logger=none", "mo
 
 
 class EpochLosses(pl.Callback):
-    """Records the epoch mean of ``train/loss`` after every training epoch."""
+    """Records the epoch mean of ``train/loss`` after every training epoch, and, for two-view methods, the fraction
+    of the first batch's images whose two views differ (identical views would make the loss drop too)."""
 
     def __init__(self) -> None:
         self.losses: list[float] = []
+        self.views_differ: float | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        views = batch[0]
+        if self.views_differ is None and isinstance(views, (list, tuple)) and len(views) >= 2:
+            diff = (views[0].float() - views[1].float()).flatten(1).abs().amax(1)
+            self.views_differ = float((diff > 1e-6).float().mean())
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.losses.append(float(trainer.callback_metrics["train/loss_epoch"]))
 
 
-def train_losses(root: Path, overrides: list[str], key: str = "r", tiny: bool = True) -> tuple[list[float], Path]:
+def train_losses(root: Path, overrides: list[str], key: str = "r", tiny: bool = True,
+                 recorder: EpochLosses | None = None) -> tuple[list[float], Path]:
     """Pretrain with ``overrides`` (after :data:`TINY` when ``tiny``) into ``root/key``; the per-epoch mean losses
-    and the last checkpoint."""
+    and the last checkpoint (``recorder``: the callback to use, e.g. to read ``views_differ`` after)."""
     cfg = compose([f"run.root={root}", *(TINY if tiny else []), *overrides])
     run = RunDir.create(root, key)
-    rec = EpochLosses()
+    rec = recorder or EpochLosses()
     ckpt = pretrain(cfg, run, callbacks=[rec])
     return rec.losses, ckpt
 

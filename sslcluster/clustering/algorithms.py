@@ -401,3 +401,29 @@ class Spectral(ClusteringAlgorithm):
                                    gamma=float(self.gamma), assign_labels=self.assign_labels,
                                    random_state=self.seed)
         return model.fit_predict(x).astype(np.int64)
+
+
+# -- row order -------------------------------------------------------------------------------------------------
+
+def row_permutation(n: int, seed: int) -> np.ndarray:
+    """The seeded order (N,) in which :func:`fit_predict_shuffled` presents the rows."""
+    return np.random.default_rng(seed).permutation(n)
+
+
+def fit_predict_shuffled(algo: Any, x: np.ndarray, seed: int) -> np.ndarray:
+    """``algo.fit_predict`` on the rows of ``x`` (N, D) in a seeded random order, labels (N,) mapped back to the
+    original rows. Exported rows follow the folder order, i.e. they are sorted by class; BIRCH (its CF tree is
+    built point by point), DBSCAN (a border point joins the first core point's cluster that reaches it), mini-batch
+    k-means (batches in row order) and the SOM (online updates) depend on that order, and k-means++ seeding picks
+    rows by position. Per-point state the algorithm keeps (the SOM's best-matching units) is mapped back too."""
+    from sslcluster.clustering.som import SOM
+
+    perm = row_permutation(len(x), seed)
+    inverse = np.empty_like(perm)
+    inverse[perm] = np.arange(len(perm))
+    labels = np.asarray(algo.fit_predict(x[perm]), dtype=np.int64)
+    if labels.shape != (len(x),):
+        return labels  # the caller reports the wrong shape
+    if isinstance(algo, SOM) and algo.bmu is not None:
+        algo.bmu = algo.bmu[inverse]
+    return labels[inverse]

@@ -7,6 +7,7 @@ optional online monitors.
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +19,9 @@ from sslcluster.data.folders import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, Skipp
                                   scan_folder)
 from sslcluster.errors import SSLClusterError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "DigitsSource", "ImageFolderSource", "TorchvisionSource",
+log = logging.getLogger(__name__)
+
+__all__ = ["SPLIT_FILE", "check_holdout_fraction", "holdout_split", "IMAGE_EXTENSIONS", "ImageSource", "DigitsSource", "ImageFolderSource", "TorchvisionSource",
            "digits_uint8", "labels_or_unknown"]
 
 
@@ -85,38 +88,162 @@ class DigitsSource:
         return _to_mode(self._images[i], self.channels)
 
 
-class ImageFolderSource:
-    """A folder of images, optionally with one sub-folder per split (``root/train``, ``root/test``).
+#: name of the held-out split record in a run directory (``id,split`` rows; ids relative to the scanned folder)
+SPLIT_FILE = "split.csv"
+#: the folder's own splits: sub-folders with these names are used as they are
+FOLDER_SPLITS = ("train", "test")
 
-    With ``labels_from_folders`` the first folder level below the split root names the held-out class. The folder
-    is scanned and validated once (cached, see :mod:`sslcluster.data.folders`); bad files are left out under
-    ``bad_files='skip'`` and listed in :attr:`skipped`, or stop the scan under ``bad_files='fail'``.
+
+def check_holdout_fraction(fraction: float) -> float:
+    """``fraction`` if it is a number in (0, 1), else a one-line error naming ``data.holdout_fraction``."""
+    ok = isinstance(fraction, (int, float, np.integer, np.floating)) and not isinstance(fraction, bool) \
+        and 0.0 < float(fraction) < 1.0
+    if not ok:
+        raise SSLClusterError(f"data.holdout_fraction={fraction!r} must be a number strictly between 0 and 1")
+    return float(fraction)
+
+
+def holdout_split(ids: list[str], labels: np.ndarray | None, fraction: float, seed: int,
+                  root: str = "") -> dict[str, str]:
+    """id -> ``train`` | ``test``: a seeded held-out test split of ``fraction`` of the images (scikit-learn's
+    ``train_test_split``), stratified by ``labels`` when there are any, so every class is in both splits."""
+    from sklearn.model_selection import train_test_split
+
+    check_holdout_fraction(fraction)
+    n = len(ids)
+    where = f" of {root}" if root else ""
+    if labels is not None:
+        counts = np.bincount(labels)
+        counts = counts[counts > 0]
+        n_test = int(np.ceil(fraction * n))
+        if counts.min() < 2 or n_test < len(counts) or n - n_test < len(counts):
+            raise SSLClusterError(
+                f"data.holdout_fraction={fraction}: the {n} images{where} in {len(counts)} classes (smallest "
+                f"{int(counts.min())}) cannot hold out at least one image per class in test and keep one in train "
+                "(add images, change data.holdout_fraction, or give the folder train/ and test/ sub-folders)")
+    elif n < 2 or int(np.ceil(fraction * n)) >= n:
+        raise SSLClusterError(f"data.holdout_fraction={fraction}: {n} images{where} are too few to hold out a test "
+                              "split and keep a train split")
+    train_idx, test_idx = train_test_split(np.arange(n), test_size=fraction, random_state=seed,
+                                           stratify=labels if labels is not None else None)
+    out = {ids[i]: "train" for i in train_idx}
+    out.update({ids[i]: "test" for i in test_idx})
+    return out
+
+
+def read_split_file(path: Path) -> dict[str, str]:
+    """id -> split of a run's ``split.csv``."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != ["id", "split"]:
+            raise SSLClusterError(f"{path}: expected columns id,split, got {header}")
+        return {row[0]: row[1] for row in reader if len(row) >= 2}
+
+
+def write_split_file(path: Path, assignment: dict[str, str]) -> None:
+    import csv
+
+    from sslcluster.store.io import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+            w = csv.writer(f)
+            w.writerow(("id", "split"))
+            w.writerows(sorted(assignment.items()))
+
+
+class ImageFolderSource:
+    """A folder of images, with or without its own ``train/`` and ``test/`` sub-folders.
+
+    - With both ``root/train`` and ``root/test``, those are the splits.
+    - Otherwise (no split folders, or only one of them, which is then the folder used), the images are split into a
+      seeded held-out test split of ``holdout_fraction`` (stratified by class when there are labels) and a train
+      split that share no file; ``holdout_seed`` is fixed apart from the training seed, so runs with different
+      seeds score the same test images. With ``split_file`` (the stages pass ``<run>/split.csv``) the assignment
+      is written there once and read back by every later stage and rerun of the run.
+    - ``split='all'`` gives every image of the folder (both splits), e.g. to cluster a whole photo collection.
+
+    With ``labels_from_folders`` the first folder level below the split root names the held-out class (class ids
+    are shared by the splits). The folder is scanned and validated once (cached, see :mod:`sslcluster.data.folders`);
+    bad files are left out under ``bad_files='skip'`` and listed in :attr:`skipped`, or stop the scan under
+    ``bad_files='fail'``. ``split=None`` reads the whole folder as it is, without any split.
     """
 
     def __init__(self, root: str, split: str | None = "train", channels: int = 3,
                  labels_from_folders: bool = True, bad_files: str = "skip", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 validate: str = "full", cache: bool = True, cache_dir: str | None = None) -> None:
+                 validate: str = "full", cache: bool = True, cache_dir: str | None = None,
+                 holdout_fraction: float = 0.2, holdout_seed: int = 0, split_file: str | None = None) -> None:
         base = Path(root).expanduser()
         if not base.is_dir():
             raise SSLClusterError(f"image folder not found: {display_path(base)} (data.source.root)")
-        split_root = base / split if split and (base / split).is_dir() else base
-        result = scan_folder(split_root, policy=bad_files, max_pixels=int(max_pixels), validate=validate,
-                             cache=cache, cache_dir=cache_dir)
-        files = [Path(f) for f in result.files]
-        self.root = split_root
+        if split not in (None, "train", "test", "all"):
+            raise SSLClusterError(f"image folder split {split!r} is not one of train, test, all")
+        own = [s for s in FOLDER_SPLITS if (base / s).is_dir()]
+        scan_kw = dict(policy=bad_files, max_pixels=int(max_pixels), validate=validate, cache=cache,
+                       cache_dir=cache_dir)
         self.channels = channels
         self.max_pixels = int(max_pixels)
-        self.skipped: list[Skipped] = result.skipped
-        self.paths = [str(f) for f in files]
-        self.ids = [f.relative_to(split_root).as_posix() for f in files]
-        self.labels = None
+        self.skipped: list[Skipped] = []
+        files: list[tuple[Path, str, tuple[str, ...]]] = []  # (path, id, parts below the split root)
+        if split is not None and len(own) == len(FOLDER_SPLITS):  # the folder's own train/ and test/
+            self.root = base
+            for s in (FOLDER_SPLITS if split == "all" else (split,)):
+                result = scan_folder(base / s, **scan_kw)
+                self.skipped += result.skipped
+                for f in map(Path, result.files):
+                    rel = f.relative_to(base / s)
+                    files.append((f, f"{s}/{rel.as_posix()}" if split == "all" else rel.as_posix(), rel.parts))
+            class_roots = [base / s for s in FOLDER_SPLITS]
+        else:
+            split_root = base / own[0] if split is not None and own else base
+            if split is not None:
+                check_holdout_fraction(holdout_fraction)
+                if own:
+                    log.info("%s has %s/ but no %s/: holding out data.holdout_fraction=%s of %s as the test split",
+                             display_path(base), own[0], "test" if own[0] == "train" else "train",
+                             holdout_fraction, display_path(split_root))
+            result = scan_folder(split_root, **scan_kw)
+            self.skipped = result.skipped
+            self.root = split_root
+            files = [(f, f.relative_to(split_root).as_posix(), f.relative_to(split_root).parts)
+                     for f in map(Path, result.files)]
+            class_roots = [split_root]
         self.classes = None
-        if labels_from_folders:
-            tops = [f.relative_to(split_root).parts for f in files]
-            if all(len(t) > 1 for t in tops):
-                self.classes = sorted({t[0] for t in tops})
-                lookup = {c: k for k, c in enumerate(self.classes)}
-                self.labels = np.asarray([lookup[t[0]] for t in tops], dtype=np.int64)
+        labels = None
+        if labels_from_folders and files and all(len(parts) > 1 for _, _, parts in files):
+            names: set[str] = {parts[0] for _, _, parts in files}
+            for r in class_roots:  # class ids shared by both splits, whichever is read
+                names |= {e.name for e in r.iterdir() if e.is_dir()} if r.is_dir() else set()
+            self.classes = sorted(names)
+            lookup = {c: k for k, c in enumerate(self.classes)}
+            labels = np.asarray([lookup[parts[0]] for _, _, parts in files], dtype=np.int64)
+        if split in ("train", "test") and len(own) < len(FOLDER_SPLITS):
+            files, labels = self._held_out(files, labels, split, float(holdout_fraction), int(holdout_seed),
+                                           split_file)
+        self.paths = [str(f) for f, _, _ in files]
+        self.ids = [i for _, i, _ in files]
+        self.labels = labels
+
+    def _held_out(self, files, labels, split, fraction, seed, split_file):
+        """The rows of ``split`` under the recorded (or a new, seeded, stratified) held-out assignment."""
+        ids = [i for _, i, _ in files]
+        record = Path(split_file) if split_file else None
+        if record is not None and record.is_file():
+            assignment = read_split_file(record)
+            new = [i for i in ids if i not in assignment]
+            if new:
+                log.warning("%d images of %s are not in the run's split record %s (added since it was made): left "
+                            "out of both splits", len(new), display_path(self.root), record)
+        else:
+            assignment = holdout_split(ids, labels, fraction, seed, root=display_path(self.root))
+            if record is not None:
+                write_split_file(record, assignment)
+        keep = [k for k, i in enumerate(ids) if assignment.get(i) == split]
+        return [files[k] for k in keep], (labels[keep] if labels is not None else None)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -2,7 +2,10 @@
 
 Reads the embeddings without their labels. The record is written first with ``status: running`` and rewritten
 ``complete`` only after ``labels.npy`` is on disk, so a killed run never leaves a record claiming success.
-Label-free quality (variances, silhouette, ...) is measured here, on the space that was clustered.
+Label-free quality (variances, silhouette, ...) is measured here, in one declared space for every clustering: the
+L2-normalised embeddings before PCA/UMAP (:func:`~sslcluster.evaluation.metrics.quality_space`), so clusterings
+with different preprocessing can be compared. Rows are presented to the algorithm in a seeded random order
+(:func:`~sslcluster.clustering.algorithms.fit_predict_shuffled`): exported rows are sorted by class.
 
 With ``clustering.select_k.method`` set, k is chosen first by a sweep (elbow, silhouette or BIC; see
 :mod:`sslcluster.clustering.select_k`): the curves go to ``plots/select_k.png`` and the sweep and the chosen k to
@@ -23,12 +26,12 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from sslcluster.clustering.algorithms import precheck
+from sslcluster.clustering.algorithms import fit_predict_shuffled, precheck, row_permutation
 from sslcluster.clustering.base import ClusteringAlgorithm
 from sslcluster.clustering.preprocess import PreprocessConfig, preprocess
 from sslcluster.clustering.select_k import SelectKConfig, check_config, sweep_k
 from sslcluster.errors import SSLClusterError
-from sslcluster.evaluation.metrics import cluster_metrics
+from sslcluster.evaluation.metrics import QUALITY_SPACE, cluster_metrics, quality_space
 from sslcluster.evaluation.plots import k_selection_curves
 from sslcluster.factory import build
 from sslcluster.store.embeddings import read_embeddings
@@ -123,17 +126,18 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         x = preprocess(np.asarray(es.array), pre_cfg)
         t1 = time.perf_counter()
         if sel_cfg is not None:
-            sweep = sweep_k(algo, x, sel_cfg, seed=cfg.seed, progress=lambda m: log.info("select_k %s", m))
+            sweep = sweep_k(algo, x[row_permutation(len(x), cfg.seed)], sel_cfg, seed=cfg.seed,
+                            progress=lambda m: log.info("select_k %s", m))
             algo.k = sweep["chosen_k"]  # type: ignore[attr-defined]  # choosable_k: it has k
             record["select_k"] = sweep
             k_selection_curves(sweep, out / "plots" / "select_k.png")
             log.info("select_k: %s chose k=%d", sweep["method"], sweep["chosen_k"])
         t_sel = time.perf_counter()
-        labels = np.asarray(algo.fit_predict(x), dtype=np.int64)
+        labels = fit_predict_shuffled(algo, x, seed=cfg.seed)
         t2 = time.perf_counter()
         if labels.shape != (x.shape[0],):
             raise SSLClusterError(f"{cfg.clustering.name} returned {labels.shape} labels for {x.shape[0]} points")
-        quality = cluster_metrics(x, labels, None)
+        quality = cluster_metrics(quality_space(es.array), labels, None)
         if quality["n_clusters"] == 0:
             raise SSLClusterError(f"{cfg.clustering.name} labelled every point as noise; nothing was clustered "
                                   "(try other parameters)")
@@ -149,6 +153,8 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         "params": algorithm_params(algo),
         "backend": algo.resolved_backend(x.shape[0]),
         "clustered_dim": int(x.shape[1]),
+        "quality_space": QUALITY_SPACE,
+        "row_order": f"seeded permutation (seed {cfg.seed})",
         "fit_info": algo.fit_info(),
         "artifacts": sorted(artifacts),
         "quality": quality,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from sslcluster.data.sources import ImageSource
+from sslcluster.data.sources import SPLIT_FILE, ImageSource, check_holdout_fraction
 from sslcluster.errors import SSLClusterError
 from sslcluster.factory import build, to_plain  # noqa: F401  (kept importable from here)
 
@@ -19,9 +21,19 @@ def split_name(cfg: DictConfig, split: str) -> str:
     return splits[split]
 
 
-def build_source(cfg: DictConfig, split: str) -> ImageSource:
-    """The image source (ids, paths, labels) of ``split`` of ``cfg.data``."""
-    return build(cfg.data.source, split=split_name(cfg, split))
+def build_source(cfg: DictConfig, split: str, run_path: Path | None = None) -> ImageSource:
+    """The source of ``split``. Sources that hold out a test split themselves (they declare ``split_file`` in
+    their config node) record it in ``<run_path>/split.csv``, read back by every later stage of the run."""
+    kwargs: dict[str, Any] = {"split": split_name(cfg, split)}
+    if run_path is not None and "split_file" in cfg.data.source:
+        kwargs["split_file"] = str(Path(run_path) / SPLIT_FILE)
+    return build(cfg.data.source, **kwargs)
+
+
+def check_data_config(cfg: DictConfig) -> None:
+    """Refuse bad data settings before any run directory is made (one line naming the key)."""
+    if "holdout_fraction" in cfg.data:
+        check_holdout_fraction(cfg.data.holdout_fraction)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sslcluster.errors import SSLClusterError
 from sslcluster.evaluation.metrics import cluster_metrics
@@ -111,6 +111,56 @@ def cluster_folders(cfg: DictConfig, cluster_dir: Path, index: EmbeddingIndex, l
     out = write_cluster_folders(cluster_dir / "folders", index.ids, index.paths, labels_pred, mode,
                                 load=_image_loader(cfg, Clustering(cluster_dir)))
     log.info("per-cluster folders: %s", out)
+    return out
+
+
+def validation_rows(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Sorted row positions (V,) of a seeded validation subset of ``fraction`` of the labelled train rows
+    (stratified by label where every class has two or more rows; scikit-learn's ``train_test_split``)."""
+    from sklearn.model_selection import train_test_split
+
+    known = np.flatnonzero(labels >= 0)
+    y = labels[known]
+    counts = np.bincount(y) if len(y) else np.zeros(0, dtype=int)
+    stratify = y if len(y) and counts[counts > 0].min() >= 2 and fraction * len(y) >= (counts > 0).sum() else None
+    _, val = train_test_split(known, test_size=fraction, random_state=seed, stratify=stratify)
+    return np.sort(val)
+
+
+def validation_metrics(cfg: DictConfig, clustered_train: Path, backbone_train: Path) -> dict[str, Any]:
+    """Figures for choosing settings without the test split: ``val_nmi``, ``val_ari``, ``val_acc`` of the run's
+    clustering (preprocessing and algorithm as configured, k as given) fitted on a seeded validation subset of the
+    train split (``evaluate.validation.fraction``), and ``val_knn_top1``: kNN of that subset against the rest of the
+    train split. The labels of the subset serve selection only; the test split's figures stay the final ones."""
+    from sslcluster.clustering.algorithms import fit_predict_shuffled
+    from sslcluster.clustering.preprocess import PreprocessConfig, preprocess
+    from sslcluster.evaluation.metrics import external_metrics
+    from sslcluster.stages.common import build
+
+    vcfg = cfg.evaluate.get("validation") or {}
+    fraction = float(vcfg.get("fraction", 0.0) or 0.0)
+    if fraction <= 0:
+        return {}
+    if not fraction < 1:
+        raise SSLClusterError(f"evaluate.validation.fraction={fraction} must be below 1")
+    es = read_embeddings(clustered_train, with_labels=True)
+    labels = es.index.labels
+    if not (labels >= 0).any():
+        log.info("no validation figures: the train split has no labels")
+        return {}
+    val = validation_rows(labels, fraction, int(vcfg.get("seed", 0)))
+    rest = np.setdiff1d(np.arange(len(labels)), val)
+    pre_cfg = PreprocessConfig(**OmegaConf.to_container(cfg.clustering.preprocess, resolve=True), seed=cfg.seed)
+    algo = build(cfg.clustering.algorithm)
+    x = preprocess(np.asarray(es.array[val], dtype=np.float32), pre_cfg)
+    pred = fit_predict_shuffled(algo, x, seed=cfg.seed)
+    ext = external_metrics(labels[val], pred)
+    out: dict[str, Any] = {f"val_{k}": ext[k] for k in ("nmi", "ari", "acc")}
+    bb = read_embeddings(backbone_train, with_labels=True)
+    bx = np.asarray(bb.array, dtype=np.float32)
+    out["val_knn_top1"] = knn_accuracy(bx[rest], labels[rest], bx[val], labels[val], k=cfg.evaluate.knn_k,
+                                       t=cfg.evaluate.knn_t)
+    out["val_n"] = int(len(val))
     return out
 
 

@@ -133,7 +133,7 @@ def export_split(cfg: DictConfig, run: RunDir, split: str, checkpoint: Path | No
             raise SSLClusterError("export needs a checkpoint: set checkpoint=PATH or run pretraining first")
         model = load_method(checkpoint)
     name = name or (split if features != "pixels" else f"pixels_{split}")
-    source = build_source(cfg, split)
+    source = build_source(cfg, split, run.path)
     n_skipped = report_skipped(run.path, split, source)
     dataset = ImageDataset(source, build(cfg.augmentation.eval))
     device = resolve_device(cfg.export.device)

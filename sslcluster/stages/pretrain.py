@@ -79,7 +79,7 @@ def check_resume_config(cfg: DictConfig, ckpt_path: Path) -> None:
                                       f"{b.get(key)!r}; repeat the stopped run's overrides")
 
 
-def build_monitors(cfg: DictConfig) -> OnlineMonitors | None:
+def build_monitors(cfg: DictConfig, run_path: Path | None = None) -> OnlineMonitors | None:
     """The kNN / linear-probe monitors on the labeled train and test splits, or None when off or unlabeled."""
     settings: dict[str, Any] = dict(OmegaConf.to_container(cfg.get("monitor") or {}, resolve=True))  # type: ignore[arg-type]
     settings.setdefault("num_workers", int(cfg.data.num_workers))
@@ -93,7 +93,7 @@ def build_monitors(cfg: DictConfig) -> OnlineMonitors | None:
     transform = build(cfg.augmentation.eval)
     parts = []
     for split in ("train", "test"):
-        source = build_source(cfg, split)
+        source = build_source(cfg, split, run_path)
         idx = labeled_subset(source, mcfg.max_images, seed=0)
         if idx is None:
             log.info("online monitors off: the %s split has no labels", split)
@@ -124,7 +124,7 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
     ckpt_path = resume_path(cfg, run)
     if ckpt_path is not None:
         check_resume_config(cfg, ckpt_path)
-    source = build_source(cfg, "train")
+    source = build_source(cfg, "train", run.path)
     # CPU workers or the whole split on the device, per data.pipeline (sslcluster.data.device_data); on the CPU
     # path under DDP Lightning swaps in a DistributedSampler (use_distributed_sampler, on by default).
     data = build_pretrain_data(cfg, source)
@@ -147,7 +147,7 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
     ]
     if trainer_kwargs.get("enable_progress_bar", True) and int(speed["progress_bar_refresh_rate"]) != 1:
         all_callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=int(speed["progress_bar_refresh_rate"])))
-    monitors = build_monitors(cfg)
+    monitors = build_monitors(cfg, run.path)
     if monitors is not None:
         all_callbacks.append(monitors)
     all_callbacks.extend(callbacks or [])

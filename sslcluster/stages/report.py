@@ -9,6 +9,11 @@ from sslcluster.data.folders import SKIPPED_FILE, read_skipped
 from sslcluster.store.rundir import RunDir
 
 ROWS = ("nmi", "ari", "acc", "purity", "silhouette", "knn_top1", "linear_top1", "n_clusters")
+#: rows without a delta: counts, and internal metrics, each measured in its own representation's space
+NO_DELTA = ("n_clusters", "silhouette")
+#: how noise (-1) is scored, printed under the table when a clustering has noise (see evaluation.metrics)
+NOISE_RULE = ("noise rule: a noise point is never grouped (NMI/AMI/ARI: a cluster of its own) and never matched "
+              "(acc/purity: an error); *_clustered metrics score the non-noise points only")
 
 
 def _fmt(v: Any) -> str:
@@ -30,7 +35,7 @@ def format_table(metrics: dict[str, Any], baseline_prefix: str = "pixels_") -> s
         line = f"{key:<14}{_fmt(a):>10}"
         if has_base:
             delta = a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
-            line += f"{_fmt(b):>10}{(_fmt(delta) if key != 'n_clusters' else '-'):>10}"
+            line += f"{_fmt(b):>10}{(_fmt(delta) if key not in NO_DELTA else '-'):>10}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -38,6 +43,10 @@ def format_table(metrics: dict[str, Any], baseline_prefix: str = "pixels_") -> s
 def report(run: RunDir, wall_s: float | None = None, timings: dict[str, float] | None = None) -> str:
     metrics = run.read_metrics()
     text = [format_table(metrics), ""]
+    if any(k.endswith("noise_fraction") and isinstance(v, (int, float)) and v > 0 for k, v in metrics.items()):
+        text.append(NOISE_RULE + ", noise fraction: " + ", ".join(
+            f"{k.removesuffix('noise_fraction') or 'learned '}{_fmt(v)}" for k, v in metrics.items()
+            if k.endswith("noise_fraction")))
     skipped = read_skipped(run.path)
     if skipped:
         counts = {split: sum(row[0] == split for row in skipped) for split in sorted({row[0] for row in skipped})}

@@ -31,7 +31,8 @@ from sslcluster.store.io import atomic_path, read_json, write_csv, write_text
 from sslcluster.tracking.multirun import is_multirun_folder, read_job_pointers
 
 #: metrics shown in the printed table and the plot when present (``--metrics all`` shows every one).
-HEADLINE = ("nmi", "ari", "acc", "knn_top1", "linear_top1", "pixels_nmi", "pixels_acc", "pixels_knn_top1")
+#: ``acc`` is the one-to-one Hungarian accuracy, ``purity`` the many-to-one figure (rises with k).
+HEADLINE = ("nmi", "ari", "acc", "purity", "knn_top1", "linear_top1", "pixels_nmi", "pixels_acc", "pixels_knn_top1")
 #: metrics.json entries that are not results.
 NOT_METRICS = frozenset({"seed"})
 #: config keys never used for grouping: they differ between any two runs or only say where things go.

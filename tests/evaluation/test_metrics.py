@@ -9,6 +9,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn import metrics as skm
 
 from sslcluster.errors import SSLClusterError
+from sslcluster.evaluation import metrics as metrics_module
 from sslcluster.evaluation.metrics import cluster_metrics, cluster_to_class, hungarian_accuracy, purity, variances
 
 
@@ -20,6 +21,25 @@ def reference_hungarian(t: np.ndarray, p: np.ndarray) -> float:
         len(clusters), len(classes))
     r, c = linear_sum_assignment(-overlap)
     return overlap[r, c].sum() / len(t)
+
+
+def reference_singletons(p: np.ndarray) -> np.ndarray:
+    """Noise points as clusters of their own, written here: ids 1000 + position."""
+    return np.where(p < 0, 1000 + np.arange(len(p)), p)
+
+
+def reference_nmi_arithmetic(t: np.ndarray, p: np.ndarray) -> float:
+    """I(T;P) / ((H(T) + H(P)) / 2), from the contingency table, written here."""
+    n = len(t)
+    joint = {}
+    for a, b in zip(t.tolist(), p.tolist()):
+        joint[(a, b)] = joint.get((a, b), 0) + 1
+    pt = {a: np.mean(t == a) for a in set(t.tolist())}
+    pp = {b: np.mean(p == b) for b in set(p.tolist())}
+    mi = sum(c / n * np.log((c / n) / (pt[a] * pp[b])) for (a, b), c in joint.items())
+    ht = -sum(v * np.log(v) for v in pt.values())
+    hp = -sum(v * np.log(v) for v in pp.values())
+    return mi / ((ht + hp) / 2)
 
 
 def reference_majority(t: np.ndarray, p: np.ndarray) -> float:
@@ -50,18 +70,23 @@ def test_metrics_equal_references(n_classes, n_clusters, noise, seed):
     rng = np.random.default_rng(seed)
     x, t, p = random_case(rng, n_classes, n_clusters, noise)
     m = cluster_metrics(x, p, t)
-    assert m["nmi"] == pytest.approx(skm.normalized_mutual_info_score(t, p), abs=1e-12)
-    assert m["ami"] == pytest.approx(skm.adjusted_mutual_info_score(t, p), abs=1e-12)
-    assert m["ari"] == pytest.approx(skm.adjusted_rand_score(t, p), abs=1e-12)
+    s = reference_singletons(p)  # the noise rule: never grouped with another point
+    assert m["nmi"] == pytest.approx(reference_nmi_arithmetic(t, s), abs=1e-9)
+    assert m["ami"] == pytest.approx(skm.adjusted_mutual_info_score(t, s), abs=1e-12)
+    assert m["ari"] == pytest.approx(skm.adjusted_rand_score(t, s), abs=1e-12)
     assert m["purity"] == pytest.approx(reference_majority(t, p), abs=1e-12)
     n_pred = len(set(p.tolist()) - {-1})
-    if n_pred <= len(np.unique(t)):
-        assert m["acc_mapping"] == "hungarian"
-        assert m["acc"] == pytest.approx(reference_hungarian(t, p), abs=1e-12)
-    else:
-        assert m["acc_mapping"] == "majority"
-        assert m["acc"] == pytest.approx(reference_majority(t, p), abs=1e-12)
+    # acc is the one-to-one Hungarian accuracy for any number of clusters, never purity
+    assert m["acc"] == pytest.approx(reference_hungarian(t, p), abs=1e-12)
+    assert "acc_mapping" not in m
     assert hungarian_accuracy(t, p) == pytest.approx(reference_hungarian(t, p), abs=1e-12)
+    if noise:
+        c = p >= 0
+        assert m["nmi_clustered"] == pytest.approx(reference_nmi_arithmetic(t[c], p[c]), abs=1e-9)
+        assert m["ari_clustered"] == pytest.approx(skm.adjusted_rand_score(t[c], p[c]), abs=1e-12)
+        assert m["acc_clustered"] == pytest.approx(reference_hungarian(t[c], p[c]), abs=1e-12)
+    else:
+        assert "nmi_clustered" not in m
     keep = p >= 0
     xs, ps = x[keep], p[keep]
     assert m["noise_fraction"] == pytest.approx(1 - keep.mean())
@@ -78,7 +103,7 @@ def test_metrics_equal_references(n_classes, n_clusters, noise, seed):
     k = len(cents)
     assert m["inter_var"] * (len(ps) - k) / (m["intra_var"] * (k - 1)) == pytest.approx(
         skm.calinski_harabasz_score(xs, ps), rel=1e-5)
-    assert m["var_ratio"] == pytest.approx(m["inter_var"] / m["intra_var"])
+    assert "var_ratio" not in m  # inter/intra grows with k; Calinski-Harabasz is its k-corrected form
 
 
 def test_unknown_labels_are_left_out():
@@ -89,7 +114,7 @@ def test_unknown_labels_are_left_out():
     m = cluster_metrics(None, p, t_unknown)
     known = t_unknown >= 0
     assert m["n_labeled"] == known.sum()
-    assert m["nmi"] == pytest.approx(skm.normalized_mutual_info_score(t[known], p[known]))
+    assert m["nmi"] == pytest.approx(reference_nmi_arithmetic(t[known], reference_singletons(p[known])), abs=1e-9)
     assert m["acc"] == pytest.approx(reference_hungarian(t[known], p[known]))
 
 
@@ -107,7 +132,7 @@ def test_perfect_clustering_scores_one_under_any_relabelling():
     p = np.array([3, 0, 2, 1])[t]
     m = cluster_metrics(None, p, t)
     assert m["nmi"] == pytest.approx(1) and m["ari"] == pytest.approx(1)
-    assert m["acc"] == pytest.approx(1) and m["acc_mapping"] == "hungarian"
+    assert m["acc"] == pytest.approx(1) and m["purity"] == pytest.approx(1)
     assert cluster_to_class(t, p) == {3: 0, 0: 1, 2: 2, 1: 3}
 
 
@@ -127,3 +152,48 @@ def test_wrong_lengths_are_refused():
         cluster_metrics(np.zeros((8, 2)), np.zeros(10), None)
     with pytest.raises(SSLClusterError, match="no points"):
         cluster_metrics(None, np.zeros(0), None)
+
+
+def test_acc_stays_one_to_one_with_more_clusters_than_classes():
+    # 2 classes split into 4 pure clusters: purity is 1, the one-to-one accuracy only matches 2 of the 4 clusters
+    t = np.repeat([0, 1], 20)
+    p = np.repeat([0, 1, 2, 3], 10)
+    m = cluster_metrics(None, p, t)
+    assert m["purity"] == pytest.approx(1.0)
+    assert m["acc"] == pytest.approx(0.5)
+
+
+def test_noise_is_never_grouped_in_nmi_and_ari():
+    # class 0 is all noise: under "noise is one more cluster" it would be a perfect cluster (NMI = ARI = 1)
+    t = np.repeat([0, 1, 2], 10)
+    p = np.concatenate([np.full(10, -1), np.full(10, 0), np.full(10, 1)])
+    m = cluster_metrics(None, p, t)
+    assert m["ari"] < 0.9 and m["nmi"] < 0.9
+    assert m["ari"] == pytest.approx(skm.adjusted_rand_score(t, reference_singletons(p)))
+    assert m["acc"] == pytest.approx(2 / 3) and m["purity"] == pytest.approx(2 / 3)
+    # over the clustered points only, with the noise fraction beside: a perfect 2-cluster clustering
+    assert m["nmi_clustered"] == pytest.approx(1.0) and m["acc_clustered"] == pytest.approx(1.0)
+    assert m["noise_fraction"] == pytest.approx(1 / 3)
+
+
+def test_nmi_normalisation_is_arithmetic_and_recorded():
+    rng = np.random.default_rng(5)
+    t, p = rng.integers(0, 3, 200), rng.integers(0, 7, 200)
+    m = cluster_metrics(None, p, t)
+    assert m["nmi_normalization"] == "arithmetic"
+    assert m["nmi"] == pytest.approx(reference_nmi_arithmetic(t, p), abs=1e-9)
+    # the geometric or max normalisation would differ here (H(P) is far from H(T))
+    assert abs(m["nmi"] - skm.normalized_mutual_info_score(t, p, average_method="max")) > 1e-3
+
+
+def test_internal_metrics_subsample_deterministically_above_the_stated_size():
+    INTERNAL_SAMPLE, internal_metrics = metrics_module.INTERNAL_SAMPLE, metrics_module.internal_metrics
+    rng = np.random.default_rng(0)
+    n = INTERNAL_SAMPLE + 500
+    x = rng.standard_normal((n, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    a, b = internal_metrics(x, y), internal_metrics(x, y)
+    assert a["internal_n"] == INTERNAL_SAMPLE and a == b
+    small = internal_metrics(x[:300], y[:300])
+    assert small["internal_n"] == 300
+    assert small["silhouette"] == pytest.approx(skm.silhouette_score(x[:300], y[:300]), rel=1e-5)

@@ -103,7 +103,7 @@ def _moco_step(rank: int, out: str) -> None:
     """The MoCo step's core (momentum update, keys with shuffle BN across ranks, InfoNCE with the queue)."""
     torch.manual_seed(0)
     model = MoCo(TinyCNN(1, width=4, depth=1), batch_size_per_device=B, queue_size=4 * B * WORLD,
-                 hidden_dim=16, output_dim=8, momentum=0.9)
+                 hidden_dim=16, output_dim=8, momentum=0.9, key_bn_splits=2)
     model.check_queue(dist.get_world_size())
     torch.manual_seed(100 + rank)  # different images on each rank
     xq, xk = torch.randn(B, 1, 8, 8), torch.randn(B, 1, 8, 8)
@@ -144,7 +144,7 @@ LIGHTNING_SCRIPT = textwrap.dedent('''
     pl.seed_everything(0)
     queue = int(sys.argv[2])
     model = MoCo(TinyCNN(1, width=4, depth=1), batch_size_per_device=4, queue_size=queue, hidden_dim=16,
-                 output_dim=8, optim={"name": "sgd", "lr": 0.1, "warmup_epochs": 0})
+                 output_dim=8, key_bn_splits=2, optim={"name": "sgd", "lr": 0.1, "warmup_epochs": 0})
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=3, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[Dump()])

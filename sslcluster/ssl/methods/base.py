@@ -55,7 +55,7 @@ class SSLMethod(pl.LightningModule):
 
     def configure_optimizers(self):
         """The optimiser with the learning rate scaled to the global batch, and its per-step schedule."""
-        optimizer = build_optimizer(self.parameters(), self.optim_cfg, self.global_batch_size())
+        optimizer = build_optimizer(self, self.optim_cfg, self.global_batch_size())
         total = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         scheduler = build_scheduler(optimizer, self.optim_cfg, total, steps_per_epoch)

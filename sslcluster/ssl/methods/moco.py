@@ -2,14 +2,20 @@
 "Improved Baselines with Momentum Contrastive Learning").
 
 A query encoder (backbone + 2-layer MLP head) is trained with InfoNCE against the key of the other view, computed
-by a momentum encoder (an exponential moving average of the query encoder, lightly's ``update_momentum``, with the
-momentum raised from ``momentum`` to ``momentum_end`` on a cosine schedule, lightly's ``cosine_schedule``), and
-against a queue of past keys (lightly's memory bank inside ``NTXentLoss``).
+by a momentum encoder (an exponential moving average of the query encoder, lightly's ``update_momentum``; the
+momentum is constant, 0.999 in MoCo v2, or, with ``momentum_end`` set, raised from ``momentum`` to ``momentum_end``
+on BYOL's cosine schedule, lightly's ``cosine_schedule``), and against a queue of past keys (lightly's memory bank
+inside ``NTXentLoss``).
 
-Distributed: the key encoder's BatchNorm sees the keys of every rank in a shuffled order (shuffle BN, lightly's
-``batch_shuffle_distributed``), and the memory bank gathers the keys of every rank before enqueueing them, so all
-ranks hold the same queue. The queue must then be a multiple of the global batch (per-device batch x ranks), so
-that a step's keys never wrap around its end.
+Shuffle BN (He et al. 2020, section 3.3): BatchNorm statistics shared by a query and its key would let the model
+find the positive from them. Permuting one device's batch leaves its statistics unchanged, so on its own it blocks
+nothing; the key encoder's BatchNorm layers therefore normalise ``key_bn_splits`` sub-batches of the shuffled key
+batch apart (default 8, as lightly's CIFAR-10 benchmark's split batch norm), on one device and under DDP alike.
+Under DDP the keys are also shuffled across ranks (lightly's ``batch_shuffle_distributed``), and the key encoder's
+BatchNorm is never synchronised (``trainer.sync_batchnorm`` converts the query encoder only; see
+:class:`KeyBatchNorm`). The memory bank gathers the keys of every rank before enqueueing them, so all ranks hold the
+same queue. The queue must then be a multiple of the global batch (per-device batch x ranks), so that a step's keys
+never wrap around its end.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import MoCoProjectionHead
 from lightly.models.utils import batch_shuffle, batch_shuffle_distributed, batch_unshuffle, batch_unshuffle_distributed
@@ -30,14 +37,60 @@ from sslcluster.ssl.optim import OptimConfig
 QUEUE_KEY = "sslcluster_moco_queue"
 
 
+class KeyBatchNorm(nn.Module):
+    """BatchNorm of the key encoder: in training, each of ``splits`` sub-batches (B/splits, C, ...) is normalised
+    with its own statistics (torch's ``F.batch_norm`` per sub-batch); in eval, the running statistics.
+
+    Written here rather than taken from lightly's ``SplitBatchNorm`` because that one subclasses
+    ``nn.BatchNorm2d``: ``trainer.sync_batchnorm=true`` (torch's ``SyncBatchNorm.convert_sync_batchnorm``, which
+    converts every ``_BatchNorm``) would turn it into a SyncBatchNorm and share the key encoder's statistics across
+    ranks, undoing the shuffle. This class is not a ``_BatchNorm``, so the conversion leaves it alone. It takes
+    over the parameters and buffers of the layer it replaces, under the same names (checkpoints load either way),
+    and works for any input rank (BatchNorm1d/2d/3d).
+    """
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, splits: int) -> None:
+        super().__init__()
+        if splits < 1:
+            raise SSLClusterError(f"method.module.key_bn_splits={splits} must be at least 1")
+        self.splits, self.eps, self.momentum = splits, bn.eps, bn.momentum
+        self.weight, self.bias = bn.weight, bn.bias
+        self.register_buffer("running_mean", bn.running_mean)
+        self.register_buffer("running_var", bn.running_var)
+        self.register_buffer("num_batches_tracked", bn.num_batches_tracked)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, ...) -> (B, C, ...)."""
+        if not self.training and self.running_mean is not None:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        momentum = 0.1 if self.momentum is None else self.momentum
+        return torch.cat([F.batch_norm(c, self.running_mean, self.running_var, self.weight, self.bias, True,
+                                       momentum, self.eps) for c in x.chunk(self.splits)])
+
+
+def split_key_batchnorm(module: nn.Module, splits: int) -> int:
+    """Replace every BatchNorm of ``module`` by a :class:`KeyBatchNorm` of ``splits`` sub-batches, in place;
+    returns how many were replaced."""
+    count = 0
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, KeyBatchNorm(child, splits))
+            count += 1
+        else:
+            count += split_key_batchnorm(child, splits)
+    return count
+
+
 class MoCo(MomentumEncoder, SSLMethod):
-    """Args: see :class:`SSLMethod`; ``temperature`` of InfoNCE; ``queue_size`` negatives; ``momentum`` start and
-    ``momentum_end`` of the key encoder's EMA; projection head sizes; ``shuffle_bn`` for the key encoder."""
+    """Args: see :class:`SSLMethod`; ``temperature`` of InfoNCE; ``queue_size`` negatives; ``momentum`` of the key
+    encoder's EMA (constant; with ``momentum_end`` set, raised to it on a cosine); projection head sizes;
+    ``shuffle_bn`` (shuffle the key batch) and ``key_bn_splits`` (sub-batches of the key encoder's BatchNorm)."""
 
     def __init__(self, backbone: nn.Module, optim: OptimConfig | dict[str, Any] | None = None,
                  batch_size_per_device: int = 256, temperature: float = 0.2, queue_size: int = 4096,
-                 momentum: float = 0.99, momentum_end: float = 1.0, hidden_dim: int = 2048, output_dim: int = 128,
-                 shuffle_bn: bool = True, key_bn_splits: int = 1, gather_distributed: bool = True) -> None:
+                 momentum: float = 0.999, momentum_end: float | None = None, hidden_dim: int = 2048,
+                 output_dim: int = 128, shuffle_bn: bool = True, key_bn_splits: int = 8,
+                 gather_distributed: bool = True) -> None:
         super().__init__(backbone, optim, batch_size_per_device)
         if temperature <= 0:
             raise SSLClusterError(f"method.module.temperature={temperature} must be positive")
@@ -52,6 +105,8 @@ class MoCo(MomentumEncoder, SSLMethod):
         self.check_queue(1)
         self.projection_head = MoCoProjectionHead(backbone.out_dim, hidden_dim, output_dim)
         self.init_momentum(["backbone", "projection_head"], momentum, momentum_end)
+        for encoder in (self.backbone_momentum, self.projection_head_momentum):
+            split_key_batchnorm(encoder, key_bn_splits)
         self.criterion = NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, output_dim),
                                     gather_distributed=gather_distributed)
 
@@ -96,17 +151,16 @@ class MoCo(MomentumEncoder, SSLMethod):
         return self.projection_head(self.backbone(x))
 
     def _keys(self, x: torch.Tensor) -> torch.Tensor:
-        """Momentum encoder on ``key_bn_splits`` sub-batches, each with BatchNorm statistics of its own."""
-        return torch.cat([self.projection_head_momentum(self.backbone_momentum(c))
-                          for c in x.chunk(self.key_bn_splits)])
+        """Momentum encoder; its BatchNorm layers normalise ``key_bn_splits`` sub-batches apart (KeyBatchNorm)."""
+        return self.projection_head_momentum(self.backbone_momentum(x))
 
     @torch.no_grad()
     def project_momentum(self, x: torch.Tensor) -> torch.Tensor:
         """Keys (B, output_dim) from the momentum encoder.
 
-        With ``shuffle_bn`` the key batch is shuffled (across all ranks under DDP) before the encoder, so that the
-        BatchNorm statistics of a key differ from those of its query and cannot leak which sample is the positive
-        (He et al. 2020, section 3.3); ``key_bn_splits`` > 1 gives that effect on one device too.
+        With ``shuffle_bn`` the key batch is shuffled (across all ranks under DDP) before the encoder, whose
+        BatchNorm layers normalise ``key_bn_splits`` sub-batches apart: a key's statistics come from a random
+        subset of the batch, not from the set its query was normalised with (He et al. 2020, section 3.3).
         """
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized() \
             and torch.distributed.get_world_size() > 1

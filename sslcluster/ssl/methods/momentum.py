@@ -1,8 +1,8 @@
 """A momentum (EMA) copy of a method's encoder, for MoCo and other methods with a teacher (BYOL, DINO).
 
-The copy follows the online modules by an exponential moving average (lightly's ``update_momentum``) whose momentum
-rises from ``momentum`` to ``momentum_end`` on a cosine schedule over the run (lightly's ``cosine_schedule``), as in
-MoCo v2's lightly benchmark and BYOL (Grill et al. 2020).
+The copy follows the online modules by an exponential moving average (lightly's ``update_momentum``). Its momentum
+is constant (``momentum_end=None``, as MoCo v2's m = 0.999), or rises from ``momentum`` to ``momentum_end`` on a
+cosine schedule over the run (lightly's ``cosine_schedule``), as in BYOL (Grill et al. 2020) and DINO.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ class MomentumEncoder:
     """
 
     momentum: float
-    momentum_end: float
+    momentum_end: float | None
     _momentum_pairs: list[tuple[str, str]]
 
-    def init_momentum(self, names: list[str], momentum: float, momentum_end: float) -> None:
-        """Make ``<name>_momentum`` (a frozen deep copy) for every module ``name``; check the schedule."""
-        if not 0.0 <= momentum <= momentum_end <= 1.0:
+    def init_momentum(self, names: list[str], momentum: float, momentum_end: float | None) -> None:
+        """Make ``<name>_momentum`` (a frozen deep copy) for every module ``name``; check the schedule
+        (``momentum_end=None``: constant momentum)."""
+        if not 0.0 <= momentum <= (1.0 if momentum_end is None else momentum_end) <= 1.0:
             raise SSLClusterError(f"method.module.momentum={momentum}, momentum_end={momentum_end}: need "
                                   "0 <= momentum <= momentum_end <= 1")
         self.momentum = momentum
@@ -43,7 +44,10 @@ class MomentumEncoder:
             self._momentum_pairs.append((name, f"{name}_momentum"))
 
     def current_momentum(self) -> float:
-        """EMA momentum at this step: cosine from ``momentum`` to ``momentum_end`` over the run."""
+        """EMA momentum at this step: ``momentum`` when ``momentum_end`` is None, else a cosine from ``momentum`` to
+        ``momentum_end`` over the run."""
+        if self.momentum_end is None:
+            return self.momentum
         trainer = getattr(self, "_trainer", None)  # LightningModule's own attribute: None outside a fit
         total = int(trainer.estimated_stepping_batches) if trainer is not None else 1
         step = int(getattr(self, "global_step", 0))
