@@ -45,10 +45,10 @@ def esc(value: Any) -> str:
 
 def url(relative: str | Path) -> str:
     """A relative link (``a/b c.png`` -> ``a/b%20c.png``), escaped for an attribute; never absolute."""
-    p = PurePosixPath(Path(relative).as_posix())
-    if p.is_absolute():
+    text = relative if isinstance(relative, str) else Path(relative).as_posix()
+    if PurePosixPath(text).is_absolute() or ":" in text.split("/")[0]:
         raise ValueError(f"a page links relative paths only, got {relative}")
-    return esc(quote(str(p), safe="/"))
+    return esc(quote(text, safe="/"))
 
 
 def fmt(v: Any, digits: int = 4) -> str:

@@ -211,9 +211,17 @@ def write_run_report(run_path: str | Path, options: ReportOptions, load: Callabl
             log.warning("report: clustering %s left out: %s", cdir.name, e)
             sections.append(f"<h2>Clustering {esc(cdir.name)}</h2><p class=\"muted\">not shown: {esc(e)}</p>")
     body += sections
-    cfg_text = (run_path / "config.yaml").read_text() if (run_path / "config.yaml").is_file() else "(none)"
-    body.append(f'<h2 id="config">Config</h2><details open><summary>config.yaml</summary><pre>{esc(cfg_text)}'
-                "</pre></details>")
+    body.append('<h2 id="config">Config</h2>')
+    stage_cfgs = sorted((run_path / "stage_configs").glob("*.yaml"))
+    if (run_path / "config.yaml").is_file():
+        body.append(f"<details open><summary>config.yaml</summary><pre>{esc((run_path / 'config.yaml').read_text())}"
+                    "</pre></details>")
+    for i, p in enumerate(reversed(stage_cfgs)):  # single stages run on this run later, newest first
+        opened = " open" if i == 0 and not (run_path / "config.yaml").is_file() else ""
+        body.append(f"<details{opened}><summary>stage_configs/{esc(p.name)}</summary><pre>{esc(p.read_text())}"
+                    "</pre></details>")
+    if not stage_cfgs and not (run_path / "config.yaml").is_file():
+        body.append('<p class="muted">no config.yaml</p>')
     times = dict(timings or {k[5:-2]: v for k, v in metrics.items()
                              if k.startswith("time_") and k.endswith("_s") and isinstance(v, (int, float))})
     rows = [[esc(k), f'<td class="num">{v:.1f}</td>'] for k, v in times.items()]
