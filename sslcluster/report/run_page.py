@@ -211,17 +211,6 @@ def write_run_report(run_path: str | Path, options: ReportOptions, load: Callabl
             log.warning("report: clustering %s left out: %s", cdir.name, e)
             sections.append(f"<h2>Clustering {esc(cdir.name)}</h2><p class=\"muted\">not shown: {esc(e)}</p>")
     body += sections
-    body.append('<h2 id="config">Config</h2>')
-    stage_cfgs = sorted((run_path / "stage_configs").glob("*.yaml"))
-    if (run_path / "config.yaml").is_file():
-        body.append(f"<details open><summary>config.yaml</summary><pre>{esc((run_path / 'config.yaml').read_text())}"
-                    "</pre></details>")
-    for i, p in enumerate(reversed(stage_cfgs)):  # single stages run on this run later, newest first
-        opened = " open" if i == 0 and not (run_path / "config.yaml").is_file() else ""
-        body.append(f"<details{opened}><summary>stage_configs/{esc(p.name)}</summary><pre>{esc(p.read_text())}"
-                    "</pre></details>")
-    if not stage_cfgs and not (run_path / "config.yaml").is_file():
-        body.append('<p class="muted">no config.yaml</p>')
     times = dict(timings or {k[5:-2]: v for k, v in metrics.items()
                              if k.startswith("time_") and k.endswith("_s") and isinstance(v, (int, float))})
     rows = [[esc(k), f'<td class="num">{v:.1f}</td>'] for k, v in times.items()]
@@ -229,6 +218,16 @@ def write_run_report(run_path: str | Path, options: ReportOptions, load: Callabl
         rows.append(["total (wall time)", f'<td class="num">{metrics["wall_time_s"]:.1f}</td>'])
     body.append('<h2 id="times">Stage times</h2>' + (table(["stage", "seconds"], rows) if rows else
                                                      '<p class="muted">not recorded</p>'))
+    body.append('<h2 id="config">Config</h2>')
+    stage_cfgs = sorted((run_path / "stage_configs").glob("*.yaml"))
+    if (run_path / "config.yaml").is_file():
+        body.append(f"<details><summary>config.yaml (click to open)</summary><pre>{esc((run_path / 'config.yaml').read_text())}"
+                    "</pre></details>")
+    for i, p in enumerate(reversed(stage_cfgs)):  # single stages run on this run later, newest first
+        body.append(f"<details><summary>stage_configs/{esc(p.name)}</summary><pre>{esc(p.read_text())}"
+                    "</pre></details>")
+    if not stage_cfgs and not (run_path / "config.yaml").is_file():
+        body.append('<p class="muted">no config.yaml</p>')
     body.append(definitions_section())
     body.append(f'<p class="muted">Written in {time.perf_counter() - t0:.1f} s.</p>')
     out = run_path / REPORT
