@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Sampler
-from tqdm import tqdm
 
 from sslcluster.data.datasets import ImageDataset
 from sslcluster.data.scan import report_skipped
 from sslcluster.data.sources import labels_or_unknown
 from sslcluster.errors import SSLClusterError
+from sslcluster.progress import progress
 from sslcluster.ssl.methods.base import CONFIG_KEY, SSLMethod
 from sslcluster.stages.common import build, build_source, resolve_device, to_plain
 from sslcluster.tracking.embeddings import EmbeddingIndex, ShardedWriter
@@ -95,7 +95,7 @@ def compute_shards(model: SSLMethod | None, dataset: ImageDataset, writer: Shard
     start, end = writer.shard_rows(k)
     chunks: list[np.ndarray] = []
     filled = 0
-    with tqdm(total=writer.count, initial=writer.count - todo, desc=desc, unit="img", disable=None) as bar:
+    with progress(writer.count, desc, unit="img", initial=writer.count - todo) as bar:
         for x, idx in loader:
             if int(idx[0]) != start + filled:
                 raise RuntimeError(f"export batches out of order: row {int(idx[0])}, expected {start + filled}")

@@ -21,7 +21,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from sslcluster.data.device_data import build_pretrain_data
 from sslcluster.errors import SSLClusterError, TrainingInterrupted
-from sslcluster.ssl.callbacks import reliability_callbacks
+from sslcluster.progress import mode as progress_mode
+from sslcluster.ssl.callbacks import TrainProgress, reliability_callbacks
 from sslcluster.ssl.methods.base import CONFIG_KEY, SSLMethod
 from sslcluster.ssl.monitors import LabeledImages, MonitorConfig, OnlineMonitors, labeled_subset
 from sslcluster.ssl.speed import apply_speed, split_trainer_config
@@ -208,8 +209,13 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
         RNGState(),
         *reliability_callbacks(run, source),
     ]
-    if trainer_kwargs.get("enable_progress_bar", True) and int(speed["progress_bar_refresh_rate"]) != 1:
-        all_callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=int(speed["progress_bar_refresh_rate"])))
+    if trainer_kwargs.get("enable_progress_bar", True) and progress_mode() == "tty":
+        if int(speed["progress_bar_refresh_rate"]) != 1:  # Lightning's bar (with the loss) on a terminal
+            all_callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=int(speed["progress_bar_refresh_rate"])))
+    else:  # any trainer: steps, rate and time left (a terminal bar, or a log line every few percent)
+        trainer_kwargs["enable_progress_bar"] = False
+        if progress_mode() != "off":
+            all_callbacks.append(TrainProgress())
     monitors = build_monitors(cfg)
     if monitors is not None:
         all_callbacks.append(monitors)
