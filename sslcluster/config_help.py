@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 #: comments by :func:`main_overrides`).
 GROUP_OVERRIDES: tuple[tuple[str, str], ...] = (
     ("trainer.max_epochs", "pretraining epochs"),
-    ("trainer.limit_train_batches", "train on this many batches (or fraction) per epoch (Lightning)"),
+    ("+trainer.limit_train_batches", "train on this many batches (or fraction) per epoch (a Lightning argument)"),
     ("data.source.root", "image folder to train on (data=image_folder or cifar10_folder)"),
     ("data.batch_size", "pretraining batch size"),
     ("data.num_workers", "DataLoader worker processes"),
