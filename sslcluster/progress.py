@@ -75,7 +75,7 @@ class LogProgress:
         rate = done / elapsed if elapsed > 0 else math.inf
         left = (self.total - self.n) / rate if rate > 0 else math.inf
         self.lines += 1
-        self.log.info("%s: %d%% (%d/%d %s), %.1f %s/s, %s elapsed, %s left", self.desc,
+        self.log.info("%s: %d%% (%d/%d %s), %.3g %s/s, %s elapsed, %s left", self.desc,
                       int(100 * self.n / self.total), self.n, self.total, self.unit, rate, self.unit,
                       fmt_seconds(elapsed), fmt_seconds(left))
 
