@@ -164,7 +164,7 @@ def scatter_2d(xy: np.ndarray, labels_pred: np.ndarray, labels_true: np.ndarray 
     ``cluster_names`` (cluster id -> name) label the legend where given. With labels, each cluster takes the
     colour of the class it is matched to (:func:`class_styles`), so the two panels compare at a glance."""
     panels = 2 if labels_true is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5.5), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(7.5 * panels, 5.5), squeeze=False, layout="constrained")
 
     def cname(k: int) -> str:
         return class_names[k] if class_names and 0 <= k < len(class_names) else f"class {k}"
