@@ -7,10 +7,13 @@ same config tree as ``train.py``.
     sslcluster cluster  run.key=KEY | embeddings=PATH [clustering=...]
     sslcluster evaluate run.key=KEY [cluster.key=...]
     sslcluster name     run.key=KEY [cluster.key=...] [naming.model=...] [naming.dry_run=true]
+    sslcluster report   run.key=KEY                   write runs/<key>/report.html again
     sslcluster runs     [KEY] [run.root=runs]
     sslcluster compare  RUN_DIR... | GLOB | MULTIRUN_FOLDER [--out DIR] [--by KEY,...] [--metrics M,...|all]
 
     sslcluster run -m method=simclr seed=0,1,2    Hydra multirun: one run directory (and W&B run) per job
+    sslcluster COMMAND --help                     the command's usage, config groups and main overrides
+    sslcluster COMMAND [overrides] --cfg job      print the resolved config and stop
 """
 
 from __future__ import annotations
@@ -35,7 +38,57 @@ def _stages() -> dict[str, Callable]:
         "cluster": pipeline.stage_cluster,
         "evaluate": pipeline.stage_evaluate,
         "name": pipeline.stage_name,
+        "report": pipeline.stage_report,
     }
+
+
+#: per stage command: its usage line and what it does (``sslcluster COMMAND --help``).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("[overrides] [-m sweep overrides]", "The whole pipeline: pretrain -> export -> cluster -> evaluate -> "
+            "report, into a new run directory runs/<key>/ (same as python train.py)."),
+    "pretrain": ("[overrides]", "Pretrain a backbone self-supervised into a new run directory (checkpoints/)."),
+    "export": ("run.key=KEY | checkpoint=PATH [overrides]", "Embed the export.splits with a run's last.ckpt "
+               "(or checkpoint=PATH) into embeddings/<split>/; an interrupted export resumes."),
+    "cluster": ("run.key=KEY | embeddings=PATH [clustering=OPTION] [overrides]", "Cluster a run's embeddings "
+                "into clusters/<key>/ (labels are never read)."),
+    "evaluate": ("run.key=KEY [cluster.key=KEY] [overrides]", "Score a run's clusterings and representation "
+                 "against held-out labels; pictures, metrics.json and report.html."),
+    "name": ("run.key=KEY [cluster.key=KEY] [naming.model=...] [naming.dry_run=true]", "Name a clustering's "
+             "clusters with a vision LLM into clusters/<key>/names.json."),
+    "report": ("run.key=KEY [report.images_per_cluster=N] [overrides]", "Write runs/<key>/report.html from what "
+               "the run holds: metrics, pictures, a gallery per cluster, config and stage times."),
+}
+
+
+def command_help(command: str, prog: str = "sslcluster") -> str:
+    """``--help`` of a stage command: usage, what it does, the config groups and the main overrides."""
+    from sslcluster.config import config_dir
+    from sslcluster.config_help import help_text
+
+    args, what = COMMANDS[command]
+    head = f"{prog} {args}" if prog.endswith("train.py") else f"{prog} {command} {args}"
+    return help_text(config_dir(), f"usage: {head}\n\n{what}\n\nOverrides are Hydra's KEY=VALUE, GROUP=OPTION, "
+                                   "+KEY=VALUE (add a key).")
+
+
+def _cfg_request(rest: list[str]) -> tuple[list[str], str | None]:
+    """``--cfg job`` / ``-c job`` (also ``all``, ``hydra``: the job's config too) taken out of ``rest``."""
+    out, which, i = [], None, 0
+    while i < len(rest):
+        a = rest[i]
+        if a in ("--cfg", "-c"):
+            if i + 1 >= len(rest):
+                raise SSLClusterError(f"{a} needs a value: job")
+            which, i = rest[i + 1], i + 2
+            continue
+        if a.startswith("--cfg="):
+            which, i = a.split("=", 1)[1], i + 1
+            continue
+        out.append(a)
+        i += 1
+    if which is not None and which not in ("job", "all", "hydra"):
+        raise SSLClusterError(f"--cfg {which}: use --cfg job")
+    return out, which
 
 
 def _multirun(argv: Sequence[str]) -> int:
@@ -84,7 +137,7 @@ def _multirun(argv: Sequence[str]) -> int:
     return 2 if failed else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "sslcluster") -> int:
     """The console script: run ``argv`` (default: the command line); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -96,6 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "runs":
             from sslcluster.tracking.records import runs_command
 
+            if any(a in ("-h", "--help") for a in rest):
+                print("usage: sslcluster runs [KEY ...] [run.root=DIR]\n\nWithout KEY: one line per run under "
+                      "run.root (default runs): method, data, seed, NMI, accuracy, kNN top-1, clusterings.\n"
+                      "With KEY: that run's config, metrics and clusterings.")
+                return 0
+
             return runs_command(rest)
         if command == "compare":
             from sslcluster.tracking.compare import compare_command
@@ -103,7 +162,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return compare_command(rest)
         stages = _stages()
         if command not in stages:
-            raise SSLClusterError(f"unknown command {command!r}; valid: {', '.join([*stages, 'runs', 'compare'])}")
+            from sslcluster.config_help import closest
+
+            valid = [*stages, "runs", "compare"]
+            hit = closest(command, valid)
+            raise SSLClusterError(f"unknown command {command!r}" + (f" -- did you mean {hit}?" if hit else "")
+                                  + f"; valid: {', '.join(valid)}")
+        if any(a in ("-h", "--help") for a in rest):
+            print(command_help(command, prog))
+            return 0
+        rest, show_cfg = _cfg_request(rest)
+        if show_cfg is not None:
+            from sslcluster.config import compose, to_yaml
+
+            print(to_yaml(compose(rest)), end="")
+            return 0
         if "-m" in rest or "--multirun" in rest:
             if command != "run":
                 raise SSLClusterError("multirun (-m) is for the whole pipeline: sslcluster run -m ... or train.py -m")
@@ -119,6 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sslcluster: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a pager or `head` that quit early
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -47,9 +47,30 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
     except Exception as e:  # hydra raises several types; all are the user's overrides at fault
-        raise SSLClusterError(f"bad config override: {hydra_error_line(e)}") from None
+        line = hydra_error_line(e)
+        hint = _suggest(line, overrides)
+        raise SSLClusterError(f"bad config override: {line}" + (f" -- {hint}" if hint else "")) from None
     check(cfg)
     return cfg
+
+
+def _suggest(message: str, overrides: Sequence[str]) -> str | None:
+    """The closest valid key, group or option to a misspelled one (see :mod:`sslcluster.config_help`)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sslcluster.config_help import flat_keys, suggestion
+
+    def keys(ovr: Sequence[str]) -> list[str]:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return flat_keys(hydra_compose(config_name="config", overrides=list(ovr)))
+
+    try:
+        return suggestion(message, list(overrides), config_dir(), keys)
+    except Exception:  # a suggestion is a courtesy: never hide the error itself
+        return None
 
 
 def check(cfg: DictConfig) -> None:

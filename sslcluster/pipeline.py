@@ -24,7 +24,7 @@ from sslcluster.stages.evaluate import (evaluate_clustering, evaluate_representa
 from sslcluster.stages.common import check_data_config
 from sslcluster.stages.export import export_split
 from sslcluster.stages.pretrain import pretrain
-from sslcluster.stages.report import report
+from sslcluster.stages.report import report, write_report
 from sslcluster.store.embeddings import Embeddings, read_manifest
 from sslcluster.store.io import write_text
 from sslcluster.store.rundir import RunDir
@@ -224,6 +224,12 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
         metrics["seed"] = cfg.seed
         run.update_metrics(metrics)
         print(report(run, metrics["wall_time_s"], timed.seconds))
+        if cfg.get("report") is None or cfg.report.enabled:
+            start = time.perf_counter()
+            page = write_report(cfg, run, timed.seconds)
+            seconds = time.perf_counter() - start
+            run.update_metrics({"time_report_s": seconds})
+            print(f"report: {page} (written in {seconds:.1f} s)")
         tracker.log_final(run.read_metrics())  # logger=wandb: summary, pictures, per-cluster tables (rank 0)
     return run
 
@@ -325,5 +331,16 @@ def stage_evaluate(cfg: DictConfig) -> RunDir:
                 metrics.update({prefix + k: v for k, v in rep.items()})
         run.update_metrics(metrics)
         print(report(run))
+        if cfg.get("report") is None or cfg.report.enabled:
+            print(f"report: {write_report(cfg, run)}")
         tracker.log_final(run.read_metrics())  # logger=wandb: a new W&B run, job_type=evaluate
+    return run
+
+
+def stage_report(cfg: DictConfig) -> RunDir:
+    """Write ``runs/<key>/report.html`` of an existing run (again), from what is on disk."""
+    with open_run(cfg, "report", must_exist=True) as run:
+        start = time.perf_counter()
+        page = write_report(cfg, run)
+        print(f"report: {page} (written in {time.perf_counter() - start:.1f} s)\nrun key: {run.key}")
     return run

@@ -57,7 +57,8 @@ def _set_nested(d: dict[str, Any], keys: list[str], value: Any) -> None:
 
 def read_offline_run(folder: str | Path, wait_s: float = 0.0) -> dict[str, Any]:
     """What an offline W&B run folder holds: ``project``, ``group``, ``name``, ``job_type``, ``tags``, ``config``,
-    ``summary`` (latest values, nested keys as dicts), ``history_keys``, ``files`` (under ``files/``) and
+    ``summary`` (latest values, nested keys as dicts), ``history_keys``, ``artifacts`` (name, type, entries: path
+    in the artifact -> staged local file; a logged table's images are there), ``files`` (under ``files/``) and
     ``complete`` (the run's exit record is on disk). W&B's service writes the file in blocks, possibly after
     ``finish()`` returned: ``wait_s`` polls that long for the exit record."""
     folder = Path(folder)
@@ -77,7 +78,7 @@ def _parse_offline_run(folder: Path) -> dict[str, Any]:
     if not files:
         raise SSLClusterError(f"no run-*.wandb file in {folder}")
     out: dict[str, Any] = {"project": None, "group": None, "name": None, "job_type": None, "tags": [],
-                           "config": {}, "summary": {}, "history_keys": set(), "complete": False}
+                           "config": {}, "summary": {}, "history_keys": set(), "artifacts": [], "complete": False}
     for data in _wandb_records(files[0]):
         rec = pb.Record()
         try:
@@ -100,6 +101,10 @@ def _parse_offline_run(folder: Path) -> dict[str, Any]:
         elif kind == "history":
             for item in rec.history.item:
                 out["history_keys"].add(item.nested_key[0] if item.nested_key else item.key)
+        elif kind == "artifact":  # a logged table's artifact (W&B stages its files until `wandb sync`)
+            a = rec.artifact
+            out["artifacts"].append({"name": a.name, "type": a.type,
+                                     "entries": {c.path: c.local_path for c in a.manifest.contents}})
         elif kind == "exit":
             out["complete"] = True
     out["config"].pop("_wandb", None)

@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from sslcluster.errors import SSLClusterError
+from sslcluster.progress import progress
 from sslcluster.store.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -264,6 +265,8 @@ def scan_folder(root: str | os.PathLike, policy: str = "skip", max_pixels: int =
     verdicts: dict[tuple[str, int, int], str | None] = {}
     files: list[str] = []
     validated = 0
+    todo = sum(entry not in cached for entry in found)
+    bar = progress(todo, f"scanning {display_path(root)}", unit="file") if todo >= 1000 else None
     try:
         for entry in found:
             full = os.path.join(root, entry[0])
@@ -272,6 +275,8 @@ def scan_folder(root: str | os.PathLike, policy: str = "skip", max_pixels: int =
             else:
                 reason = inspect_image(full, max_pixels, validate)
                 validated += 1
+                if bar is not None:
+                    bar.update(1)
             verdicts[entry] = reason
             if reason is None:
                 files.append(full)
@@ -281,6 +286,8 @@ def scan_folder(root: str | os.PathLike, policy: str = "skip", max_pixels: int =
                                       "data.bad_files=skip leaves such files out)")
             skipped.append(Skipped(full, reason))
     finally:
+        if bar is not None:
+            bar.close()
         if cpath is not None and validated:
             present = set(found)
             _write_cache(cpath, root, {**{k: v for k, v in cached.items() if k in present}, **verdicts})

@@ -72,10 +72,21 @@ def project_2d(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
             x = PCA(n_components=50, random_state=seed).fit_transform(x)
         return TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca",
                     random_state=seed).fit_transform(x).astype(np.float32)
+    import time
+
     import umap
 
-    return umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), min_dist=0.1,
-                     random_state=seed).fit_transform(x).astype(np.float32)
+    from sslcluster.progress import mode
+
+    # umap-learn's own progress (its verbose mode: stages and a tqdm bar over the layout epochs) on a terminal;
+    # in a log one line before and one after
+    tty = mode() == "tty"
+    log.info("UMAP of %d x %d features to 2-D", n, x.shape[1])
+    start = time.monotonic()
+    xy = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), min_dist=0.1, random_state=seed, verbose=tty,
+                   tqdm_kwds={"disable": not tty}).fit_transform(x).astype(np.float32)
+    log.info("UMAP done in %.1f s", time.monotonic() - start)
+    return xy
 
 
 def _colours(n: int) -> list:
@@ -84,22 +95,61 @@ def _colours(n: int) -> list:
 
 
 def _scatter_panel(ax: plt.Axes, xy: np.ndarray, groups: np.ndarray, names: Callable[[int], str],
-                   title: str, noise_name: str) -> None:
+                   title: str, noise_name: str, colours: Mapping[int, Any] | None = None,
+                   markers: Mapping[int, str] | None = None) -> None:
+    """One panel: a point set per group id (>= 0; negative ids are noise / unknown, light grey dots).
+    ``colours`` / ``markers`` fix a group's colour and marker (default: a palette colour each, discs)."""
     ids = [g for g in np.unique(groups) if g >= 0]
-    cols = _colours(len(ids))
+    if colours is None:
+        colours = dict(zip(ids, _colours(len(ids))))
     size = max(2.0, min(20.0, 6000.0 / max(len(xy), 1)))
     if (groups < 0).any():
         m = groups < 0
         ax.scatter(xy[m, 0], xy[m, 1], s=size, c="lightgrey", marker=".", linewidths=0, label=noise_name)
-    for g, c in zip(ids, cols):
+    for g in ids:
         m = groups == g
-        ax.scatter(xy[m, 0], xy[m, 1], s=size, color=c, linewidths=0, label=names(int(g)))
+        ax.scatter(xy[m, 0], xy[m, 1], s=size, color=colours.get(int(g), "dimgrey"),
+                   marker=(markers or {}).get(int(g), "o"), linewidths=0, label=names(int(g)))
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
     if len(ids) <= 30:
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=2.0, frameon=False,
                   ncol=1 if len(ids) <= 15 else 2)
+
+
+def matched_classes(labels_true: np.ndarray, labels_pred: np.ndarray) -> dict[int, int]:
+    """Cluster -> class for colouring: the one-to-one Hungarian match (as the accuracy uses), and for clusters it
+    leaves unmatched (more clusters than classes) their majority class. Unlabelled points (-1) are ignored."""
+    known = labels_true >= 0
+    if not known.any():
+        return {}
+    t, p = labels_true[known], labels_pred[known]
+    out = cluster_to_class(t, p, "majority")
+    out.update(cluster_to_class(t, p, "hungarian"))
+    return out
+
+
+def class_styles(labels_true: np.ndarray, labels_pred: np.ndarray) -> tuple[dict[int, Any], dict[int, Any],
+                                                                               dict[int, str], dict[int, int]]:
+    """Colours that make the two scatter panels comparable at a glance: each class its own colour, each cluster
+    the colour of its matched class (:func:`matched_classes`); clusters sharing a class differ by marker, clusters
+    without labelled members are dark grey. Returns (class colours, cluster colours, cluster markers, match)."""
+    classes = [int(k) for k in np.unique(labels_true) if k >= 0]
+    palette = _colours(len(classes))
+    class_colour = {k: palette[i] for i, k in enumerate(classes)}
+    match = matched_classes(labels_true, labels_pred)
+    cluster_colour: dict[int, Any] = {}
+    cluster_marker: dict[int, str] = {}
+    seen: dict[int, int] = {}
+    sizes = {int(c): int((labels_pred == c).sum()) for c in np.unique(labels_pred) if c >= 0}
+    for c in sorted(sizes, key=lambda c: -sizes[c]):  # the largest cluster of a class keeps the disc
+        k = match.get(c)
+        cluster_colour[c] = class_colour.get(k, "dimgrey") if k is not None else "dimgrey"
+        n = seen.get(k if k is not None else -1, 0)
+        seen[k if k is not None else -1] = n + 1
+        cluster_marker[c] = MARKERS[n % len(MARKERS)]
+    return class_colour, cluster_colour, cluster_marker, match
 
 
 def cluster_label(c: int, cluster_names: Mapping[int, str] | None) -> str:
@@ -112,15 +162,29 @@ def scatter_2d(xy: np.ndarray, labels_pred: np.ndarray, labels_true: np.ndarray 
                method: str, class_names: Sequence[str] | None = None, title: str = "",
                cluster_names: Mapping[int, str] | None = None) -> Path:
     """``xy`` (N, 2), ``labels_pred`` (N,) (-1 noise), ``labels_true`` (N,) (-1 unknown) or None;
-    ``cluster_names`` (cluster id -> name) label the legend where given."""
+    ``cluster_names`` (cluster id -> name) label the legend where given. With labels, each cluster takes the
+    colour of the class it is matched to (:func:`class_styles`), so the two panels compare at a glance."""
     panels = 2 if labels_true is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5.5), squeeze=False)
-    _scatter_panel(axes[0, 0], xy, labels_pred, lambda c: cluster_label(c, cluster_names),
-                   f"{method.upper()}: by cluster", "noise")
+    fig, axes = plt.subplots(1, panels, figsize=(7.5 * panels, 5.5), squeeze=False, layout="constrained")
+
+    def cname(k: int) -> str:
+        return class_names[k] if class_names and 0 <= k < len(class_names) else f"class {k}"
+
+    if labels_true is not None and (labels_true >= 0).any():
+        class_colour, colour, marker, match = class_styles(labels_true, labels_pred)
+
+        def legend(c: int) -> str:
+            return cluster_label(c, cluster_names) + (f" → {cname(match[c])}" if c in match else "")
+
+        _scatter_panel(axes[0, 0], xy, labels_pred, legend, f"{method.upper()}: by cluster (colour: matched class)",
+                       "noise", colour, marker)
+    else:
+        class_colour = None
+        _scatter_panel(axes[0, 0], xy, labels_pred, lambda c: cluster_label(c, cluster_names),
+                       f"{method.upper()}: by cluster", "noise")
     if labels_true is not None:
-        def cname(k: int) -> str:
-            return class_names[k] if class_names and 0 <= k < len(class_names) else f"class {k}"
-        _scatter_panel(axes[0, 1], xy, labels_true, cname, f"{method.upper()}: by held-out label", "unknown")
+        _scatter_panel(axes[0, 1], xy, labels_true, cname, f"{method.upper()}: by held-out label", "unknown",
+                       class_colour)
     if title:
         fig.suptitle(title)
     return save(fig, path)

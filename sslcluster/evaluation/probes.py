@@ -3,11 +3,17 @@ after Wu et al. 2018) and a linear probe (multinomial logistic regression, sciki
 
 from __future__ import annotations
 
+import logging
+import time
+
 import numpy as np
 import torch
 from lightly.utils.benchmarking import knn_predict
 
 from sslcluster.errors import SSLClusterError
+from sslcluster.progress import progress
+
+log = logging.getLogger(__name__)
 
 
 def _labeled(x: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -27,10 +33,12 @@ def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
     bank_labels = torch.from_numpy(train_y)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     correct = 0
-    for s in range(0, len(test_x), batch_size):
-        q = torch.nn.functional.normalize(torch.from_numpy(test_x[s:s + batch_size]), dim=1)
-        pred = knn_predict(q, bank, bank_labels, num_classes, knn_k=min(k, bank.shape[1]), knn_t=t)
-        correct += int((pred[:, 0].numpy() == test_y[s:s + batch_size]).sum())
+    with progress(len(test_x), "kNN probe", unit="img") as bar:
+        for s in range(0, len(test_x), batch_size):
+            q = torch.nn.functional.normalize(torch.from_numpy(test_x[s:s + batch_size]), dim=1)
+            pred = knn_predict(q, bank, bank_labels, num_classes, knn_k=min(k, bank.shape[1]), knn_t=t)
+            correct += int((pred[:, 0].numpy() == test_y[s:s + batch_size]).sum())
+            bar.update(len(q))
     return correct / len(test_x)
 
 
@@ -44,5 +52,10 @@ def linear_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.n
     train_x, train_y = _labeled(train_x, train_y, "train")
     test_x, test_y = _labeled(test_x, test_y, "test")
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
+    # scikit-learn's lbfgs fit reports no progress: one line before and one after, with its time
+    log.info("linear probe: fitting on %d x %d features (at most %d lbfgs iterations)", *train_x.shape, max_iter)
+    start = time.monotonic()
     clf.fit(train_x, train_y)
+    log.info("linear probe: fitted in %.1f s (%d iterations)", time.monotonic() - start,
+             int(clf[-1].n_iter_.max()))
     return float((clf.predict(test_x) == test_y).mean())

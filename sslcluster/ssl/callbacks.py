@@ -12,6 +12,8 @@
   states in checkpoints so a resumed run draws what an uninterrupted one would have.
 
 The online kNN / linear-probe monitors are callbacks too; they live with their probes in :mod:`sslcluster.ssl.monitors`.
+- :class:`TrainProgress` shows training's steps with rate and time left on any trainer
+  (:mod:`sslcluster.progress`: a bar on a terminal, a log line every few percent elsewhere).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from sslcluster.errors import SSLClusterError
+from sslcluster.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +213,35 @@ class RNGState(pl.Callback):
         kind, keys, pos, has_gauss, cached = state_dict["numpy"]
         np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         random.setstate(state_dict["python"])
+class TrainProgress(pl.Callback):
+    """Training progress over all epochs' optimiser steps (Lightning's ``estimated_stepping_batches``, so
+    ``max_epochs`` and ``limit_train_batches`` count), on rank zero. It reads nothing from the device (no loss),
+    so it costs no synchronisation on a GPU."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        total = trainer.estimated_stepping_batches
+        total = int(total) if math.isfinite(total) else 0
+        self.bar = progress(total, "training", unit="step", initial=int(trainer.global_step))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.bar is not None:
+            if hasattr(self.bar, "set_postfix_str") and batch_idx == 0:
+                self.bar.set_postfix_str(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+            self.bar.update(1)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.on_train_end(trainer, pl_module)
 
 
 def reliability_callbacks(run: Any, source: object) -> list[pl.Callback]:

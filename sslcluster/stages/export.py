@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
-from tqdm import tqdm
 
 from sslcluster.data.datasets import ImageDataset
 from sslcluster.data.folders import report_skipped
 from sslcluster.data.sources import labels_or_unknown
 from sslcluster.errors import SSLClusterError
+from sslcluster.progress import progress
 from sslcluster.ssl.factory import load_method
 from sslcluster.ssl.methods.base import SSLMethod
 from sslcluster.stages.common import build, build_source, resolve_device, to_plain
@@ -78,7 +78,7 @@ def compute_shards(model: SSLMethod | None, dataset: ImageDataset, writer: Shard
     start, end = writer.shard_rows(k)
     chunks: list[np.ndarray] = []
     filled = 0
-    with tqdm(total=writer.count, initial=writer.count - todo, desc=desc, unit="img", disable=None) as bar:
+    with progress(writer.count, desc, unit="img", initial=writer.count - todo) as bar:
         for x, idx in loader:
             if int(idx[0]) != start + filled:
                 raise RuntimeError(f"export batches out of order: row {int(idx[0])}, expected {start + filled}")

@@ -22,7 +22,8 @@ from sslcluster.data.device_data import build_pretrain_data
 from sslcluster.errors import SSLClusterError, TrainingInterrupted
 from sslcluster.distributed import RUN_KEY_ENV
 from sslcluster.distributed import is_global_rank_zero as is_launch_rank_zero  # noqa: F401  (kept importable)
-from sslcluster.ssl.callbacks import CheckpointOnInterrupt, RNGState, reliability_callbacks
+from sslcluster.progress import mode as progress_mode
+from sslcluster.ssl.callbacks import CheckpointOnInterrupt, RNGState, TrainProgress, reliability_callbacks
 from sslcluster.ssl.factory import build_method
 from sslcluster.ssl.methods.base import CONFIG_KEY
 from sslcluster.ssl.monitors import LabeledImages, MonitorConfig, OnlineMonitors, labeled_subset
@@ -145,8 +146,13 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
         RNGState(),
         *reliability_callbacks(run, source),
     ]
-    if trainer_kwargs.get("enable_progress_bar", True) and int(speed["progress_bar_refresh_rate"]) != 1:
-        all_callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=int(speed["progress_bar_refresh_rate"])))
+    if trainer_kwargs.get("enable_progress_bar", True) and progress_mode() == "tty":
+        if int(speed["progress_bar_refresh_rate"]) != 1:  # Lightning's bar (with the loss) on a terminal
+            all_callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=int(speed["progress_bar_refresh_rate"])))
+    else:  # any trainer: steps, rate and time left (a terminal bar, or a log line every few percent)
+        trainer_kwargs["enable_progress_bar"] = False
+        if progress_mode() != "off":
+            all_callbacks.append(TrainProgress())
     monitors = build_monitors(cfg, run.path)
     if monitors is not None:
         all_callbacks.append(monitors)

@@ -1,8 +1,10 @@
-"""Stage 5: the run's summary table, learned representation beside the raw-pixel baseline."""
+"""Stage 5: the run's summary table, learned representation beside the raw-pixel baseline, printed and as
+``runs/<key>/report.html`` (:func:`write_report`)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from sslcluster.data.folders import SKIPPED_FILE, read_skipped
@@ -61,3 +63,21 @@ def report(run: RunDir, wall_s: float | None = None, timings: dict[str, float] |
         parts = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in (timings or {}).items())
         text.append(f"wall time: {wall_s:.1f} s" + (f" ({parts})" if parts else ""))
     return "\n".join(text)
+
+
+def write_report(cfg: Any, run: RunDir, timings: dict[str, float] | None = None) -> Path:
+    """``runs/<key>/report.html`` (see :mod:`sslcluster.report.run_page`) with the labels and images the
+    evaluation uses (``evaluate.labels``, ``data.source.root``)."""
+    from sslcluster.report.run_page import ReportOptions, write_run_report
+    from sslcluster.stages.evaluate import _image_loader, labels_from_csv
+
+    rc = cfg.get("report") or {}
+    options = ReportOptions(images_per_cluster=int(rc.get("images_per_cluster", 12)),
+                            max_clusters=int(rc.get("max_clusters", 100)),
+                            thumb_size=int(rc.get("thumb_size", 64)), seed=int(cfg.seed))
+    labels_csv = cfg.evaluate.get("labels")
+
+    def truth(index: Any) -> Any:
+        return labels_from_csv(labels_csv, index.ids) if labels_csv else index.labels
+
+    return write_run_report(run.path, options, _image_loader(cfg), truth, timings)

@@ -7,7 +7,8 @@ the seed, ``run.*`` and ``logger.*``, keys that only repeat the seed, and keys t
 (``method.name`` stands for ``method.module._target_``).
 
 Writes into the output folder: ``compare.md`` (the printed table), ``compare.csv`` (every metric: mean, std, n per
-group), ``compare_runs.csv`` (one row per run) and ``compare.png`` (bar plot, error bars = std).
+group), ``compare_runs.csv`` (one row per run), ``compare.png`` (bar plot, error bars = std) and ``compare.html``
+(the table, the plot and a link to each run's report, offline).
 
 Bad input never stops the comparison while something is left to compare: folders that are not runs, runs without
 ``metrics.json``, failed multirun jobs, and runs missing metrics that the others have are named in warnings.
@@ -245,7 +246,7 @@ def group_label(comp: Comparison, values: tuple[Any, ...]) -> str:
 
 
 def write_outputs(comp: Comparison, out: Path) -> dict[str, Path]:
-    """compare.md, compare.csv, compare_runs.csv and compare.png in ``out``; their paths."""
+    """compare.md, compare.csv, compare_runs.csv, compare.png and compare.html in ``out``; their paths."""
     out.mkdir(parents=True, exist_ok=True)
     every = sorted({m for _, runs in comp.groups for r in runs for m in r.metrics})
     paths = {"markdown": out / "compare.md", "csv": out / "compare.csv", "runs_csv": out / "compare_runs.csv",
@@ -264,6 +265,9 @@ def write_outputs(comp: Comparison, out: Path) -> dict[str, Path]:
                 for _, runs in comp.groups for r in runs]
     write_csv(paths["runs_csv"], ["run_key", "run_dir", *comp.by, "seed", *every], run_rows)
     plot_bars(comp, paths["plot"])
+    from sslcluster.report.compare_page import write_compare_page
+
+    paths["html"] = write_compare_page(comp, out, paths["plot"], fmt_cell, group_label)
     return paths
 
 

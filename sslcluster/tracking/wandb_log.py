@@ -8,7 +8,10 @@ with ``job_type=evaluate`` (e.g. ``checkpoint=...`` or ``embeddings=...`` runs):
 - every picture ``clusters/<key>/plots/*.png`` as ``plots/<key>/<name>``;
 - per clustering, a ``wandb.Table`` ``clusters/<key>``: one row per cluster with its size, a strip of sample images
   (from ``index.csv`` through :func:`sslcluster.data.resolve.load_image`), its name and description when
-  ``names.json`` exists, the majority held-out label and the purity against held-out labels.
+  ``names.json`` exists, the majority held-out label and the purity against held-out labels;
+- per clustering (learned and pixel baseline), a ``wandb.Table`` ``embeddings/<key>`` of the clustered embeddings
+  (``emb_0..emb_{D-1}``, cluster, name, held-out label, thumbnail; at most ``logger.max_embedding_rows``, a seeded
+  sample) for W&B's 2-D projection panel.
 
 The run is then finished; in offline mode the folder to upload is printed (``wandb sync <folder>``).
 """
@@ -111,6 +114,53 @@ def sample_strip(paths: list[str], side: int = 48, torchvision_root: str | None 
     return strip
 
 
+def embedding_rows(cluster_dir: str | Path, max_rows: int, seed: int = 0, labels_csv: str | None = None
+                   ) -> tuple[list[str], list[list[Any]], list[str]]:
+    """The clustered embeddings of ``cluster_dir`` as rows for W&B's 2-D projection panel: ``(columns, rows,
+    image paths)``; columns ``emb_0..emb_{D-1}``, ``cluster``, ``name``, ``label``; at most ``max_rows`` rows,
+    a seeded random sample (sorted by row) when there are more."""
+    clustering = Clustering(cluster_dir)
+    record, pred = clustering.load()
+    es = clustering.read_embeddings(record, pred, with_labels=True)
+    n, d = es.array.shape
+    rows_idx = np.arange(n) if n <= max_rows else np.sort(np.random.default_rng(seed).choice(n, max_rows,
+                                                                                              replace=False))
+    truth = clustering.held_out_labels(es.index, labels_csv)
+    classes = es.index.classes or []
+    names = _read_names(Path(cluster_dir))
+    x = np.asarray(es.array[rows_idx], dtype=np.float64)
+    rows = []
+    for j, i in enumerate(rows_idx):
+        k = int(truth[i]) if truth is not None else -1
+        label = (classes[k] if 0 <= k < len(classes) else str(k)) if k >= 0 else None
+        rows.append([*x[j].tolist(), int(pred[i]), (names.get(str(int(pred[i]))) or {}).get("name"), label])
+    columns = [*(f"emb_{c}" for c in range(d)), "cluster", "name", "label"]
+    return columns, rows, [es.index.paths[i] for i in rows_idx]
+
+
+def embeddings_table(cluster_dir: Path, max_rows: int, seed: int, labels_csv: str | None,
+                     torchvision_root: str | None, thumb: int = 32) -> Any:
+    """A ``wandb.Table`` of :func:`embedding_rows` with a ``thumbnail`` image column: W&B's 2-D projection
+    panel (PCA, UMAP, t-SNE) of ``emb_*`` coloured by ``cluster`` or ``label`` shows the representation."""
+    import wandb
+    from PIL import Image
+
+    from sslcluster.data.resolve import load_image
+
+    columns, rows, paths = embedding_rows(cluster_dir, max_rows, seed, labels_csv)
+    table = wandb.Table(columns=[*columns, "thumbnail"])
+    for row, p in zip(rows, paths):
+        try:
+            img = load_image(p, torchvision_root=torchvision_root).convert("RGB")
+            img = img.resize((thumb, thumb), Image.Resampling.NEAREST if max(img.size) < thumb
+                             else Image.Resampling.BILINEAR)
+            picture = wandb.Image(img)
+        except SSLClusterError:
+            picture = None
+        table.add_data(*row, picture)
+    return table
+
+
 # -- the hook --------------------------------------------------------------------------------------------------
 
 def offline_run_dir(experiment: Any) -> Path | None:
@@ -197,6 +247,15 @@ class Tracker:
                     table.add_data(r.cluster, r.size, wandb.Image(strip) if strip is not None else None, r.name,
                                    r.description, r.majority_label, r.purity)
                 payload[f"clusters/{cdir.name}"] = table
+        if int(lc.get("max_embedding_rows", 0) or 0) > 0:
+            tv_root = self.cfg.data.source.get("root") if "source" in self.cfg.data else None
+            for cdir in sorted(p.parent for p in Path(self.run.path).glob("clusters/*/record.json")):
+                try:
+                    payload[f"embeddings/{cdir.name}"] = embeddings_table(
+                        cdir, int(lc.max_embedding_rows), int(self.cfg.seed), self.cfg.evaluate.get("labels"),
+                        str(tv_root) if tv_root else None)
+                except SSLClusterError as e:
+                    log.warning("no W&B embeddings table for %s: %s", cdir.name, e)
         if payload:
             exp.log(payload)
         self.offline_dir = offline_run_dir(exp)

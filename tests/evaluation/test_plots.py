@@ -150,3 +150,17 @@ def test_umap_scatter_on_pipeline_digits(tiny, tmp_path):
     out = run.path / "clusters" / "kmeans-test" / "plots"
     for name in ("scatter_umap.png", "samples.png", "confusion.png"):
         assert_png(out / name)
+
+
+def test_scatter_colours_clusters_by_their_matched_class():
+    # clusters numbered against the classes (cluster c holds class (c + 1) % 3); a fourth cluster splits class 0
+    y = np.repeat([0, 1, 2], 20)
+    pred = (y + 2) % 3  # class 0 -> cluster 2, class 1 -> cluster 0, class 2 -> cluster 1
+    pred[:5] = 3        # part of class 0 in a cluster of its own
+    class_colour, colour, marker, match = plots.class_styles(y, pred)
+    assert match == {0: 1, 1: 2, 2: 0, 3: 0}
+    for c, k in match.items():
+        assert colour[c] == class_colour[k], (c, k)
+    assert marker[2] != marker[3]  # two clusters of class 0: same colour, told apart by marker
+    assert len({str(v) for v in class_colour.values()}) == 3
+

@@ -188,7 +188,7 @@ def test_export_progress_bar_reports_every_row(tiny, tmp_path, ckpt, monkeypatch
         def update(self, k):
             seen["n"] += k
 
-    monkeypatch.setattr(export_mod, "tqdm", Bar)
+    monkeypatch.setattr(export_mod, "progress", lambda total, desc, unit="it", initial=0: Bar(total, initial))
     run = RunDir.create(tmp_path / "runs", "bar")
     export_split(compose(tiny), run, "test", ckpt, "backbone")
     assert seen == {"total": 360, "n": 360}

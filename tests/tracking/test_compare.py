@@ -143,3 +143,20 @@ def test_cell_format():
     assert fmt_cell(0.5, math.nan, 1, 2) == "0.5000 (n=1)"
     assert fmt_cell(10.0, 0.0, 2, 2) == "10 ± 0" and fmt_cell(10.0, math.nan, 1, 1) == "10"
     assert fmt_cell(math.nan, math.nan, 0, 2) == "-"
+
+
+def test_compare_html_holds_the_table_the_plot_and_escaped_names(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for seed in range(2):
+        for method in ("simclr", "<script>alert(1)</script>"):
+            make_run(root, f"{'m' if method == 'simclr' else 'x'}-{seed}", method, seed,
+                     {"nmi": 0.5 + 0.1 * seed, "acc": 0.25})
+    (root / "m-0" / "report.html").write_text("<!DOCTYPE html><p>run report</p>")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(root), "--out", str(out)]) == 0
+    html = (out / "compare.html").read_text()
+    assert "<script" not in html.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert '<img class="plot" src="compare.png"' in html and (out / "compare.png").is_file()
+    assert f"{0.55:.4f} ± {np.std([0.5, 0.6], ddof=1):.4f}" in html  # the printed table's cells
+    assert 'href="../runs/m-0/report.html"' in html and 'href="#def-nmi"' in html and 'id="def-nmi"' in html
+    assert "compare.html" in capsys.readouterr().out

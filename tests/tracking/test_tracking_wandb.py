@@ -71,6 +71,51 @@ def test_offline_run_holds_config_summary_curves_and_table(wandb_run):
     assert not list(run.path.rglob("*.tmp"))
 
 
+def test_offline_run_holds_the_embeddings_tables(wandb_run):
+    """W&B's 2-D projection panel needs a table of numeric emb_* columns: one per clustering, learned and pixels."""
+    run, _, _ = wandb_run
+    folder = offline_runs(run.path)[0]
+    info = read_offline_run(folder, wait_s=60)
+    for key, emb in (("kmeans-test", "test_projection"), ("pixels-kmeans-test", "pixels_test")):
+        meta = info["summary"][f"embeddings/{key}"]
+        assert meta["_type"] == "table-file"
+        # W&B logs a table with images as a run_table artifact: the table file and every image, staged on disk
+        # until `wandb sync` uploads them
+        art = [a for a in info["artifacts"] if a["type"] == "run_table"
+               and f"embeddings/{key}.table.json" in a["entries"]]
+        assert len(art) == 1, [a["name"] for a in info["artifacts"]]
+        entries = art[0]["entries"]
+        data = json.loads(Path(entries[f"embeddings/{key}.table.json"]).read_text())
+        x = np.load(run.path / "embeddings" / emb / "embeddings.npy")
+        index = read_index(run.path / "embeddings" / emb, with_labels=True)
+        pred = np.load(run.path / "clusters" / key / "labels.npy")
+        d = x.shape[1]
+        assert data["columns"] == [*(f"emb_{i}" for i in range(d)), "cluster", "name", "label", "thumbnail"]
+        assert len(data["data"]) == meta["nrows"] == 360  # under logger.max_embedding_rows: every row
+        got = np.asarray([row[:d] for row in data["data"]], dtype=np.float32)
+        np.testing.assert_allclose(got, x, rtol=1e-6)
+        assert [row[d] for row in data["data"]] == pred.tolist()
+        assert [row[d + 2] for row in data["data"]] == [index.classes[k] for k in index.labels]
+        thumbs = [row[d + 3] for row in data["data"]]
+        assert all(t["_type"] == "image-file" and Path(entries[t["path"]]).is_file() for t in thumbs)
+        with Image.open(entries[thumbs[0]["path"]]) as im:
+            assert im.size == (32, 32)
+
+
+def test_embeddings_table_is_a_bounded_seeded_sample(wandb_run):
+    from sslcluster.tracking.wandb_log import embedding_rows
+
+    run, _, _ = wandb_run
+    cdir = run.path / "clusters" / "kmeans-test"
+    cols, rows, paths = embedding_rows(cdir, 50, seed=0)
+    again = embedding_rows(cdir, 50, seed=0)
+    other = embedding_rows(cdir, 50, seed=1)
+    assert len(rows) == len(paths) == 50 and rows == again[1] and paths != other[2]
+    index = read_index(run.path / "embeddings" / "test_projection")
+    picked = [index.paths.index(p) for p in paths]
+    assert picked == sorted(picked) and len(set(picked)) == 50
+
+
 def test_cluster_rows_purity_matches_labels(wandb_run):
     run, _, _ = wandb_run
     cdir = run.path / "clusters" / "kmeans-test"

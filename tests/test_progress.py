@@ -1,0 +1,54 @@
+"""Progress of long steps: a bar with rate and time left on a terminal, a log line every few percent elsewhere,
+on any trainer (trainer=cpu switches Lightning's own bar off)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from sslcluster import progress as prog
+from sslcluster.config import compose
+from sslcluster.pipeline import stage_pretrain
+
+
+def test_log_progress_writes_a_line_at_most_every_five_percent(caplog):
+    caplog.set_level(logging.INFO, logger="sslcluster.progress")
+    bar = prog.LogProgress(1000, "export", unit="img", every=0.05)
+    for _ in range(1000):
+        bar.update(1)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 20, lines  # 5%, 10%, ... 100%
+    assert lines[0].startswith("export: 5% (50/1000 img)") and lines[-1].startswith("export: 100% (1000/1000 img)")
+    assert all(re.search(r"[\d.]+ img/s, \d+:\d\d elapsed, \d+:\d\d left", m) for m in lines)
+
+
+def test_resumed_progress_counts_from_where_it_was(caplog):
+    caplog.set_level(logging.INFO, logger="sslcluster.progress")
+    bar = prog.LogProgress(100, "export", unit="img", initial=60, every=0.25)
+    bar.update(20)  # 80%: past the 75% mark
+    bar.update(20)
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == ["export: 80% (80/100 img)",
+                                                                     "export: 100% (100/100 img)"]
+
+
+def test_terminal_gets_a_tqdm_bar(monkeypatch):
+    monkeypatch.setenv("SSLCLUSTER_PROGRESS", "tty")
+    from tqdm import tqdm
+
+    bar = prog.progress(10, "x")
+    assert isinstance(bar, tqdm)
+    bar.close()
+    monkeypatch.setenv("SSLCLUSTER_PROGRESS", "log")
+    assert isinstance(prog.progress(10, "x"), prog.LogProgress)
+
+
+def test_training_on_the_cpu_trainer_reports_progress(tiny, caplog, monkeypatch):
+    monkeypatch.setenv("SSLCLUSTER_PROGRESS", "log")
+    caplog.set_level(logging.INFO, logger="sslcluster.progress")
+    cfg = compose(tiny + ["trainer=cpu", "trainer.max_epochs=2", "+trainer.limit_train_batches=4",
+                          "monitor.knn=false", "monitor.linear=false"])
+    assert not cfg.trainer.enable_progress_bar  # Lightning's bar is off on this trainer
+    stage_pretrain(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training:")]
+    assert lines and lines[-1].startswith("training: 100% (8/8 step)") and " step/s, " in lines[-1]
+    assert len(lines) <= 20
