@@ -3,7 +3,6 @@ real headless browser: every image loads, no console error, planted hostile text
 
 from __future__ import annotations
 
-import json
 import os
 from html.parser import HTMLParser
 from pathlib import Path

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -183,7 +183,7 @@ class ImageFolderSource:
         if split not in (None, "train", "test", "all"):
             raise SSLClusterError(f"image folder split {split!r} is not one of train, test, all")
         own = [s for s in FOLDER_SPLITS if (base / s).is_dir()]
-        scan_kw = dict(policy=bad_files, max_pixels=int(max_pixels), validate=validate, cache=cache,
+        scan_kw: dict[str, Any] = dict(policy=bad_files, max_pixels=int(max_pixels), validate=validate, cache=cache,
                        cache_dir=cache_dir)
         self.channels = channels
         self.max_pixels = int(max_pixels)

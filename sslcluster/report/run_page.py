@@ -223,7 +223,7 @@ def write_run_report(run_path: str | Path, options: ReportOptions, load: Callabl
     if (run_path / "config.yaml").is_file():
         body.append(f"<details><summary>config.yaml (click to open)</summary><pre>{esc((run_path / 'config.yaml').read_text())}"
                     "</pre></details>")
-    for i, p in enumerate(reversed(stage_cfgs)):  # single stages run on this run later, newest first
+    for p in reversed(stage_cfgs):  # single stages run on this run later, newest first
         body.append(f"<details><summary>stage_configs/{esc(p.name)}</summary><pre>{esc(p.read_text())}"
                     "</pre></details>")
     if not stage_cfgs and not (run_path / "config.yaml").is_file():

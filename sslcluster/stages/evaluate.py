@@ -135,7 +135,7 @@ def validation_metrics(cfg: DictConfig, clustered_train: Path, backbone_train: P
     from sslcluster.clustering.algorithms import fit_predict_shuffled
     from sslcluster.clustering.preprocess import PreprocessConfig, preprocess
     from sslcluster.evaluation.metrics import external_metrics
-    from sslcluster.stages.common import build
+    from sslcluster.factory import build
 
     vcfg = cfg.evaluate.get("validation") or {}
     fraction = float(vcfg.get("fraction", 0.0) or 0.0)
@@ -145,7 +145,7 @@ def validation_metrics(cfg: DictConfig, clustered_train: Path, backbone_train: P
         raise SSLClusterError(f"evaluate.validation.fraction={fraction} must be below 1")
     es = read_embeddings(clustered_train, with_labels=True)
     labels = es.index.labels
-    if not (labels >= 0).any():
+    if labels is None or not (labels >= 0).any():
         log.info("no validation figures: the train split has no labels")
         return {}
     val = validation_rows(labels, fraction, int(vcfg.get("seed", 0)))

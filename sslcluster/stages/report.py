@@ -69,7 +69,8 @@ def write_report(cfg: Any, run: RunDir, timings: dict[str, float] | None = None)
     """``runs/<key>/report.html`` (see :mod:`sslcluster.report.run_page`) with the labels and images the
     evaluation uses (``evaluate.labels``, ``data.source.root``)."""
     from sslcluster.report.run_page import ReportOptions, write_run_report
-    from sslcluster.stages.evaluate import _image_loader, labels_from_csv
+    from sslcluster.data.resolve import load_image
+    from sslcluster.store.clusters import labels_from_csv
 
     rc = cfg.get("report") or {}
     options = ReportOptions(images_per_cluster=int(rc.get("images_per_cluster", 12)),
@@ -80,4 +81,11 @@ def write_report(cfg: Any, run: RunDir, timings: dict[str, float] | None = None)
     def truth(index: Any) -> Any:
         return labels_from_csv(labels_csv, index.ids) if labels_csv else index.labels
 
-    return write_run_report(run.path, options, _image_loader(cfg), truth, timings)
+    fallback = cfg.data.source.get("root") if "source" in cfg.data else None
+    chosen = run.clusterings()
+    root = chosen[0].data_root(str(fallback) if fallback is not None else None) if chosen else fallback
+
+    def image(path: str) -> Any:  # ``torchvision:`` paths are read under the run's data root
+        return load_image(path, torchvision_root=root)
+
+    return write_run_report(run.path, options, image, truth, timings)
