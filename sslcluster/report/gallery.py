@@ -95,9 +95,9 @@ def cluster_cards(run_path: Path, cluster_dir: Path, record: Mapping[str, Any], 
     maps a cluster to the class the evaluation matched it to. Members shown: the ``per_cluster`` nearest the
     centroid (embeddings of ``record["embeddings"]``, L2-normalised when the clustering was), nearest first;
     noise shows a seeded random sample."""
-    from sslcluster.store.embeddings import read_embeddings
+    from sslcluster.store.clusters import Clustering
 
-    array = read_embeddings(record["embeddings"], with_labels=False).array
+    array = Clustering(cluster_dir).embeddings(dict(record)).read(with_labels=False).array
     l2 = "l2" in (record.get("preprocess") or [])
     cids, counts = np.unique(labels_pred, return_counts=True)
     order = sorted(range(len(cids)), key=lambda i: (cids[i] < 0, -counts[i], cids[i]))

@@ -136,12 +136,12 @@ def clustering_section(run_path: Path, cluster_dir: Path, options: ReportOptions
                        truth: Callable[[Any], np.ndarray | None]) -> str:
     """One clustering: its record's facts, its metrics, pictures and galleries."""
     from sslcluster.naming import read_names
-    from sslcluster.store.clusters import load_clustering
-    from sslcluster.store.embeddings import read_index
+    from sslcluster.store.clusters import Clustering
 
     key = cluster_dir.name
-    record, pred = load_clustering(cluster_dir)
-    index = read_index(record["embeddings"], with_labels=True)
+    clustering = Clustering(cluster_dir)
+    record, pred = clustering.load()
+    index = clustering.index(record, pred, with_labels=True)
     labels_true = truth(index)
     m = read_json(cluster_dir / "metrics.json") if (cluster_dir / "metrics.json").is_file() else {}
     matched: dict[int, int] = {}
@@ -153,7 +153,7 @@ def clustering_section(run_path: Path, cluster_dir: Path, options: ReportOptions
     except Exception as e:  # an unreadable names.json: the report still shows the clustering
         log.warning("report: ignoring names of %s: %s", key, e)
         names = {}
-    emb = Path(record["embeddings"])
+    emb = clustering.embeddings(record).path
     facts = [f"{record.get('algorithm')} on {emb.name} ({record.get('features', '?')} features)",
              f"preprocess {'+'.join(record.get('preprocess') or []) or 'none'}",
              f"{len(pred)} images", f"status {record.get('status')}"]
