@@ -249,18 +249,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log("model", timed(step, cycle(lambda: [fixed]), args.warmup, args.steps, b, device))
     if "device" in args.modes:
         t0 = time.perf_counter()
-        arr, _, reused = load_or_build_cache(source, s, 3, work / "cache", workers=max(1, args.workers))
+        arr, sizes, _, reused = load_or_build_cache(source, s, 3, work / "cache", workers=max(1, args.workers))
         images = torch.from_numpy(np.array(arr, copy=True)).to(device)
         results["cache_s"] = time.perf_counter() - t0
         transform = from_views_config(cfg.augmentation.views).to(device)
         if args.compile and not args.eager_augment:
             transform.compile_apply()
-        batches = DeviceBatches(images, b, seed=0)
+        batches = DeviceBatches(images, b, seed=0, sizes=torch.from_numpy(sizes))
 
         def device_views() -> Iterator[list[torch.Tensor]]:
-            for imgs, _ in batches:
+            for imgs, sz, _ in batches:
                 with torch.no_grad():
-                    views = transform(imgs)
+                    views = transform(imgs, sizes=sz)
                 yield views  # outside no_grad: the consumer's step runs while this generator is suspended
 
         log("device", timed(step, cycle(device_views), args.warmup, args.steps, b, device))

@@ -4,8 +4,10 @@
 
 - ``cpu``: the :class:`~sslcluster.data.datasets.ViewsDataset` (PIL images, the ``augmentation.views`` transform)
   in DataLoader workers, as before.
-- ``device``: the train split decoded once to uint8 (N, C, S, S) (a cache file, written atomically, reused by
-  later runs), moved to the training device, batches drawn there by index, and augmented there by
+- ``device``: the train split decoded once to uint8 (N, C, H, W) (each image whole, aspect kept, at its own
+  size up to a cap on its long side, ``data.device_cache.max_side``, default 4 x the training side, lowered to
+  fit the memory budget; zero-padded to the largest; its (h, w) kept beside it) (a cache file, written
+  atomically, reused by later runs), moved to the training device, batches drawn there by index, and augmented there by
   :mod:`sslcluster.data.gpu_augment` with the same ``augmentation.views`` config, right after the (no-op) batch
   transfer. On a CPU trainer "the device" is CPU memory.
 - ``auto``: ``device`` when training on CUDA, the views config has a GPU equivalent and the split fits the
@@ -22,6 +24,7 @@ Both paths yield the same batch structure to the method: ``(views, indices)`` wi
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -46,9 +49,28 @@ PIPELINES = ("cpu", "device", "auto")
 
 # -- decoded-image cache ---------------------------------------------------------------------------------------
 
+#: default cap on the long side of a cached image, in multiples of ``data.image_size``: lightly's smallest crop
+#: (``min_scale`` 0.08) spans sqrt(0.08) = 0.28 of an image's side, so a cache 4x the training side still has
+#: more than the training side's pixels across it (views are downscaled, as lightly's from the full image)
+DEFAULT_SIDE_FACTOR = 4
+
+
+def fit_uint8(img: Image.Image, max_side: int, channels: int) -> np.ndarray:
+    """An image as (C, h, w) uint8, its aspect ratio kept: at its own size when its long side is at most
+    ``max_side`` (pixel for pixel), else downscaled (Lanczos, antialiased) to a long side of ``max_side``."""
+    img = img.convert("L" if channels == 1 else "RGB")
+    w, h = img.size
+    if max(w, h) > max_side:
+        s = max_side / max(w, h)
+        img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
 def to_square_uint8(img: Image.Image, size: int, channels: int) -> np.ndarray:
     """An image as (C, size, size) uint8: shorter side resized to ``size`` (bilinear, antialiased), centre crop.
-    Images already ``size`` x ``size`` are kept pixel for pixel."""
+    Images already ``size`` x ``size`` are kept pixel for pixel. (Not the device cache, which keeps the whole
+    image: :func:`fit_uint8`.)"""
     img = img.convert("L" if channels == 1 else "RGB")
     w, h = img.size
     if (w, h) != (size, size):
@@ -61,59 +83,109 @@ def to_square_uint8(img: Image.Image, size: int, channels: int) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def cache_key(source: ImageSource, size: int, channels: int) -> str:
+def cache_key(source: ImageSource, max_side: int, channels: int) -> str:
     """A key that changes when the images can have: the source type, its paths, each file's size and mtime,
-    the first and last decoded image, the side and channels."""
+    the first and last decoded image, the side cap and channels."""
     h = hashlib.sha256()
-    h.update(f"{type(source).__name__}|{len(source)}|{size}|{channels}|v1".encode())
+    h.update(f"{type(source).__name__}|{len(source)}|{max_side}|{channels}|v2".encode())
     for p in source.paths:
         h.update(p.encode())
         if os.path.isfile(p):
             st = os.stat(p)
             h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
     for i in {0, len(source) - 1}:
-        h.update(to_square_uint8(source.load(i), size, channels).tobytes())
+        h.update(fit_uint8(source.load(i), max_side, channels).tobytes())
     return h.hexdigest()[:24]
 
 
-def decode_source(source: ImageSource, size: int, channels: int, workers: int = 1) -> np.ndarray:
-    """All images of ``source`` as (N, C, size, size) uint8 (threads: PIL decodes without the GIL)."""
-    out = np.empty((len(source), channels, size, size), dtype=np.uint8)
+def decode_source(source: ImageSource, max_side: int, channels: int, workers: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """All images of ``source`` (:func:`fit_uint8`), each at the top-left of a zero-padded slot as large as the
+    largest (threads: PIL decodes without the GIL).
+
+    Returns:
+        images (N, C, H, W) uint8 with H, W the largest stored height and width; sizes (N, 2) int64 (h, w).
+    """
+    n = len(source)
+    parts: list[np.ndarray | None] = [None] * n
 
     def one(i: int) -> None:
-        out[i] = to_square_uint8(source.load(i), size, channels)
+        parts[i] = fit_uint8(source.load(i), max_side, channels)
 
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, range(len(source)), chunksize=256))
+            list(pool.map(one, range(n), chunksize=256))
     else:
-        for i in range(len(source)):
+        for i in range(n):
             one(i)
-    return out
+    sizes = np.array([p.shape[1:] for p in parts], dtype=np.int64).reshape(n, 2)  # type: ignore[union-attr]
+    out = np.zeros((n, channels, int(sizes[:, 0].max()), int(sizes[:, 1].max())), dtype=np.uint8)
+    for i, p in enumerate(parts):
+        out[i, :, :p.shape[1], :p.shape[2]] = p  # type: ignore[union-attr]
+        parts[i] = None
+    return out, sizes
 
 
-def load_or_build_cache(source: ImageSource, size: int, channels: int, cache_dir: str | Path,
-                        workers: int = 1) -> tuple[np.ndarray, Path, bool]:
-    """The decoded split from ``cache_dir/<key>.npy``, decoding and writing it (atomically: temporary name, then
-    rename; a ``.json`` sidecar after it) when absent.
+def load_or_build_cache(source: ImageSource, max_side: int, channels: int, cache_dir: str | Path,
+                        workers: int = 1) -> tuple[np.ndarray, np.ndarray, Path, bool]:
+    """The decoded split from ``cache_dir/<key>.npy`` (and ``<key>.sizes.npy``), decoding and writing it
+    (atomically: temporary names, then renames; a ``.json`` sidecar last) when absent.
 
     Returns:
-        (N, C, size, size) uint8 array (memory-mapped when read back), the cache path, whether it was reused.
+        (N, C, H, W) uint8 images (memory-mapped when read back), (N, 2) int64 sizes (h, w) of each image in
+        its slot, the cache path, whether it was reused.
     """
-    key = cache_key(source, size, channels)
+    key = cache_key(source, max_side, channels)
     path = Path(cache_dir).expanduser() / f"{key}.npy"
+    sizes_path = path.with_suffix(".sizes.npy")
     meta = path.with_suffix(".json")
-    if path.is_file() and meta.is_file():
+    if path.is_file() and sizes_path.is_file() and meta.is_file():
         arr = np.load(path, mmap_mode="r")
-        if arr.shape == (len(source), channels, size, size) and arr.dtype == np.uint8:
-            return arr, path, True
-    arr = decode_source(source, size, channels, workers)
+        sizes = np.load(sizes_path)
+        if (arr.ndim == 4 and arr.shape[:2] == (len(source), channels) and arr.dtype == np.uint8
+                and sizes.shape == (len(source), 2)):
+            return arr, sizes, path, True
+    arr, sizes = decode_source(source, max_side, channels, workers)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, arr)
+    with atomic_path(sizes_path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, sizes)
     write_json(meta, {"key": key, "count": len(source), "shape": list(arr.shape), "dtype": "uint8",
-                      "source": type(source).__name__, "first_path": source.paths[0], "status": "complete"})
-    return arr, path, False
+                      "max_side": max_side, "source": type(source).__name__, "first_path": source.paths[0],
+                      "status": "complete"})
+    return arr, sizes, path, False
+
+
+# -- the order of each epoch -----------------------------------------------------------------------------------
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s order in a run seeded ``seed``: a hash of the pair, so runs with seeds s
+    and s + 1 share no epoch order (``seed + epoch`` would share all but one)."""
+    digest = hashlib.sha256(f"sslcluster-epoch-order|{int(seed)}|{int(epoch)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order (n,) int64 of the ``n`` images in epoch ``epoch`` of a run seeded ``seed`` (both paths)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+
+
+class EpochOrder(torch.utils.data.Sampler[int]):
+    """The CPU path's sampler: the same per-epoch order as :class:`DeviceBatches` (so the two paths can be
+    compared on the same batches). ``epoch_fn`` as in :class:`DeviceBatches`."""
+
+    def __init__(self, n: int, seed: int, epoch_fn: Callable[[], int] | None = None) -> None:
+        self.n, self.seed, self.epoch, self.epoch_fn = n, seed, 0, epoch_fn
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self.epoch_fn() if self.epoch_fn is not None else self.epoch
+        self.epoch += 1
+        return iter(epoch_permutation(self.n, self.seed, epoch).tolist())
 
 
 # -- batches drawn on the device ---------------------------------------------------------------------------------
@@ -121,16 +193,21 @@ def load_or_build_cache(source: ImageSource, size: int, channels: int, cache_dir
 class DeviceBatches:
     """Batches of a uint8 tensor (N, C, H, W) held on its device, drawn by index there.
 
-    Each pass (epoch) is a fresh permutation from ``seed + epoch`` (the same on every rank), sharded
-    ``rank::world_size``, drop-last. Yields ``(images (B, C, H, W) uint8, indices (B,) int64)``, both on the
-    images' device.
+    Each pass (epoch) is a fresh permutation (:func:`epoch_permutation` of the seed and the epoch, the same on
+    every rank), sharded ``rank::world_size``, drop-last. Yields ``(images (B, C, H, W) uint8, sizes (B, 2)
+    int64, indices (B,) int64)``, all on the images' device; ``sizes`` is each image's (h, w) at the top-left
+    of its padded slot (default: every image fills it).
     """
 
     def __init__(self, images: torch.Tensor, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, epoch_fn: Callable[[], int] | None = None) -> None:
+                 world_size: int = 1, epoch_fn: Callable[[], int] | None = None,
+                 sizes: torch.Tensor | None = None) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise SSLClusterError("DeviceBatches needs uint8 images (N, C, H, W)")
         self.images = images
+        if sizes is None:
+            sizes = torch.tensor(images.shape[2:], dtype=torch.long).expand(len(images), 2)
+        self.sizes = sizes.to(images.device, torch.long).contiguous()
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
@@ -143,16 +220,15 @@ class DeviceBatches:
     def __len__(self) -> int:
         return (len(self.images) // self.world_size) // self.batch_size
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         epoch = self.epoch_fn() if self.epoch_fn is not None else self.epoch
-        g = torch.Generator().manual_seed(self.seed + epoch)
         self.epoch += 1
         n = len(self)
-        perm = torch.randperm(len(self.images), generator=g)[self.rank::self.world_size][: n * self.batch_size]
+        perm = epoch_permutation(len(self.images), self.seed, epoch)[self.rank::self.world_size][: n * self.batch_size]
         perm = perm.to(self.images.device, non_blocking=True)
         for k in range(n):
             idx = perm[k * self.batch_size:(k + 1) * self.batch_size]
-            yield self.images.index_select(0, idx), idx
+            yield self.images.index_select(0, idx), self.sizes.index_select(0, idx), idx
 
 
 # -- choosing the path ---------------------------------------------------------------------------------------
@@ -206,13 +282,24 @@ class PretrainData(pl.LightningDataModule):
                                   f"({len(source)} images)")
         dc = data.get("device_cache") if hasattr(data, "get") else None
         self.cache_dir = str(_cfg_get(dc, "dir", ".cache/sslcluster"))
-        self.cache_size = int(_cfg_get(dc, "size", data.image_size))
+        self.image_size = int(data.image_size)
+        #: cap on the long side of a cached image (null: DEFAULT_SIDE_FACTOR x data.image_size); lowered in
+        #: :meth:`choose` to what the memory budget holds
+        self.max_side = int(_cfg_get(dc, "max_side", DEFAULT_SIDE_FACTOR * self.image_size))
+        if self.max_side < self.image_size:
+            raise SSLClusterError(f"data.device_cache.max_side={self.max_side} is below data.image_size="
+                                  f"{self.image_size}")
+        self.cache_side = self.max_side
         self.budget_gb = dc.get("budget_gb") if dc is not None else None
+        aug = cfg.get("augmentation") if hasattr(cfg, "get") else None
+        #: 8-bit rounding after each op of the device path's views (augmentation.quantize)
+        self.quantize = bool(_cfg_get(aug, "quantize", False))
         speed = cfg.trainer.get("speed") if hasattr(cfg.trainer, "get") else None
         self.channels_last = bool(_cfg_get(speed, "channels_last", False))
         self.compile = bool(_cfg_get(speed, "compile", False))  # also fuses the augmentation's kernels
         self.gpu_transform: torch.nn.Module | None = None
         self.images: torch.Tensor | None = None
+        self.sizes: torch.Tensor | None = None
         self.used: str | None = None  # "cpu" or "device" once set up
         self.cache_path: Path | None = None
 
@@ -232,15 +319,18 @@ class PretrainData(pl.LightningDataModule):
         from sslcluster.data.gpu_augment import from_views_config
 
         try:
-            self.gpu_transform = from_views_config(self.cfg.augmentation.views)
+            self.gpu_transform = from_views_config(self.cfg.augmentation.views, quantize=self.quantize)
         except SSLClusterError as e:
             return "cpu", str(e)
         channels = int(self.cfg.data.channels)
-        need = len(self.source) * channels * self.cache_size ** 2
         budget, where = device_budget_bytes(device, self.budget_gb)
-        if need > budget:
+        # the largest side cap whose worst case (every image a full square slot) fits the budget
+        fits = int(math.isqrt(max(0, budget) // max(1, len(self.source) * channels)))
+        self.cache_side = min(self.max_side, fits)
+        if self.cache_side < self.image_size:
+            need = len(self.source) * channels * self.image_size ** 2
             return "cpu", (f"the train split ({len(self.source)} images, {need / 1e9:.2f} GB as uint8 at "
-                           f"{self.cache_size}x{self.cache_size}) does not fit the device budget "
+                           f"{self.image_size}x{self.image_size}) does not fit the device budget "
                            f"({budget / 1e9:.2f} GB: {where})")
         return "device", None
 
@@ -253,9 +343,11 @@ class PretrainData(pl.LightningDataModule):
             fallback_message(reason)
         if self.used == "device":
             channels = int(self.cfg.data.channels)
-            arr, self.cache_path, _ = load_or_build_cache(self.source, self.cache_size, channels, self.cache_dir,
-                                                          workers=max(1, int(self.cfg.data.num_workers)))
+            arr, sizes, self.cache_path, _ = load_or_build_cache(self.source, self.cache_side, channels,
+                                                                 self.cache_dir,
+                                                                 workers=max(1, int(self.cfg.data.num_workers)))
             self.images = torch.from_numpy(np.array(arr, copy=True)).to(device)  # read the cache in
+            self.sizes = torch.from_numpy(np.asarray(sizes, dtype=np.int64)).to(device)
             assert self.gpu_transform is not None
             self.gpu_transform.to(device)
             if self.compile:
@@ -265,27 +357,30 @@ class PretrainData(pl.LightningDataModule):
     def train_dataloader(self) -> Any:
         if self.used is None:
             self.setup("fit")
+        trainer = getattr(self, "trainer", None)
+        epoch_fn: Callable[[], int] | None = (lambda: trainer.current_epoch) if trainer is not None else None
         if self.used == "device":
             assert self.images is not None
-            trainer = getattr(self, "trainer", None)
             rank = trainer.global_rank if trainer is not None else 0
             world = trainer.world_size if trainer is not None else 1
             return DeviceBatches(self.images, self.batch_size, seed=int(self.cfg.seed), rank=rank,
-                                 world_size=world, epoch_fn=(lambda: trainer.current_epoch) if trainer else None)
+                                 world_size=world, epoch_fn=epoch_fn, sizes=self.sizes)
         views = build(self.cfg.augmentation.views)
         workers = int(self.cfg.data.num_workers)
-        return DataLoader(ViewsDataset(self.source, views), batch_size=self.batch_size, shuffle=True,
+        order = EpochOrder(len(self.source), int(self.cfg.seed), epoch_fn=epoch_fn)
+        return DataLoader(ViewsDataset(self.source, views), batch_size=self.batch_size, sampler=order,
                           drop_last=True, num_workers=workers, persistent_workers=workers > 0,
                           pin_memory=self._device().type == "cuda")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Device path: (uint8 images (B, C, H, W), indices) -> ([view (B, C, S, S) float, ...], indices)."""
+        """Device path: (uint8 images (B, C, H, W), sizes (B, 2), indices) -> ([view (B, C, S, S) float, ...],
+        indices)."""
         if self.used != "device":
             return batch
-        images, idx = batch
+        images, sizes, idx = batch
         assert self.gpu_transform is not None
         with torch.no_grad():
-            views = self.gpu_transform(images)
+            views = self.gpu_transform(images, sizes=sizes)
         if self.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         return views, idx
@@ -296,5 +391,6 @@ def build_pretrain_data(cfg: DictConfig, source: ImageSource) -> PretrainData:
     return PretrainData(cfg, source)
 
 
-__all__ = ["PretrainData", "DeviceBatches", "build_pretrain_data", "load_or_build_cache", "decode_source",
-           "cache_key", "device_budget_bytes", "to_square_uint8", "PIPELINES"]
+__all__ = ["PretrainData", "DeviceBatches", "EpochOrder", "build_pretrain_data", "load_or_build_cache",
+           "decode_source", "cache_key", "device_budget_bytes", "fit_uint8", "to_square_uint8", "epoch_seed",
+           "epoch_permutation", "PIPELINES", "DEFAULT_SIDE_FACTOR"]

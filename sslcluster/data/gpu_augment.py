@@ -60,6 +60,12 @@ def _per_sample(mask: torch.Tensor) -> torch.Tensor:
     return mask.view(-1, 1, 1, 1)
 
 
+def to_8bit(images: torch.Tensor) -> torch.Tensor:
+    """Round images in [0, 1] to the nearest of the 256 levels of an 8-bit image (as PIL stores every
+    intermediate result of lightly's pipeline)."""
+    return torch.round(images.clamp(0.0, 1.0) * 255.0) / 255.0
+
+
 # -- random resized crop -------------------------------------------------------------------------------------
 
 CROP_ATTEMPTS = 10
@@ -84,74 +90,101 @@ def sample_crop_params(n: int, height: int, width: int, scale: tuple[float, floa
     return crop_params_from_uniform(u, height, width, scale, ratio, log_uniform_ratio)
 
 
-def crop_params_from_uniform(u: torch.Tensor, height: int, width: int, scale: tuple[float, float] = (0.08, 1.0),
-                             ratio: tuple[float, float] = (3 / 4, 4 / 3), log_uniform_ratio: bool = True
-                             ) -> torch.Tensor:
+def crop_params_from_uniform(u: torch.Tensor, height: int | torch.Tensor, width: int | torch.Tensor,
+                             scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                             log_uniform_ratio: bool = True) -> torch.Tensor:
     """:func:`sample_crop_params` from given uniforms u (n, 2 * attempts + 2) in [0, 1): area draws, ratio
-    draws, then the two position draws. No random state is touched (so it can be compiled)."""
+    draws, then the two position draws. ``height`` / ``width`` are one size for all samples or each sample's
+    own (n,) integer tensors (images of mixed sizes stored in one padded batch). No random state is touched
+    (so it can be compiled)."""
     attempts = (u.shape[1] - 2) // 2
-    area = float(height * width)
     u = u.double()
-    target = area * (scale[0] + (scale[1] - scale[0]) * u[:, :attempts])
+    hh = torch.as_tensor(height, device=u.device).double().reshape(-1, 1).expand(u.shape[0], 1)
+    ww = torch.as_tensor(width, device=u.device).double().reshape(-1, 1).expand(u.shape[0], 1)
+    target = hh * ww * (scale[0] + (scale[1] - scale[0]) * u[:, :attempts])
     ur = u[:, attempts:2 * attempts]
     if log_uniform_ratio:
         lo, hi = math.log(ratio[0]), math.log(ratio[1])
         aspect = torch.exp(lo + (hi - lo) * ur)
     else:
         aspect = ratio[0] + (ratio[1] - ratio[0]) * ur
-    w = torch.round(torch.sqrt(target * aspect)).long()
-    h = torch.round(torch.sqrt(target / aspect)).long()
-    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    ok = (w > 0) & (w <= ww) & (h > 0) & (h <= hh)
     first = torch.argmax(ok.int(), dim=1, keepdim=True)  # first fitting attempt (0 when none fits)
     any_ok = ok.any(dim=1)
     w = torch.gather(w, 1, first).squeeze(1)
     h = torch.gather(h, 1, first).squeeze(1)
+    hh, ww = hh.squeeze(1), ww.squeeze(1)
     # fallback: the whole image, clipped to the ratio range, centred
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        fw, fh = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        fw, fh = int(round(height * max(ratio))), height
-    else:
-        fw, fh = width, height
-    w = torch.where(any_ok, w, torch.full_like(w, fw))
-    h = torch.where(any_ok, h, torch.full_like(h, fh))
+    in_ratio = ww / hh
+    lo_r, hi_r = min(ratio), max(ratio)
+    fw = torch.where(in_ratio > hi_r, torch.round(hh * hi_r), ww)
+    fh = torch.where(in_ratio < lo_r, torch.round(ww / lo_r), hh)
+    w = torch.where(any_ok, w, fw)
+    h = torch.where(any_ok, h, fh)
     pos = u[:, 2 * attempts:2 * attempts + 2]
-    top = torch.floor(pos[:, 0] * (height - h + 1)).long().clamp(max=height - 1)
-    left = torch.floor(pos[:, 1] * (width - w + 1)).long().clamp(max=width - 1)
-    top = torch.where(any_ok, top, torch.full_like(top, (height - fh) // 2))
-    left = torch.where(any_ok, left, torch.full_like(left, (width - fw) // 2))
-    top = torch.minimum(top, height - h)
-    left = torch.minimum(left, width - w)
-    return torch.stack([top, left, h, w], dim=1)
+    top = torch.minimum(torch.floor(pos[:, 0] * (hh - h + 1)), hh - 1)
+    left = torch.minimum(torch.floor(pos[:, 1] * (ww - w + 1)), ww - 1)
+    top = torch.where(any_ok, top, torch.div(hh - fh, 2, rounding_mode="floor"))
+    left = torch.where(any_ok, left, torch.div(ww - fw, 2, rounding_mode="floor"))
+    top = torch.minimum(top, hh - h)
+    left = torch.minimum(left, ww - w)
+    return torch.stack([top, left, h, w], dim=1).long()
 
 
-def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Crop each image to its integer box and resize it bilinearly (half-pixel centres, edges clamped to the
-    box), as cropping then ``F.interpolate(..., mode='bilinear', align_corners=False)`` would, in one
-    ``grid_sample``.
+def resize_weights(start: torch.Tensor, length: torch.Tensor, out: int, src: int,
+                   antialias: bool = True) -> torch.Tensor:
+    """Interpolation matrices of PIL's bilinear resize of the pixel range [start, start + length) of an axis of
+    ``src`` pixels to ``out`` pixels, one per sample (written by hand: a per-sample crop box within a padded
+    batch has no library equivalent).
+
+    As PIL's ``Image.resize(..., BILINEAR)`` (and ``F.interpolate(..., antialias=True)``): output pixel i is
+    centred at start + (i + 0.5) * scale (scale = length / out), its weights a triangle of half-width
+    max(scale, 1) in source pixels (wider than one pixel when downscaling: the antialiasing), restricted to
+    the range and normalised. ``antialias=False`` keeps the half-width at 1 pixel (plain bilinear sampling,
+    which aliases when downscaling; a deliberately wrong variant for the tests).
+
+    Args:
+        start, length: (B,) the range of each sample, in pixels.
+    Returns:
+        (B, out, src) float32 weights; rows sum to 1, zero outside each sample's range.
+    """
+    start = start.to(torch.float32).view(-1, 1, 1)
+    length = length.to(torch.float32).view(-1, 1, 1)
+    scale = length / out
+    support = scale.clamp(min=1.0) if antialias else torch.ones_like(scale)
+    i = torch.arange(out, device=start.device, dtype=torch.float32).view(1, -1, 1)
+    j = torch.arange(src, device=start.device, dtype=torch.float32).view(1, 1, -1) + 0.5  # source pixel centres
+    centre = start + (i + 0.5) * scale
+    w = (1.0 - ((j - centre) / support).abs()).clamp(min=0.0)
+    w = w * ((j > start) & (j < start + length)).to(w.dtype)
+    return w / w.sum(dim=2, keepdim=True).clamp(min=1e-12)
+
+
+def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, int],
+                 antialias: bool = True) -> torch.Tensor:
+    """Crop each image to its integer box and resize it as PIL's bilinear resize does (antialiased when
+    downscaling, as lightly's ``RandomResizedCrop`` on a PIL image; equal to cropping then
+    ``F.interpolate(..., mode='bilinear', antialias=True)``): two batched matrix products with
+    :func:`resize_weights` (rows, then columns). Pixels outside the box (e.g. the padding of a smaller image
+    in a padded batch) are never read.
 
     Args:
         images: (B, C, H, W) float.
         boxes: (B, 4) int64 top, left, h, w.
         size: output side, or (out_h, out_w).
+        antialias: False: plain bilinear sampling (aliases when downscaling; the tests' wrong variant).
     Returns:
         (B, C, out_h, out_w) float.
     """
     out_h, out_w = (size, size) if isinstance(size, int) else size
     _, _, height, width = images.shape
-    b = boxes.to(images.device, torch.float32)
-    top, left, h, w = b[:, 0:1], b[:, 1:2], b[:, 2:3], b[:, 3:4]
-    ys = torch.arange(out_h, device=images.device, dtype=torch.float32).view(1, -1)
-    xs = torch.arange(out_w, device=images.device, dtype=torch.float32).view(1, -1)
-    src_y = ((ys + 0.5) * h / out_h - 0.5).clamp(min=0.0)
-    src_y = torch.minimum(src_y, h - 1) + top  # (B, out_h) input pixel rows
-    src_x = ((xs + 0.5) * w / out_w - 0.5).clamp(min=0.0)
-    src_x = torch.minimum(src_x, w - 1) + left  # (B, out_w)
-    gy = (src_y + 0.5) * (2.0 / height) - 1.0
-    gx = (src_x + 0.5) * (2.0 / width) - 1.0
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # (B, out_h, out_w, 2)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    b = boxes.to(images.device)
+    wy = resize_weights(b[:, 0], b[:, 2], out_h, height, antialias).to(images.dtype)  # (B, out_h, H)
+    wx = resize_weights(b[:, 1], b[:, 3], out_w, width, antialias).to(images.dtype)   # (B, out_w, W)
+    x = torch.matmul(images, wx.transpose(1, 2).unsqueeze(1))  # (B, C, H, out_w)
+    return torch.matmul(wy.unsqueeze(1), x)  # (B, C, out_h, out_w)
 
 
 # -- geometry ------------------------------------------------------------------------------------------------
@@ -237,9 +270,20 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     return v.unsqueeze(1) * (1.0 - s.unsqueeze(1) * ramp)
 
 
-def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate the hue of RGB images (B, 3, H, W) by ``shift`` (B,) turns (in [-0.5, 0.5])."""
+def adjust_hue(images: torch.Tensor, shift: torch.Tensor, quantize: bool = False) -> torch.Tensor:
+    """Rotate the hue of RGB images (B, 3, H, W) by ``shift`` (B,) turns (in [-0.5, 0.5]).
+
+    ``quantize``: as torchvision's ``adjust_hue`` on a PIL image (what lightly runs): the image goes to 8-bit
+    HSV (hue and saturation truncated to 0..255, as PIL's ``convert('HSV')``), the hue byte is shifted by
+    trunc(255 shift) modulo 256, and the result goes back to 8-bit RGB.
+    """
     hsv = rgb_to_hsv(images)
+    if quantize:
+        h8 = torch.floor(hsv[:, 0] * 255.0 + 1e-4).clamp(0, 255)
+        s8 = torch.floor(hsv[:, 1] * 255.0 + 1e-4).clamp(0, 255)
+        h8 = (h8 + torch.trunc(shift * 255.0).view(-1, 1, 1)).remainder(256.0)
+        hsv = torch.stack([(h8 / 255.0).remainder(1.0), s8 / 255.0, hsv[:, 2]], dim=1)
+        return to_8bit(hsv_to_rgb(hsv))
     hue = (hsv[:, 0] + shift.view(-1, 1, 1)).remainder(1.0)
     return hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], dim=1)).clamp(0.0, 1.0)
 
@@ -288,13 +332,17 @@ def jitter_params_from_uniform(u: torch.Tensor, brightness: float, contrast: flo
                         applied=u[:, 8] < prob)
 
 
-def color_jitter(images: torch.Tensor, params: JitterParams) -> torch.Tensor:
+def color_jitter(images: torch.Tensor, params: JitterParams, quantize: bool = False) -> torch.Tensor:
     """Apply per-sample colour jitter to images (B, C, H, W) in [0, 1].
 
     At each of the four positions every sample applies the op its permutation puts there. Brightness, contrast
     and saturation are all ``clamp(f * x + (1 - f) * ref)`` with ref = 0, the grayscale mean, or the grayscale
     image, so one blend serves all three (factor 1 where another op or no jitter is due: exact identity); the
     hue rotation is computed for the batch and kept where due. 1-channel images get brightness and contrast only.
+
+    ``quantize``: each op in 8 bits as PIL's ``ImageEnhance`` (what lightly runs): the reference is the rounded
+    luma image (saturation) or its mean rounded to an integer level (contrast), and each blend is truncated to
+    an integer level (PIL's ``Image.blend``); images are expected on the 8-bit grid already.
     """
     applied = params.applied
     rgb = images.shape[1] == 3
@@ -308,21 +356,32 @@ def color_jitter(images: torch.Tensor, params: JitterParams) -> torch.Tensor:
             f = torch.where(op == SATURATION, params.saturation, f)
         f = torch.where(applied, f, torch.ones_like(f))
         gray = grayscale(x)
-        ref = torch.where(_per_sample(op == CONTRAST), gray.mean(dim=(1, 2, 3), keepdim=True), gray)
+        if quantize:
+            gray = to_8bit(gray)
+            mean = torch.floor(gray.mean(dim=(1, 2, 3), keepdim=True) * 255.0 + 0.5) / 255.0
+        else:
+            mean = gray.mean(dim=(1, 2, 3), keepdim=True)
+        ref = torch.where(_per_sample(op == CONTRAST), mean, gray)
         ref = torch.where(_per_sample(op == BRIGHTNESS), torch.zeros_like(ref), ref)
         fb = _per_sample(f)
-        x = (fb * x + (1.0 - fb) * ref).clamp(0.0, 1.0)
+        if quantize:  # in 0..255 units, float32 like PIL's blend, truncated; identity stays exact
+            ref8, x8 = ref * 255.0, torch.round(x * 255.0)
+            x = (torch.floor(ref8 + fb * (x8 - ref8) + 1e-4).clamp(0.0, 255.0)) / 255.0
+        else:
+            x = (fb * x + (1.0 - fb) * ref).clamp(0.0, 1.0)
         if rgb:
             due = applied & (op == HUE) & (params.hue != 0)
-            x = torch.where(_per_sample(due), adjust_hue(x, params.hue), x)
+            x = torch.where(_per_sample(due), adjust_hue(x, params.hue, quantize), x)
     return x
 
 
-def random_grayscale(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Replace images (B, 3, H, W) by their luma on all channels where ``mask`` (B,) is True."""
+def random_grayscale(images: torch.Tensor, mask: torch.Tensor, quantize: bool = False) -> torch.Tensor:
+    """Replace images (B, 3, H, W) by their luma on all channels where ``mask`` (B,) is True (rounded to 8 bits
+    with ``quantize``, as PIL's ``convert('L')``)."""
     if images.shape[1] == 1:
         return images
-    return torch.where(_per_sample(mask), grayscale(images).expand_as(images), images)
+    gray = to_8bit(grayscale(images)) if quantize else grayscale(images)
+    return torch.where(_per_sample(mask), gray.expand_as(images), images)
 
 
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
@@ -384,18 +443,27 @@ class ViewSpec:
     crop: str = "resized"
     pad: int = 0
     pad_mode: str = "constant"
+    #: rotation before the flips (lightly before 1.6, whose pull request 1865 moved it after them); read from the
+    #: installed lightly's own Compose by :func:`lightly_rotates_first`
+    rotate_first: bool = False
 
 
 class GPUViewTransform(torch.nn.Module):
-    """One augmented view of a batch, in lightly's order: crop, flips, rotation, colour jitter, grayscale,
-    blur, solarisation, normalisation. Variants (``log_uniform_ratio``, ``random_jitter_order``) exist only to
-    show that the fidelity tests catch them."""
+    """One augmented view of a batch, in lightly's order: crop, flips and rotation (in the installed lightly's
+    order, ``spec.rotate_first``), colour jitter, grayscale, blur, solarisation, normalisation.
 
-    def __init__(self, spec: ViewSpec, log_uniform_ratio: bool = True, random_jitter_order: bool = True) -> None:
+    ``quantize`` rounds to 8 bits after each op, as PIL does in lightly's pipeline (``augmentation.quantize``).
+    Variants (``log_uniform_ratio``, ``random_jitter_order``, ``antialias``) exist only to show that the
+    fidelity tests catch them."""
+
+    def __init__(self, spec: ViewSpec, log_uniform_ratio: bool = True, random_jitter_order: bool = True,
+                 quantize: bool = False, antialias: bool = True) -> None:
         super().__init__()
         self.spec = spec
         self.log_uniform_ratio = log_uniform_ratio
         self.random_jitter_order = random_jitter_order
+        self.quantize = quantize
+        self.antialias = antialias
         norm = spec.normalize
         self.register_buffer("mean", torch.tensor(norm["mean"]).view(1, -1, 1, 1) if norm else torch.zeros(0),
                              persistent=False)
@@ -406,11 +474,13 @@ class GPUViewTransform(torch.nn.Module):
     DRAWS = 2 * CROP_ATTEMPTS + 2 + 2 + 2 + JITTER_DRAWS + 1 + 2 + 1
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
-                params: dict[str, Any] | None = None) -> torch.Tensor:
+                params: dict[str, Any] | None = None, sizes: torch.Tensor | None = None) -> torch.Tensor:
         """Args:
             images: (B, C, H, W) uint8 (0..255) or float in [0, 1], on any device.
             generator: random generator on that device (default: torch's global one, seeded by the run).
             params: if a dict is given, the sampled parameters are stored into it (for tests and inspection).
+            sizes: (B, 2) int64 (h, w): each image's own size at the top-left of its padded (H, W) slot
+                (the device cache of images of mixed sizes); None: every image fills (H, W).
         Returns:
             (B, C, input_size, input_size) float32, normalised if ``normalize`` is set.
 
@@ -419,31 +489,47 @@ class GPUViewTransform(torch.nn.Module):
         """
         u = torch.rand(images.shape[0], self.DRAWS, device=images.device, generator=generator)
         if params is not None:
-            return self.apply(images, u, params)
-        return self._view_fn(images, u)
+            return self.apply(images, u, params, sizes)
+        return self._view_fn(images, u, sizes)
 
     def compile_apply(self, **kwargs: Any) -> "GPUViewTransform":
         """Fuse :meth:`apply` with ``torch.compile`` (hundreds of small element-wise kernels become a few)."""
-        self._view_fn = torch.compile(self.apply, dynamic=False, **kwargs)
+        compiled = torch.compile(self.apply, dynamic=False, **kwargs)
+        self._view_fn = lambda images, u, sizes=None: compiled(images, u, None, sizes)  # type: ignore[method-assign]
         return self
 
-    def _view_fn(self, images: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # replaced by compile_apply
-        return self.apply(images, u)
+    def _view_fn(self, images: torch.Tensor, u: torch.Tensor, sizes: torch.Tensor | None = None
+                 ) -> torch.Tensor:  # replaced by compile_apply
+        return self.apply(images, u, None, sizes)
 
-    def apply(self, images: torch.Tensor, u: torch.Tensor, params: dict[str, Any] | None = None) -> torch.Tensor:
-        """The view of images (B, C, H, W) for given uniforms u (B, DRAWS)."""
+    def apply(self, images: torch.Tensor, u: torch.Tensor, params: dict[str, Any] | None = None,
+              sizes: torch.Tensor | None = None) -> torch.Tensor:
+        """The view of images (B, C, H, W) for given uniforms u (B, DRAWS); ``sizes`` as in :meth:`forward`."""
         s = self.spec
+        q = self.quantize
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         _, _, height, width = x.shape
+        if sizes is None:
+            hs = torch.full((x.shape[0],), height, dtype=torch.long, device=x.device)
+            ws = torch.full((x.shape[0],), width, dtype=torch.long, device=x.device)
+        else:
+            hs, ws = sizes[:, 0].to(x.device), sizes[:, 1].to(x.device)
         k = 2 * CROP_ATTEMPTS + 2
         if s.crop == "resized":
-            boxes = crop_params_from_uniform(u[:, :k], height, width, (s.min_scale, s.max_scale), s.ratio,
+            boxes = crop_params_from_uniform(u[:, :k], hs, ws, (s.min_scale, s.max_scale), s.ratio,
                                              self.log_uniform_ratio)
-            x = resized_crop(x, boxes, s.input_size)
+            x = resized_crop(x, boxes, s.input_size, self.antialias)
+            if q:
+                x = to_8bit(x)
         else:
-            if (height, width) != (s.input_size, s.input_size):  # torchvision Resize(size) of a square image
-                x = F.interpolate(x, size=(s.input_size, s.input_size), mode="bilinear", align_corners=False,
-                                  antialias=True).clamp(0.0, 1.0)
+            if sizes is not None or (height, width) != (s.input_size, s.input_size):
+                # Resize(size) then a crop of the output side: the centred square of each image, resized
+                # (a non-square image's random offset along its long side is not drawn)
+                side = torch.minimum(hs, ws)
+                centre = torch.stack([(hs - side) // 2, (ws - side) // 2, side, side], dim=1)
+                x = resized_crop(x, centre, s.input_size, self.antialias).clamp(0.0, 1.0)
+                if q:
+                    x = to_8bit(x)
             boxes = torch.zeros(x.shape[0], 4, dtype=torch.long, device=x.device)
             boxes[:, 2:] = s.input_size
             if s.crop == "pad" and s.pad > 0:
@@ -454,27 +540,36 @@ class GPUViewTransform(torch.nn.Module):
                 x = resized_crop(x, boxes, s.input_size)  # integer boxes of the output size: a pure crop
         hflip, vflip = u[:, k] < s.hf_prob, u[:, k + 1] < s.vf_prob
         rotate = u[:, k + 2] < s.rr_prob
+
+        def rotation(x: torch.Tensor) -> torch.Tensor:
+            if s.rr_prob <= 0:
+                return x
+            if s.rr_degrees is None:
+                return rotate_quarter_turns(x, rotate.long())
+            angle = s.rr_degrees[0] + (s.rr_degrees[1] - s.rr_degrees[0]) * u[:, k + 3]
+            return torch.where(_per_sample(rotate), rotate_degrees(x, angle), x)
+
+        if s.rotate_first:
+            x = rotation(x)
         x = flip(x, hflip, 3)
         x = flip(x, vflip, 2)
-        if s.rr_prob > 0:
-            if s.rr_degrees is None:
-                x = rotate_quarter_turns(x, rotate.long())
-            else:
-                angle = s.rr_degrees[0] + (s.rr_degrees[1] - s.rr_degrees[0]) * u[:, k + 3]
-                x = torch.where(_per_sample(rotate), rotate_degrees(x, angle), x)
+        if not s.rotate_first:
+            x = rotation(x)
         k += 4
         jitter = jitter_params_from_uniform(u[:, k:k + JITTER_DRAWS], s.cj_bright, s.cj_contrast, s.cj_sat,
                                             s.cj_hue, s.cj_prob, self.random_jitter_order)
         k += JITTER_DRAWS
         if s.cj_prob > 0:
-            x = color_jitter(x, jitter)
+            x = color_jitter(x, jitter, q)
         gray = u[:, k] < s.random_gray_scale
         if s.random_gray_scale > 0:
-            x = random_grayscale(x, gray)
+            x = random_grayscale(x, gray, q)
         blur = u[:, k + 1] < s.gaussian_blur
         if s.gaussian_blur > 0:
             sigma = s.sigmas[0] + (s.sigmas[1] - s.sigmas[0]) * u[:, k + 2]
             x = gaussian_blur(x, sigma, blur, max_sigma=s.sigmas[1])
+            if q:
+                x = to_8bit(x)
         sol = u[:, k + 3] < s.solarization_prob
         if s.solarization_prob > 0:
             x = solarize(x, sol)
@@ -502,22 +597,26 @@ class GPUMultiViewTransform(torch.nn.Module):
         for i, view in enumerate(views):
             for group in self.groups:
                 first = views[group[0]]
-                if (first.spec, first.log_uniform_ratio, first.random_jitter_order) == \
-                        (view.spec, view.log_uniform_ratio, view.random_jitter_order):
+                if (first.spec, first.log_uniform_ratio, first.random_jitter_order, first.quantize,
+                        first.antialias) == (view.spec, view.log_uniform_ratio, view.random_jitter_order,
+                                             view.quantize, view.antialias):
                     group.append(i)
                     break
             else:
                 self.groups.append([i])
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                sizes: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """images (B, C, H, W) uint8, ``sizes`` (B, 2) each image's own (h, w) in its padded slot or None."""
         out: list[torch.Tensor | None] = [None] * len(self.views)
         for group in self.groups:
             view = self.views[group[0]]
             if len(group) == 1:
-                out[group[0]] = view(images, generator)
+                out[group[0]] = view(images, generator, sizes=sizes)
                 continue
             batch = images.repeat(len(group), *([1] * (images.dim() - 1)))  # (n B, C, H, W)
-            for pos, chunk in zip(group, view(batch, generator).chunk(len(group))):
+            rep_sizes = None if sizes is None else sizes.repeat(len(group), 1)
+            for pos, chunk in zip(group, view(batch, generator, sizes=rep_sizes).chunk(len(group))):
                 out[pos] = chunk
         return out  # type: ignore[return-value]
 
@@ -540,6 +639,24 @@ def _resolve(target: str) -> type:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         raise SSLClusterError(f"augmentation.views: cannot import {target}") from None
+
+
+def lightly_rotates_first(view_cls: type) -> bool:
+    """Whether the installed lightly's view transform ``view_cls`` (e.g. ``SimCLRViewTransform``) rotates
+    before it flips: read from the order of its own ``Compose`` (lightly changed it in version 1.6)."""
+    names = [type(t).__name__ for t in view_cls(rr_prob=0.5).transform.transforms]
+    rot = [i for i, n in enumerate(names) if "Rotat" in n]
+    flips = [i for i, n in enumerate(names) if n in ("RandomHorizontalFlip", "RandomVerticalFlip")]
+    return bool(rot and flips and rot[0] < flips[0])
+
+
+def _view_class(cls: type) -> type:
+    """The single-view lightly class whose Compose ``cls`` applies (SimCLR / MoCo: ``SimCLRViewTransform``)."""
+    if cls.__name__ in _BYOL_VIEWS or cls.__name__ == "SimCLRViewTransform":
+        return cls
+    from lightly.transforms.simclr_transform import SimCLRViewTransform
+
+    return SimCLRViewTransform
 
 
 def _spec_from_kwargs(cls: type, kwargs: dict[str, Any]) -> ViewSpec:
@@ -574,7 +691,8 @@ def _spec_from_kwargs(cls: type, kwargs: dict[str, Any]) -> ViewSpec:
                     gaussian_blur=float(args["gaussian_blur"]),
                     sigmas=(float(args["sigmas"][0]), float(args["sigmas"][1])),
                     solarization_prob=float(args.get("solarization_prob", 0.0)),
-                    normalize={"mean": list(norm["mean"]), "std": list(norm["std"])} if norm else None)
+                    normalize={"mean": list(norm["mean"]), "std": list(norm["std"])} if norm else None,
+                    rotate_first=lightly_rotates_first(_view_class(cls)))
 
 
 # torchvision transforms understood inside a Compose, in the order the GPU view applies them
@@ -688,12 +806,15 @@ def view_specs_from_config(node: Any) -> list[ViewSpec]:
     raise SSLClusterError(f"augmentation.views: {target} has no GPU equivalent; use data.pipeline=cpu")
 
 
-def from_views_config(node: Any, **variant: bool) -> GPUMultiViewTransform:
-    """The GPU pipeline equivalent to the lightly transform that ``node`` builds for the CPU path."""
-    return GPUMultiViewTransform([GPUViewTransform(s, **variant) for s in view_specs_from_config(node)])
+def from_views_config(node: Any, quantize: bool = False, **variant: bool) -> GPUMultiViewTransform:
+    """The GPU pipeline equivalent to the lightly transform that ``node`` builds for the CPU path
+    (``quantize``: the ``augmentation.quantize`` setting, 8-bit rounding after each op)."""
+    return GPUMultiViewTransform([GPUViewTransform(s, quantize=quantize, **variant)
+                                  for s in view_specs_from_config(node)])
 
 
 __all__ = ["ViewSpec", "GPUViewTransform", "GPUMultiViewTransform", "from_views_config", "view_specs_from_config",
            "sample_crop_params", "resized_crop", "sample_jitter_params", "color_jitter", "JitterParams",
            "rotate_quarter_turns", "random_quarter_turns", "rotate_degrees", "gaussian_blur", "solarize",
-           "random_grayscale", "grayscale", "adjust_hue", "rgb_to_hsv", "hsv_to_rgb"]
+           "random_grayscale", "grayscale", "adjust_hue", "rgb_to_hsv", "hsv_to_rgb", "resize_weights", "to_8bit",
+           "lightly_rotates_first"]

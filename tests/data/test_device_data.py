@@ -32,22 +32,32 @@ def folder(tmp_path) -> Path:
 def test_cache_written_once_atomically_and_reused(folder, tmp_path):
     src = ImageFolderSource(str(folder), "train")
     cache = tmp_path / "cache"
-    arr, path, reused = D.load_or_build_cache(src, 32, 3, cache)
+    arr, sizes, path, reused = D.load_or_build_cache(src, 32, 3, cache)
     assert not reused and path.is_file() and path.with_suffix(".json").is_file()
     assert arr.shape == (12, 3, 32, 32) and arr.dtype == np.uint8
+    # whole images, aspect kept: the 40x30 ones at 32x24, top-left in their slot, zeros beside them
+    assert sorted(map(tuple, sizes.tolist())) == [(24, 32)] * 6 + [(32, 32)] * 6
+    wide = int(np.flatnonzero(sizes[:, 0] == 24)[0])
+    assert not arr[wide, :, 24:].any()
     assert not list(cache.glob("*.tmp")) and not list(cache.glob(".*"))
     # a 32x32 image is kept pixel for pixel
     first = np.asarray(Image.open(src.paths[0]).convert("RGB")).transpose(2, 0, 1)
     assert np.array_equal(arr[0], first)
     mtime = path.stat().st_mtime_ns
-    again, path2, reused = D.load_or_build_cache(src, 32, 3, cache)
+    again, sizes2, path2, reused = D.load_or_build_cache(src, 32, 3, cache)
     assert reused and path2 == path and path.stat().st_mtime_ns == mtime and np.array_equal(again, arr)
+    assert np.array_equal(sizes2, sizes)
+    # at a cap above every side, each image is kept pixel for pixel
+    big, big_sizes, _, _ = D.load_or_build_cache(src, 64, 3, cache)
+    assert big.shape == (12, 3, 32, 40) and tuple(big_sizes[wide]) == (30, 40)
+    wide_img = np.asarray(Image.open(src.paths[wide]).convert("RGB")).transpose(2, 0, 1)
+    assert np.array_equal(big[wide, :, :30, :40], wide_img)
     # another side, or a changed file, is another cache
-    _, path3, reused = D.load_or_build_cache(src, 16, 3, cache)
+    _, _, path3, reused = D.load_or_build_cache(src, 16, 3, cache)
     assert not reused and path3 != path
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(src.paths[3])
     os.utime(src.paths[3], ns=(1, 1))
-    _, path4, reused = D.load_or_build_cache(ImageFolderSource(str(folder), "train"), 32, 3, cache)
+    _, _, path4, reused = D.load_or_build_cache(ImageFolderSource(str(folder), "train"), 32, 3, cache)
     assert not reused and path4 != path
 
 
@@ -64,15 +74,16 @@ def test_device_batches_draw_by_index_and_shard():
     batches = D.DeviceBatches(images, batch_size=10, seed=3)
     assert len(batches) == 10
     epoch1 = list(batches)
-    seen = torch.cat([idx for _, idx in epoch1])
+    seen = torch.cat([idx for _, _, idx in epoch1])
     assert len(epoch1) == 10 and seen.unique().numel() == 100
-    for imgs, idx in epoch1:
+    for imgs, sizes, idx in epoch1:
         assert imgs.dtype == torch.uint8 and torch.equal(imgs[:, 0, 0, 0].long(), idx)
-    epoch2 = torch.cat([idx for _, idx in batches])
+        assert sizes.shape == (10, 2) and (sizes == 2).all()
+    epoch2 = torch.cat([idx for _, _, idx in batches])
     assert not torch.equal(seen, epoch2)  # a fresh permutation each epoch
     r0 = D.DeviceBatches(images, 10, seed=3, rank=0, world_size=2)
     r1 = D.DeviceBatches(images, 10, seed=3, rank=1, world_size=2)
-    a, b = torch.cat([i for _, i in r0]), torch.cat([i for _, i in r1])
+    a, b = torch.cat([i for _, _, i in r0]), torch.cat([i for _, _, i in r1])
     assert len(r0) == 5 and not set(a.tolist()) & set(b.tolist())
 
 
@@ -107,7 +118,7 @@ def test_device_path_batches_become_views(compose, tmp_path):
     assert batch[0].dtype == torch.uint8 and batch[0].shape == (64, 1, 16, 16)
     views, idx = data.on_after_batch_transfer(batch, 0)
     assert len(views) == 2 and views[0].shape == (64, 1, 16, 16) and views[0].dtype == torch.float32
-    assert torch.equal(idx, batch[1])
+    assert torch.equal(idx, batch[2])
 
 
 def test_pretrain_trains_on_the_device_path(compose, tiny, tmp_path, monkeypatch):
@@ -126,7 +137,7 @@ def test_pretrain_trains_on_the_device_path(compose, tiny, tmp_path, monkeypatch
                                    f"data.device_cache.dir={tmp_path / 'cache'}", "trainer.speed.channels_last=true"]))
     assert (tmp_path / "runs" / "dev" / "checkpoints" / "last.ckpt").is_file()
     assert calls and all(c == ("device", "list") for c in calls)
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    assert len([p for p in (tmp_path / "cache").glob("*.npy") if not p.name.endswith(".sizes.npy")]) == 1
 
 
 def test_speed_options(monkeypatch):
@@ -168,7 +179,7 @@ def test_device_batches_follow_the_trainers_epoch():
     fresh = D.DeviceBatches(images, 10, seed=0)
     for _ in range(3):
         list(fresh)
-    assert torch.equal(torch.cat([i for _, i in resumed]), torch.cat([i for _, i in fresh]))
+    assert torch.equal(torch.cat([i for _, _, i in resumed]), torch.cat([i for _, _, i in fresh]))
 
 
 @pytest.mark.parametrize("trainer,fast", [("cpu", False), ("gpu", True)])
