@@ -46,7 +46,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from sslcluster.config import compose  # noqa: E402
-from sslcluster.data.device_data import DeviceBatches, PretrainData, load_or_build_cache  # noqa: E402
+from sslcluster.data.device_data import (DEFAULT_SIDE_FACTOR, DeviceBatches, PretrainData,  # noqa: E402
+                                         load_or_build_cache)
 from sslcluster.data.gpu_augment import from_views_config  # noqa: E402
 from sslcluster.data.sources import ImageFolderSource  # noqa: E402
 from sslcluster.ssl.backbones import ResNet, TinyCNN  # noqa: E402
@@ -216,6 +217,8 @@ def trainer_mode(args: argparse.Namespace, root: Path, work: Path, device: torch
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -249,7 +252,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log("model", timed(step, cycle(lambda: [fixed]), args.warmup, args.steps, b, device))
     if "device" in args.modes:
         t0 = time.perf_counter()
-        arr, sizes, _, reused = load_or_build_cache(source, s, 3, work / "cache", workers=max(1, args.workers))
+        cap = args.cache_side or DEFAULT_SIDE_FACTOR * s  # the device cache's cap on a long side
+        arr, sizes, _, reused = load_or_build_cache(source, cap, 3, work / "cache", workers=max(1, args.workers))
+        results["cache_shape"] = list(arr.shape)
         images = torch.from_numpy(np.array(arr, copy=True)).to(device)
         results["cache_s"] = time.perf_counter() - t0
         transform = from_views_config(cfg.augmentation.views).to(device)
@@ -326,6 +331,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone and the GPU augmentation")
     p.add_argument("--eager-augment", action="store_true", help="with --compile: leave the augmentation eager")
+    p.add_argument("--cache-side", type=int, help="device mode: cap on a cached image's long side (default: 4 x "
+                   "--image-size, as data.device_cache.max_side; --image-size itself: the old low-resolution cache)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--modes", default=",".join(MODES), type=lambda s: [m for m in s.split(",") if m])
     p.add_argument("--json", help="also write the results here")

@@ -192,3 +192,20 @@ def test_trainer_configs_speed_defaults_per_device(compose, trainer, fast):
     assert set(kwargs) <= set(inspect.signature(pl.Trainer.__init__).parameters)  # all real Trainer arguments
     assert speed["channels_last"] is fast and speed["compile"] is fast
     assert (kwargs["precision"] == "bf16-mixed") is fast and kwargs["benchmark"] is fast
+
+
+def test_epoch_orders_are_independent_across_seeds_and_shared_by_both_paths():
+    """Each epoch's order comes from a hash of (seed, epoch): runs seeded s and s + 1 share no epoch order
+    (with seed + epoch, epoch e + 1 of seed s was epoch e of seed s + 1), and the CPU path's sampler draws the
+    device path's order, so the two paths can be compared on the same batches."""
+    images = torch.arange(200, dtype=torch.uint8).view(200, 1, 1, 1)
+
+    def orders(seed: int, epochs: int = 4) -> list[torch.Tensor]:
+        b = D.DeviceBatches(images, 20, seed=seed)
+        return [torch.cat([i for _, _, i in b]) for _ in range(epochs)]
+
+    s0, s1 = orders(5), orders(6)
+    assert not any(torch.equal(a, b) for a in s0 for b in s1)
+    sampler = D.EpochOrder(200, seed=5)
+    for epoch in range(4):
+        assert torch.equal(torch.tensor(list(sampler)), s0[epoch])

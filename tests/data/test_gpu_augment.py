@@ -9,6 +9,7 @@ images. Each distribution check is also run on a deliberately wrong variant, whi
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
-from scipy.stats import chisquare, ks_2samp
+from scipy.stats import chi2_contingency, chisquare, ks_2samp
 
 from sslcluster.data import gpu_augment as G
 from sslcluster.errors import SSLClusterError
@@ -462,3 +463,197 @@ def test_cuda_views_equal_cpu_views_and_never_synchronise():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.allclose(out.cpu(), ref, atol=1e-4)
+
+
+# -- (4) images not at the training size: the device cache and crop against lightly's PIL pipeline --------------
+
+@pytest.fixture(scope="module")
+def photos() -> list[Image.Image]:
+    """24 real photographs at many sizes (each side 48-427 px, not square): random crops of scikit-learn's two
+    sample photographs, resized."""
+    from sklearn.datasets import load_sample_images
+
+    imgs = load_sample_images().images
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(24):
+        im = imgs[i % 2]
+        ch, cw = int(rng.integers(200, im.shape[0] + 1)), int(rng.integers(200, im.shape[1] + 1))
+        y, x = int(rng.integers(0, im.shape[0] - ch + 1)), int(rng.integers(0, im.shape[1] - cw + 1))
+        w, h = int(rng.integers(48, 428)), int(rng.integers(48, 428))
+        out.append(Image.fromarray(im[y:y + ch, x:x + cw]).resize((w, h), Image.LANCZOS))
+    return out
+
+
+class _Listed:
+    """An in-memory image source (the device cache's input)."""
+
+    def __init__(self, images: list[Image.Image]) -> None:
+        self.images, self.paths = images, [f"mem{i}" for i in range(len(images))]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, i: int) -> Image.Image:
+        return self.images[i]
+
+
+def _photo_views(images: list[Image.Image], reps: int, kw: dict, cache: str = "whole", **variant) -> torch.Tensor:
+    """Both views of each image ``reps`` times through the device path: the decoded cache (``whole``: the
+    project's, whole images up to 4x the training side; ``resized``: the short side resized to the training
+    side and centre-cropped, i.e. crop after resize), then the views with each image's size."""
+    from sslcluster.data import device_data as D
+
+    s = kw["input_size"]
+    if cache == "whole":
+        arr, sizes = D.decode_source(_Listed(images), D.DEFAULT_SIDE_FACTOR * s, 3)
+        sz = torch.from_numpy(sizes).repeat(reps, 1)
+    else:
+        arr, sz = np.stack([D.to_square_uint8(im, s, 3) for im in images]), None
+    tr = G.from_views_config({"_target_": "lightly.transforms.SimCLRTransform", **kw}, **variant)
+    return torch.cat(tr(torch.from_numpy(arr).repeat(reps, 1, 1, 1), generator=torch.Generator().manual_seed(1),
+                        sizes=sz))
+
+
+def _lightly_photo_views(images: list[Image.Image], reps: int, kw: dict) -> torch.Tensor:
+    from lightly.transforms import SimCLRTransform
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    tr = SimCLRTransform(**kw)
+    return torch.stack([v for _ in range(reps) for im in images for v in tr(im)])
+
+
+def _gradient(v: torch.Tensor) -> np.ndarray:
+    """Sharpness of each view (n, C, S, S): its mean absolute horizontal gradient."""
+    return (v[..., 1:] - v[..., :-1]).abs().flatten(1).mean(1).numpy()
+
+
+GEOMETRY_ONLY = dict(cj_prob=0.0, random_gray_scale=0.0, gaussian_blur=0.0, normalize=None)
+
+
+def test_sharpness_of_views_from_photos_at_many_sizes_matches_lightly(photos):
+    """lightly crops the full-resolution image and downsamples with antialiasing; the device path crops its
+    cache of whole images (up to 4x the training side) the same way. The sharpness of the views must follow
+    lightly's, and both finer defects must fail: crop after resize (views about 35% blurrier) and no
+    antialiasing (aliased, about 15% sharper)."""
+    kw = _simclr_kwargs(**GEOMETRY_ONLY)
+    ref = _gradient(_lightly_photo_views(photos, 8, kw))
+    ours = _gradient(_photo_views(photos, 8, kw))
+    assert ks_2samp(ref, ours).pvalue > P_OK
+    assert abs(ours.mean() / ref.mean() - 1) < 0.1
+    for wrong in (_photo_views(photos, 8, kw, cache="resized"), _photo_views(photos, 8, kw, antialias=False)):
+        assert ks_2samp(ref, _gradient(wrong)).pvalue < P_WRONG
+
+
+def _coordinate_images() -> list[Image.Image]:
+    """Non-square images whose pixels tell where they are: R = x / (W - 1), G = y / (H - 1) (8-bit)."""
+    out = []
+    for h, w in ((48, 160), (200, 90), (120, 427), (300, 300), (64, 96)):
+        img = np.zeros((h, w, 3), dtype=np.uint8)
+        img[..., 0] = np.round(np.arange(w) / (w - 1) * 255)[None, :]
+        img[..., 1] = np.round(np.arange(h) / (h - 1) * 255)[:, None]
+        out.append(Image.fromarray(img))
+    return out
+
+
+def test_crops_cover_the_whole_image_as_lightlys_do():
+    """Random crops see the whole of a non-square image, edges included, as lightly's RandomResizedCrop on the
+    full image does: the extent of each view in image coordinates (R and G ranges) follows lightly's. A cache
+    that centre-crops the image to a square (the wide images' left and right edges never seen) fails."""
+    images = _coordinate_images()
+    kw = _simclr_kwargs(hf_prob=0.0, **GEOMETRY_ONLY)
+
+    def extents(v: torch.Tensor) -> dict[str, np.ndarray]:
+        r, g = v[:, 0].flatten(1), v[:, 1].flatten(1)
+        return {"r_min": r.amin(1).numpy(), "r_max": r.amax(1).numpy(), "g_min": g.amin(1).numpy(),
+                "g_max": g.amax(1).numpy()}
+
+    ref = extents(_lightly_photo_views(images, 60, kw))
+    ours = extents(_photo_views(images, 60, kw))
+    for key in ref:
+        assert ks_2samp(ref[key], ours[key]).pvalue > P_OK, key
+    old = extents(_photo_views(images, 60, kw, cache="resized"))
+    assert min(ks_2samp(ref[k], old[k]).pvalue for k in ref) < P_WRONG
+
+
+def test_full_views_of_photos_match_lightly_colour_and_sharpness(photos):
+    """The whole SimCLR view (crop, flip, colour jitter, grayscale) of photographs at many sizes: colour
+    statistics and sharpness follow lightly's; the crop-after-resize cache fails."""
+    kw = _simclr_kwargs()
+    ref = _lightly_photo_views(photos, 6, kw)
+    ours = _photo_views(photos, 6, kw)
+    s_ref, s_ours = {**_stats(ref), "sharpness": _gradient(ref)}, {**_stats(ours), "sharpness": _gradient(ours)}
+    for key in s_ref:
+        assert ks_2samp(s_ref[key], s_ours[key]).pvalue > P_OK, key
+    old = _photo_views(photos, 6, kw, cache="resized")
+    s_old = {**_stats(old), "sharpness": _gradient(old)}
+    assert min(ks_2samp(s_ref[k], s_old[k]).pvalue for k in s_ref) < P_WRONG
+
+
+def test_8bit_rounding_follows_pil_with_the_same_parameters():
+    """With ``quantize`` the crop and each colour-jitter op round (or, for PIL's blends, truncate) to 8 bits as
+    lightly's PIL pipeline does: with the same crop boxes and jitter parameters the views equal torchvision's
+    PIL ops (what lightly runs) to a fraction of a grey level on average; without rounding they are more than
+    a grey level off (PIL's truncating blends darken a little at each op)."""
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    rng = np.random.default_rng(0)
+    imgs = [Image.fromarray(photos[i % 2][int(rng.integers(0, 300)):][:120, int(rng.integers(0, 500)):][:, :140])
+            for i in range(48)]
+    x = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in imgs]).float() / 255
+    g = torch.Generator().manual_seed(0)
+    boxes = G.sample_crop_params(48, 120, 140, generator=g)
+    p = G.sample_jitter_params(48, 0.4, 0.4, 0.4, 0.1, prob=1.0, generator=g)
+    ref = []
+    for b in range(48):
+        y = TF.resized_crop(imgs[b], *boxes[b].tolist(), [32, 32], antialias=True)
+        for op in p.order[b].tolist():
+            fn = {0: TF.adjust_brightness, 1: TF.adjust_contrast, 2: TF.adjust_saturation, 3: TF.adjust_hue}[op]
+            y = fn(y, float([p.brightness, p.contrast, p.saturation, p.hue][op][b]))
+        ref.append(torch.from_numpy(np.array(y)).permute(2, 0, 1).float())
+    levels = torch.stack(ref)
+
+    def error(quantize: bool) -> tuple[float, float]:
+        crop = G.resized_crop(x, boxes, 32)
+        out = G.color_jitter(G.to_8bit(crop) if quantize else crop, p, quantize) * 255
+        d = (out - levels).abs()
+        return d.mean().item(), (d > 1.01).float().mean().item()
+
+    mean_q, off_q = error(True)
+    assert mean_q < 0.3 and off_q < 0.05
+    mean_f, off_f = error(False)
+    assert mean_f > 0.6 and off_f > 0.2
+
+
+def test_rotation_and_flips_in_the_installed_lightlys_order():
+    """Quarter turns and flips do not commute: the orientations of the views (which corner of a coordinate
+    image lands where) follow lightly's own order of the two, and the other order fails."""
+    ramp = np.arange(32, dtype=np.float64) / 31 * 255
+    img = np.zeros((32, 32, 3), dtype=np.uint8)
+    img[..., 0] = np.round(ramp)[None, :]
+    img[..., 1] = np.round(ramp)[:, None]
+    kw = _simclr_kwargs(min_scale=1.0, hf_prob=0.5, rr_prob=0.5, rr_degrees=None, **GEOMETRY_ONLY)
+
+    def orientation(v: torch.Tensor) -> np.ndarray:
+        corner = v[:, :2, 0, 0] > 0.5  # (R, G) of the top-left output pixel: which image corner it shows
+        transposed = (v[:, 0, 0, -1] - v[:, 0, 0, 0]).abs() < 0.5  # R constant along the top row
+        return np.bincount((corner[:, 0].long() * 4 + corner[:, 1].long() * 2 + transposed.long()).numpy(),
+                           minlength=8)
+
+    ref = orientation(torch.stack([v for v in _lightly_views(img[None], 1600, **kw)]))
+    (spec,) = G.view_specs_from_config({"_target_": "lightly.transforms.SimCLRViewTransform", **kw})
+    assert spec.rotate_first == G.lightly_rotates_first(__import__(
+        "lightly.transforms.simclr_transform", fromlist=["SimCLRViewTransform"]).SimCLRViewTransform)
+    x = _to_u8(img[None]).repeat(1600, 1, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    ours = orientation(G.GPUViewTransform(spec)(x, generator=g))
+    other = orientation(G.GPUViewTransform(replace(spec, rotate_first=not spec.rotate_first))(x, generator=g))
+
+    def same(a: np.ndarray, b: np.ndarray) -> float:
+        seen = (a + b) > 0
+        return chi2_contingency(np.stack([a[seen], b[seen]])).pvalue
+
+    assert same(ref, ours) > P_OK
+    assert same(ref, other) < P_WRONG
