@@ -27,7 +27,7 @@ def test_end_to_end_run_directory(tiny, capsys):
     assert metrics["n_clusters"] == 10
     # the run's figures are those of its files: recomputed from labels.npy and index.csv
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-    from tests.test_metrics import reference_hungarian
+    from tests.evaluation.test_metrics import reference_hungarian
 
     truth = read_embeddings(p / "embeddings" / "test_projection", with_labels=True).index.labels
     pred = np.load(p / "clusters" / "kmeans-test" / "labels.npy")

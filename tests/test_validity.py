@@ -12,14 +12,16 @@ import pytest
 from sklearn import metrics as skm
 
 from sslcluster.config import compose
+from sslcluster.clustering.base import ClusteringAlgorithm
 from sslcluster.pipeline import stage_cluster
 from tests.clustering.test_clustering_errors import make_run
 
-class OrderRecorder:
+class OrderRecorder(ClusteringAlgorithm):
     """A clustering 'algorithm' that records the rows it is given and labels each row by its own content (column 0
     holds the row's original position), so the test can check the order it saw and the mapping back."""
 
     def __init__(self, record_path: str, **_: Any) -> None:
+        super().__init__()
         self.record_path = record_path  # hydra imports this module apart from pytest's copy: record to a file
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:

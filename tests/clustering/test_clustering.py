@@ -90,7 +90,7 @@ def test_every_algorithm_on_exported_digits(digits_run, case):
         assert key in m, key
     assert m["n_clusters"] == len(np.unique(labels[labels >= 0])) >= 2
     # the figures are those of labels.npy against index.csv's labels, row by row (the noise rule: singletons)
-    from tests.test_metrics import reference_hungarian, reference_nmi_arithmetic, reference_singletons
+    from tests.evaluation.test_metrics import reference_hungarian, reference_nmi_arithmetic, reference_singletons
     from sslcluster.store.embeddings import read_index
 
     truth = read_index(record["embeddings"], with_labels=True).labels
