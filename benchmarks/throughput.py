@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    f"data.image_size={args.image_size}", f"data.batch_size={args.batch_size}",
                    f"data.num_workers={args.workers}", "data.pipeline=cpu",
                    f"data.device_cache.dir={work / 'cache'}"])
-    source = ImageFolderSource(str(root), "train")
+    source = ImageFolderSource(str(root), "all")
     model, opt = build_model(args, device)
     step = make_step(model, opt, device, bf16, args.channels_last)
     b, s = args.batch_size, args.image_size
