@@ -38,9 +38,15 @@ dt{font-weight:600;margin-top:.5em}dd{margin-left:1.2em}details{margin:.4em 0}su
 """
 
 
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes of file names (Python's surrogate escapes) shown as ``\\xe9``: the page is
+    UTF-8 and must be writable whatever the disk holds."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def esc(value: Any) -> str:
     """Text for element content or a double-quoted attribute value (``& < > " '`` escaped)."""
-    return html.escape("" if value is None else str(value), quote=True)
+    return html.escape(printable("" if value is None else str(value)), quote=True)
 
 
 def url(relative: str | Path) -> str:
@@ -48,7 +54,7 @@ def url(relative: str | Path) -> str:
     text = relative if isinstance(relative, str) else Path(relative).as_posix()
     if PurePosixPath(text).is_absolute() or ":" in text.split("/")[0]:
         raise ValueError(f"a page links relative paths only, got {relative}")
-    return esc(quote(text, safe="/"))
+    return esc(quote(printable(text), safe="/"))
 
 
 def fmt(v: Any, digits: int = 4) -> str:
