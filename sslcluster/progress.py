@@ -38,6 +38,7 @@ def _every() -> float:
 
 
 def fmt_seconds(s: float) -> str:
+    """Seconds as ``m:ss``, or ``h:mm:ss`` from an hour on; ``?`` when not finite."""
     if not math.isfinite(s):
         return "?"
     s = int(round(s))
@@ -64,6 +65,7 @@ class LogProgress:
         return (math.floor(n / self.total / self.every + 1e-9) + 1) * self.every
 
     def update(self, n: int = 1) -> None:
+        """Advance by ``n`` steps; log a line when the next progress mark is reached."""
         self.n += int(n)
         if self.total > 0 and (self.n / self.total >= self.next_mark - 1e-9 or self.n >= self.total):
             self._emit()
@@ -80,9 +82,11 @@ class LogProgress:
                       fmt_seconds(elapsed), fmt_seconds(left))
 
     def set_postfix_str(self, text: str) -> None:  # tqdm's interface; a log line carries no postfix
+        """Accept tqdm's call and ignore it."""
         pass
 
     def close(self) -> None:
+        """Nothing to release; kept for tqdm's interface."""
         pass
 
     def __enter__(self) -> "LogProgress":

@@ -111,6 +111,7 @@ class KMeans(ClusteringAlgorithm):
     fit_fields = ("inertia", "n_iter")
 
     def resolved_backend(self, n: int) -> str:
+        """The backend for ``n`` points: ``backend``, or under ``auto`` faiss from FAISS_AUTO_MIN_POINTS points on."""
         _check_choice(self.backend, "backend", ("auto", "sklearn", "faiss"))
         if self.backend == "auto":
             return "faiss" if n >= FAISS_AUTO_MIN_POINTS else "sklearn"
@@ -148,6 +149,7 @@ class KMeans(ClusteringAlgorithm):
         return labels
 
     def check(self) -> None:
+        """Raise a one-line error naming the first invalid setting."""
         _check_positive(self.kmeanspp_sample, "kmeanspp_sample", integer=True)
         _check_positive(self.n_init, "n_init", integer=True)
         _check_positive(self.max_iter, "max_iter", integer=True)
@@ -155,6 +157,7 @@ class KMeans(ClusteringAlgorithm):
         _check_choice(self.backend, "backend", ("auto", "sklearn", "faiss"))
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        """Cluster points (N, D) with k-means (faiss or sklearn) -> labels (N,) int64."""
         self.check()
         x = check_points(x)
         k = _check_k(self.k, x.shape[0])
@@ -184,11 +187,13 @@ class MiniBatchKMeans(ClusteringAlgorithm):
     fit_fields = ("inertia",)
 
     def check(self) -> None:
+        """Raise a one-line error naming the first invalid setting."""
         _check_positive(self.batch_size, "batch_size", integer=True)
         _check_positive(self.n_init, "n_init", integer=True)
         _check_positive(self.max_iter, "max_iter", integer=True)
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        """Cluster points (N, D) with sklearn's mini-batch k-means -> labels (N,) int64."""
         self.check()
         x = check_points(x)
         k = _check_k(self.k, x.shape[0])
@@ -217,6 +222,7 @@ class HDBSCAN(ClusteringAlgorithm):
     core_dist_n_jobs: int = 1
 
     def check(self) -> None:
+        """Raise a one-line error naming the first invalid setting."""
         _check_positive(self.min_cluster_size, "min_cluster_size", integer=True)
         if self.min_cluster_size < 2:
             raise SSLClusterError(f"{KEY}.min_cluster_size={self.min_cluster_size} must be at least 2")
@@ -227,6 +233,7 @@ class HDBSCAN(ClusteringAlgorithm):
         _check_choice(self.cluster_selection_method, "cluster_selection_method", ("eom", "leaf"))
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        """Cluster points (N, D) with HDBSCAN -> labels (N,) int64, -1 for noise."""
         self.check()
         x = check_points(x)
         if self.min_cluster_size > x.shape[0]:
@@ -252,10 +259,12 @@ class DBSCAN(ClusteringAlgorithm):
     metric: str = "euclidean"
 
     def check(self) -> None:
+        """Raise a one-line error naming the first invalid setting."""
         _check_positive(self.eps, "eps")
         _check_positive(self.min_samples, "min_samples", integer=True)
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        """Cluster points (N, D) with sklearn's DBSCAN -> labels (N,) int64, -1 for noise."""
         self.check()
         x = check_points(x)
         from sklearn.cluster import DBSCAN as SKDBSCAN
@@ -283,6 +292,7 @@ class GaussianMixture(ClusteringAlgorithm):
     provides_bic = True
 
     def check(self) -> None:
+        """Raise a one-line error naming the first invalid setting."""
         _check_choice(self.covariance_type, "covariance_type", ("full", "tied", "diag", "spherical"))
         _check_choice(self.init_params, "init_params", ("kmeans", "k-means++", "random", "random_from_data"))
         _check_positive(self.n_init, "n_init", integer=True)
@@ -290,6 +300,7 @@ class GaussianMixture(ClusteringAlgorithm):
         _check_positive(self.reg_covar, "reg_covar")
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        """Fit a Gaussian mixture to points (N, D) -> most likely component per point (N,) int64."""
         self.check()
         x = check_points(x)
         k = _check_k(self.k, x.shape[0])
@@ -317,12 +328,14 @@ class Agglomerative(ClusteringAlgorithm):
     max_points: int = 30_000
 
     def check(self) -> None:
+        """Raise a one-line error naming the first invalid setting (ward linkage needs euclidean)."""
         _check_choice(self.linkage, "linkage", LINKAGES)
         if self.linkage == "ward" and self.metric != "euclidean":
             raise SSLClusterError(f"{KEY}.metric={self.metric!r}: ward linkage needs metric euclidean")
         _check_positive(self.max_points, "max_points", integer=True)
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        """Points (N, D) -> agglomerative labels (N,) int64 of ``k`` clusters; refuses above ``max_points``."""
         self.check()
         x = check_points(x)
         k = _check_k(self.k, x.shape[0])
@@ -345,12 +358,14 @@ class Birch(ClusteringAlgorithm):
     branching_factor: int = 50
 
     def check(self) -> None:
+        """Raise a one-line error naming the first invalid setting."""
         _check_positive(self.threshold, "threshold")
         _check_positive(self.branching_factor, "branching_factor", integer=True)
         if self.branching_factor < 2:
             raise SSLClusterError(f"{KEY}.branching_factor={self.branching_factor} must be at least 2")
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        """Cluster points (N, D) with BIRCH (subclusters merged to ``k`` when set) -> labels (N,) int64."""
         self.check()
         x = check_points(x)
         k = None if self.k is None else _check_k(self.k, x.shape[0])
@@ -383,12 +398,14 @@ class Spectral(ClusteringAlgorithm):
     seed: int = 0
 
     def check(self) -> None:
+        """Raise a one-line error naming the first invalid setting."""
         _check_choice(self.affinity, "affinity", ("nearest_neighbors", "rbf"))
         _check_choice(self.assign_labels, "assign_labels", ("kmeans", "discretize", "cluster_qr"))
         _check_positive(self.n_neighbors, "n_neighbors", integer=True)
         _check_positive(self.gamma, "gamma")
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        """Cluster points (N, D) with sklearn's spectral clustering -> labels (N,) int64."""
         self.check()
         x = check_points(x)
         k = _check_k(self.k, x.shape[0])

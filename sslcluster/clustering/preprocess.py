@@ -42,6 +42,7 @@ class PreprocessConfig:
             raise SSLClusterError("clustering.preprocess.whiten=true needs clustering.preprocess.pca_dim")
 
     def describe(self) -> list[str]:
+        """The preprocessing chain as short names in order, e.g. ``['l2', 'pca50-whiten', 'umap10']``."""
         chain = ["l2"] if self.l2 else []
         if self.pca_dim:
             chain.append(f"pca{self.pca_dim}{'-whiten' if self.whiten else ''}")

@@ -39,6 +39,7 @@ class SelectKConfig:
     sample_size: int = 10_000    # silhouette on at most this many points
 
     def ks(self) -> list[int]:
+        """The candidate k values: ``k_min`` to ``k_max`` inclusive, in steps of ``step``."""
         return list(range(int(self.k_min), int(self.k_max) + 1, int(self.step)))
 
 

@@ -335,6 +335,7 @@ class PretrainData(pl.LightningDataModule):
         return "device", None
 
     def setup(self, stage: str | None = None) -> None:
+        """Choose the device or CPU data path once; on the device path load the uint8 image cache onto the device."""
         if self.used is not None:
             return
         device = self._device()
@@ -355,6 +356,7 @@ class PretrainData(pl.LightningDataModule):
 
     # loaders ----------------------------------------------------------------------------------------------
     def train_dataloader(self) -> Any:
+        """Batches of the train split: device-resident uint8 batches, or a DataLoader of augmented views on CPU."""
         if self.used is None:
             self.setup("fit")
         trainer = getattr(self, "trainer", None)

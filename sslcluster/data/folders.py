@@ -241,6 +241,7 @@ def _write_cache(path: Path, root: Path, entries: dict[tuple[str, int, int], str
 # -- the scan --------------------------------------------------------------------------------------------------
 
 def check_policy(policy: str) -> str:
+    """``policy`` if it is one of POLICIES, else a one-line error naming data.bad_files."""
     if policy not in POLICIES:
         raise SSLClusterError(f"data.bad_files={policy!r}; valid: {', '.join(POLICIES)}")
     return policy

@@ -35,7 +35,8 @@ class ImageSource(Protocol):
 
     def __len__(self) -> int: ...
 
-    def load(self, i: int) -> Image.Image: ...
+    def load(self, i: int) -> Image.Image:
+        """Image ``i``, in the source's channel mode."""
 
 
 def _to_mode(img: Image.Image, channels: int) -> Image.Image:
@@ -85,6 +86,7 @@ class DigitsSource:
         return len(self._images)
 
     def load(self, i: int) -> Image.Image:
+        """Image ``i`` converted to the source's channel mode."""
         return _to_mode(self._images[i], self.channels)
 
 
@@ -249,6 +251,7 @@ class ImageFolderSource:
         return len(self.paths)
 
     def load(self, i: int) -> Image.Image:
+        """Image ``i`` read from its file (mode and pixel cap applied by ``open_image``)."""
         return open_image(self.paths[i], self.channels, self.max_pixels)
 
 
@@ -291,8 +294,10 @@ class TorchvisionSource:
         return len(self._ds)
 
     def load(self, i: int) -> Image.Image:
+        """Image ``i`` of the torchvision data set, converted to the source's channel mode."""
         return _to_mode(self._ds[i][0], self.channels)
 
 
 def labels_or_unknown(source: ImageSource) -> np.ndarray:
+    """The source's labels (N,) int64, or -1 for every image when it has none."""
     return source.labels if source.labels is not None else np.full(len(source), -1, dtype=np.int64)

@@ -25,6 +25,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.=,+-]+")
 
 
 def folder_name(cluster_id: int) -> str:
+    """Folder name of a cluster in the browse tree: ``noise`` for negative ids, else ``cluster_<id>``."""
     return "noise" if cluster_id < 0 else f"cluster_{cluster_id}"
 
 

@@ -38,6 +38,7 @@ class AnswerCache:
         return self.folder / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> Answer | None:
+        """The cached answer for ``key``, or None when absent or unreadable (logged)."""
         path = self._path(key)
         if not path.is_file():
             return None
@@ -49,5 +50,6 @@ class AnswerCache:
             return None
 
     def put(self, key: str, answer: Answer, model: str) -> None:
+        """Store ``answer`` for ``key`` with the model name and a timestamp."""
         write_json(self._path(key), {"name": answer.name, "description": answer.description, "model": model,
                                      "created": time.strftime("%Y-%m-%dT%H:%M:%S")})

@@ -46,6 +46,7 @@ class ClientSettings:
     json_mode: bool = True
 
     def check(self) -> None:
+        """Raise a one-line error naming the first invalid naming setting."""
         for key, value, low in (("timeout_s", self.timeout_s, 1e-9), ("retries", self.retries, 0),
                                 ("backoff_s", self.backoff_s, 0), ("backoff_max_s", self.backoff_max_s, 0),
                                 ("max_requests", self.max_requests, 0)):
@@ -56,6 +57,7 @@ class ClientSettings:
 
 
 def missing_key_message(env: str) -> str:
+    """The error text for a missing API key, naming the environment variable ``env``."""
     return (f"no API key for cluster naming: set the environment variable {env} (its name is naming.api_key_env; "
             "any non-empty value for a local server without keys), or pass naming.dry_run=true to see the "
             "requests without sending them")
@@ -129,6 +131,7 @@ class NamingClient:
         return wait
 
     def request_kwargs(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """The keyword arguments of the chat-completion request for ``messages``."""
         return request_kwargs(self.settings, messages)
 
     def complete(self, messages: list[dict[str, Any]]) -> str:

@@ -63,6 +63,7 @@ class ClusterJob:
     renamed_from: str | None = None
 
     def entry(self) -> dict[str, Any]:
+        """This cluster's entry in names.json: name, description, the images shown, size, source and error."""
         out: dict[str, Any] = {
             "name": self.answer.name if self.answer else None,
             "description": self.answer.description if self.answer else None,
@@ -268,6 +269,7 @@ class Namer:
         return path
 
     def write(self, record: dict[str, Any], jobs: list[ClusterJob], seconds: float) -> Path:
+        """Write names.json for ``jobs`` into the clustering folder; its path."""
         n_named = sum(j.answer is not None for j in jobs)
         doc = {
             "schema": SCHEMA_VERSION,

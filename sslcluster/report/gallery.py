@@ -55,6 +55,7 @@ class ClusterCard:
 
 
 def thumb_name(image_path: str) -> str:
+    """The thumbnail's file name for ``image_path``: a SHA-1 prefix of the path, ``.jpg``."""
     return hashlib.sha1(image_path.encode("utf-8", "surrogatepass")).hexdigest()[:20] + ".jpg"
 
 

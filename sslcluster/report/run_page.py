@@ -91,6 +91,7 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
 
 
 def definitions_section() -> str:
+    """HTML section listing the metric definitions, each with an anchor ``def-<name>``."""
     items = "".join(f'<dt id="def-{esc(k)}">{esc(k)}</dt><dd>{esc(v)}</dd>' for k, v in DEFINITIONS.items())
     return f'<h2 id="definitions">Metric definitions</h2><dl>{items}</dl>'
 

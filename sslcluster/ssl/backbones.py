@@ -38,6 +38,7 @@ class TinyCNN(nn.Module):
         self.out_dim = c_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> pooled features (B, out_dim)."""
         return self.pool(self.features(x)).flatten(1)
 
 
@@ -63,6 +64,7 @@ class ResNet(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> pooled features (B, out_dim)."""
         return self.net(x)
 
 
@@ -105,6 +107,7 @@ class ViT(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, image_size, image_size) -> class-token features (B, hidden_dim); other sizes raise."""
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             raise SSLClusterError(f"ViT built for {self.image_size}x{self.image_size} images got "
                                   f"{x.shape[-2]}x{x.shape[-1]}; set backbone.module.image_size")

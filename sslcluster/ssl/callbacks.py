@@ -63,10 +63,12 @@ class NonFiniteLossGuard(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        """Check the previous step's pending loss; remember the batch index."""
         self._resolve()
         self._batch_idx = batch_idx
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        """Check the loss (scalar tensor) for NaN/inf: at once, or (``lagged``, the default on CUDA) read back next step."""
         where = (trainer.global_step, trainer.current_epoch, self._batch_idx)
         loss = loss.detach()
         lagged = self.lagged if self.lagged is not None else loss.device.type == "cuda"
@@ -87,13 +89,16 @@ class NonFiniteLossGuard(pl.Callback):
         self._pending = (host, event, where)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Check the last pending loss before the epoch's checkpoint."""
         self._resolve()  # Lightning runs checkpoint callbacks after the others: before the epoch's checkpoint
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Check the last pending loss."""
         self._resolve()
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
+        """Check the pending loss before a checkpoint is written."""
         self._resolve()
 
     def _resolve(self) -> None:
@@ -126,6 +131,7 @@ class HostScalars(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        """On logging steps, send the module's host scalars to every logger."""
         if not trainer.loggers or not trainer._logger_connector.should_update_logs:
             return
         scalars = pl_module.host_scalars() if hasattr(pl_module, "host_scalars") else {}
@@ -144,6 +150,7 @@ class FinalCheckpoint(pl.Callback):
         self.path = Path(path)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Save the final checkpoint atomically unless the last step's checkpoint was already saved."""
         ckpt = trainer.checkpoint_callback
         # the same decision on every rank (no file-system check: nodes need not share one), since all call below
         if getattr(ckpt, "_last_global_step_saved", None) == trainer.global_step:
@@ -163,6 +170,7 @@ class SkippedFilesReport(pl.Callback):
         self.split = split
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Report the files skipped while scanning the split (rank 0 only)."""
         if trainer.is_global_zero:
             from sslcluster.data.folders import report_skipped
 
@@ -180,6 +188,7 @@ class CheckpointOnInterrupt(pl.Callback):
         self.path = Path(path)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """On Ctrl-C or SIGTERM, save a checkpoint of where training stopped (rank 0, atomically)."""
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or not trainer.is_global_zero:
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -201,12 +210,14 @@ class RNGState(pl.Callback):
     draws the same shuffles, augmentations (and MoCo's BN shuffles) as an uninterrupted one would have."""
 
     def state_dict(self) -> dict[str, Any]:
+        """The torch, numpy and Python RNG states, for the checkpoint."""
         # plain types only, so that Lightning's weights-only checkpoint loading accepts them
         kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
         return {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
                 "python": random.getstate()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the torch, numpy and Python RNG states saved by :meth:`state_dict`."""
         if not state_dict:
             return
         torch.set_rng_state(state_dict["torch"])
@@ -222,6 +233,7 @@ class TrainProgress(pl.Callback):
         self.bar: Any = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Open the progress bar over the estimated steps, starting at the current step (rank 0 only)."""
         if not trainer.is_global_zero:
             return
         total = trainer.estimated_stepping_batches
@@ -230,17 +242,20 @@ class TrainProgress(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        """Advance the progress bar by one step; show the epoch on an epoch's first batch."""
         if self.bar is not None:
             if hasattr(self.bar, "set_postfix_str") and batch_idx == 0:
                 self.bar.set_postfix_str(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
             self.bar.update(1)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Close the progress bar."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Close the progress bar when training fails."""
         self.on_train_end(trainer, pl_module)
 
 

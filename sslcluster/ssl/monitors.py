@@ -182,6 +182,7 @@ class OnlineMonitors(pl.Callback):
             return (self.probe(xte).argmax(1) == self.test.labels.to(device)).float().mean().item()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Every ``every_n_epochs`` epochs, score the backbone by kNN and/or linear probe; log top-1 accuracy."""
         if not (self.cfg.knn or self.cfg.linear) or (trainer.current_epoch + 1) % self.cfg.every_n_epochs:
             return
         backbone: nn.Module = pl_module.backbone  # type: ignore[assignment]
@@ -206,9 +207,11 @@ class OnlineMonitors(pl.Callback):
                  ", ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in metrics.items()))
 
     def state_dict(self) -> dict[str, Any]:
+        """The linear probe's and its optimiser's state, or an empty dict before the first probe."""
         if self.probe is None or self.probe_optimizer is None:
             return {}
         return {"probe": self.probe.state_dict(), "optimizer": self.probe_optimizer.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the probe state to restore when the probe is next built."""
         self._probe_state = state_dict or None

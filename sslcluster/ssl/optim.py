@@ -30,6 +30,7 @@ class OptimConfig:
 
 
 def scaled_lr(cfg: OptimConfig, global_batch: int) -> float:
+    """The learning rate scaled linearly to ``global_batch``: ``lr * global_batch / base_batch_size``."""
     return cfg.lr * global_batch / cfg.base_batch_size
 
 

@@ -27,6 +27,7 @@ def _fmt(v: Any) -> str:
 
 
 def format_table(metrics: dict[str, Any], baseline_prefix: str = "pixels_") -> str:
+    """A text table of the learned metrics, with pixel-baseline and delta columns when the baseline is present."""
     has_base = any(k.startswith(baseline_prefix) for k in metrics)
     header = f"{'metric':<14}{'learned':>10}" + (f"{'pixels':>10}{'delta':>10}" if has_base else "")
     lines = [header, "-" * len(header)]
@@ -43,6 +44,7 @@ def format_table(metrics: dict[str, Any], baseline_prefix: str = "pixels_") -> s
 
 
 def report(run: RunDir, wall_s: float | None = None, timings: dict[str, float] | None = None) -> str:
+    """The run's text summary: metrics table, noise fractions, skipped files, clusterings, timings."""
     metrics = run.read_metrics()
     text = [format_table(metrics), ""]
     if any(k.endswith("noise_fraction") and isinstance(v, (int, float)) and v > 0 for k, v in metrics.items()):

@@ -209,9 +209,11 @@ class ShardedWriter:
 
     @property
     def shards_dir(self) -> Path:
+        """The folder holding the shards of an export in progress."""
         return self.folder / SHARDS
 
     def shard_path(self, k: int) -> Path:
+        """Path of shard ``k``."""
         return self.shards_dir / f"{k:05d}.npy"
 
     def shard_rows(self, k: int) -> tuple[int, int]:

@@ -50,6 +50,7 @@ class RunResult:
 
     @property
     def key(self) -> str:
+        """The run's key: the name of its folder."""
         return self.path.name
 
 
@@ -230,6 +231,7 @@ def fmt_cell(mean: float, std: float, n: int, group_n: int) -> str:
 
 
 def to_markdown(comp: Comparison) -> str:
+    """The comparison as a Markdown table: one row per group, one column per metric."""
     header = [*(comp.by or ["runs"]), "n", *comp.metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for values, runs in comp.groups:
@@ -241,6 +243,7 @@ def to_markdown(comp: Comparison) -> str:
 
 
 def group_label(comp: Comparison, values: tuple[Any, ...]) -> str:
+    """A group's label, ``key=value`` pairs of its grouping keys (``.name`` dropped), or ``all runs``."""
     return ", ".join(f"{k[:-len('.name')] if k.endswith('.name') else k}={_fmt_value(v)}"
                      for k, v in zip(comp.by, values)) or "all runs"
 

@@ -67,5 +67,6 @@ class SSLMethod(pl.LightningModule):
         return {"train/lr": float(self.trainer.optimizers[0].param_groups[0]["lr"])}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the resolved run config into the checkpoint."""
         if self.run_config is not None:
             checkpoint[CONFIG_KEY] = self.run_config

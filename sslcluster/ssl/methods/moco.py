@@ -130,15 +130,18 @@ class MoCo(MomentumEncoder, SSLMethod):
         return self.criterion.memory_bank.bank
 
     def setup(self, stage: str) -> None:
+        """Check the queue size against the number of devices."""
         self.check_queue(self.trainer.world_size)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the run config and the negative queue (bank (Q, D) and pointer) into the checkpoint."""
         # lightly keeps the bank out of the state dict (non-persistent buffers); keep it for exact resumes.
         super().on_save_checkpoint(checkpoint)
         bank = self.criterion.memory_bank
         checkpoint[QUEUE_KEY] = {"bank": bank.bank.detach().cpu().clone(), "ptr": bank.bank_ptr.detach().cpu().clone()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the negative queue saved by :meth:`on_save_checkpoint`, if present."""
         state = checkpoint.get(QUEUE_KEY)
         if state is not None:
             bank = self.criterion.memory_bank
@@ -173,9 +176,11 @@ class MoCo(MomentumEncoder, SSLMethod):
         return batch_unshuffle(self._keys(x), shuffle)
 
     def host_scalars(self) -> dict[str, float]:
+        """The base class's scalars plus the current momentum."""
         return {**super().host_scalars(), "train/momentum": self.current_momentum()}
 
     def training_step(self, batch: tuple[Sequence[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """MoCo v2 loss of one batch: two views (B, C, H, W) each -> scalar loss."""
         views, _ = batch
         if len(views) < 2:
             raise SSLClusterError(f"method=moco needs two views per image; the augmentation gives {len(views)}")

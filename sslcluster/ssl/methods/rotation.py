@@ -52,6 +52,7 @@ class RotationHead(nn.Module):
         self.classifier = nn.Linear(hidden_dim, NUM_ROTATIONS)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Backbone features (B, D) -> rotation logits (B, 4)."""
         return self.classifier(self.hidden(h))
 
 
@@ -77,6 +78,7 @@ class Rotation(SSLMethod):
         return self.head(self.backbone(x))
 
     def training_step(self, batch: tuple[Sequence[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Rotation-prediction loss on the first ``ceil(subset * B)`` images of view 0 (B, C, H, W) -> scalar loss."""
         views, _ = batch
         x = views[0]
         n = max(1, math.ceil(self.subset * x.shape[0]))

@@ -42,6 +42,7 @@ class SimCLR(SSLMethod):
         return self.projection_head(self.backbone(x))
 
     def training_step(self, batch: tuple[Sequence[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """NT-Xent loss of one batch: two views (B, C, H, W) each -> scalar loss."""
         views, _ = batch
         if len(views) < 2:
             raise SSLClusterError(f"method=simclr needs two views per image; the augmentation gives {len(views)}")
