@@ -68,7 +68,7 @@ class NonFiniteLossGuard(pl.Callback):
         self._batch_idx = batch_idx
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
-        """Check the loss (scalar tensor) for NaN/inf: at once, or (``lagged``, the default on CUDA) read back next step."""
+        """Check the loss (a scalar tensor) for NaN/inf: at once, or when ``lagged`` (CUDA) at the next step."""
         where = (trainer.global_step, trainer.current_epoch, self._batch_idx)
         loss = loss.detach()
         lagged = self.lagged if self.lagged is not None else loss.device.type == "cuda"
