@@ -32,6 +32,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from sslcluster.errors import SSLClusterError
 from sslcluster.progress import progress
+from sslcluster.ssl.methods.base import SSLMethod
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class HostScalars(pl.Callback):
         """On logging steps, send the module's host scalars to every logger."""
         if not trainer.loggers or not trainer._logger_connector.should_update_logs:
             return
-        scalars = pl_module.host_scalars() if hasattr(pl_module, "host_scalars") else {}
+        scalars = pl_module.host_scalars() if isinstance(pl_module, SSLMethod) else {}
         if scalars:
             step = trainer.fit_loop.epoch_loop._batches_that_stepped
             for logger in trainer.loggers:

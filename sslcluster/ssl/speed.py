@@ -24,6 +24,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from sslcluster.ssl.methods.base import SSLMethod
+
 SPEED_KEY = "speed"
 DEFAULTS: dict[str, Any] = {"channels_last": False, "compile": False, "compile_mode": "default",
                             "matmul_precision": None, "progress_bar_refresh_rate": 1, "checkpoint_every_n_epochs": 1}
@@ -45,7 +47,7 @@ def apply_speed(model: nn.Module, speed: dict[str, Any]) -> nn.Module:
         model.to(memory_format=torch.channels_last)
     if speed.get("compile"):
         mode = None if speed.get("compile_mode") in (None, "default") else speed["compile_mode"]
-        targets = model.compile_targets() if hasattr(model, "compile_targets") else [getattr(model, "backbone", model)]
+        targets = model.compile_targets() if isinstance(model, SSLMethod) else [getattr(model, "backbone", model)]
         for target in targets:
             target.compile(mode=mode)
     return model
