@@ -91,9 +91,9 @@ def test_every_algorithm_on_exported_digits(digits_run, case):
     assert m["n_clusters"] == len(np.unique(labels[labels >= 0])) >= 2
     # the figures are those of labels.npy against index.csv's labels, row by row (the noise rule: singletons)
     from tests.evaluation.test_metrics import reference_hungarian, reference_nmi_arithmetic, reference_singletons
-    from sslcluster.store.embeddings import read_index
+    from sslcluster.store.clusters import Clustering
 
-    truth = read_index(record["embeddings"], with_labels=True).labels
+    truth = Clustering(cdir).index(with_labels=True).labels
     assert m["nmi"] == pytest.approx(reference_nmi_arithmetic(truth, reference_singletons(labels)), abs=1e-9)
     assert m["acc"] == pytest.approx(reference_hungarian(truth, labels), abs=1e-12)
     assert m["noise_fraction"] == pytest.approx(float((labels < 0).mean()))
