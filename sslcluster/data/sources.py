@@ -191,15 +191,18 @@ class ImageFolderSource:
         self.max_pixels = int(max_pixels)
         self.skipped: list[Skipped] = []
         files: list[tuple[Path, str, tuple[str, ...]]] = []  # (path, id, parts below the split root)
+        class_names: set[str] = set()  # first folder level of every readable image of both splits
         if split is not None and len(own) == len(FOLDER_SPLITS):  # the folder's own train/ and test/
             self.root = base
-            for s in (FOLDER_SPLITS if split == "all" else (split,)):
+            for s in FOLDER_SPLITS:  # both scanned (cached) so that class ids are shared by the splits
                 result = scan_folder(base / s, **scan_kw)
+                rels = [f.relative_to(base / s) for f in map(Path, result.files)]
+                class_names |= {r.parts[0] for r in rels if len(r.parts) > 1}
+                if split not in ("all", s):
+                    continue
                 self.skipped += result.skipped
-                for f in map(Path, result.files):
-                    rel = f.relative_to(base / s)
+                for f, rel in zip(map(Path, result.files), rels):
                     files.append((f, f"{s}/{rel.as_posix()}" if split == "all" else rel.as_posix(), rel.parts))
-            class_roots = [base / s for s in FOLDER_SPLITS]
         else:
             split_root = base / own[0] if split is not None and own else base
             if split is not None:
@@ -213,14 +216,11 @@ class ImageFolderSource:
             self.root = split_root
             files = [(f, f.relative_to(split_root).as_posix(), f.relative_to(split_root).parts)
                      for f in map(Path, result.files)]
-            class_roots = [split_root]
         self.classes = None
         labels = None
         if labels_from_folders and files and all(len(parts) > 1 for _, _, parts in files):
-            names: set[str] = {parts[0] for _, _, parts in files}
-            for r in class_roots:  # class ids shared by both splits, whichever is read
-                names |= {e.name for e in r.iterdir() if e.is_dir()} if r.is_dir() else set()
-            self.classes = sorted(names)
+            # a class is a folder holding at least one readable image: an empty or all-bad folder is no class
+            self.classes = sorted(class_names | {parts[0] for _, _, parts in files})
             lookup = {c: k for k, c in enumerate(self.classes)}
             labels = np.asarray([lookup[parts[0]] for _, _, parts in files], dtype=np.int64)
         if split in ("train", "test") and len(own) < len(FOLDER_SPLITS):

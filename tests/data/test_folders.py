@@ -141,8 +141,6 @@ def test_fail_policy_passes_a_clean_folder_and_ignores_other_extensions(tmp_path
     assert len(result.files) == 1 and [s.reason for s in result.skipped] == ["not an image extension: .txt"]
 
 
-@pytest.mark.xfail(reason="written for a split-less folder read whole; since split-less folders hold out a "
-                   "test split (data.holdout_fraction) its expected counts need updating", strict=False)
 def test_valid_odd_formats_load_to_the_right_mode_and_size(messy):
     root, expect = messy
     src = ImageFolderSource(str(root), split=None, channels=3)
@@ -239,8 +237,6 @@ def _small_messy_tree(root: Path) -> int:
     return 2
 
 
-@pytest.mark.xfail(reason="written for a split-less folder read whole; since split-less folders hold out a "
-                   "test split (data.holdout_fraction) its expected counts need updating", strict=False)
 def test_pipeline_on_a_messy_folder_records_and_reports_skipped_files(tiny, tmp_path, capsys):
     from sslcluster.cli import main
 
@@ -257,16 +253,36 @@ def test_pipeline_on_a_messy_folder_records_and_reports_skipped_files(tiny, tmp_
                                                             ("train", "broken.jpg"), ("train", "notes.txt")]
     import json
 
-    manifest = json.loads((run / "embeddings" / "test" / "manifest.json").read_text())
-    assert manifest["count"] == 48 and manifest["skipped_files"] == n_bad
+    # the 48 readable images split into a held-out test fifth (data.holdout_fraction=0.2) and train
+    counts = {s: json.loads((run / "embeddings" / s / "manifest.json").read_text()) for s in ("train", "test")}
+    assert (counts["train"]["count"], counts["test"]["count"]) == (38, 10)
+    assert counts["test"]["skipped_files"] == n_bad and counts["train"]["skipped_files"] == n_bad
     from sslcluster.store.embeddings import read_embeddings
 
-    es = read_embeddings(run / "embeddings" / "test", with_labels=True)  # the odd name round-trips index.csv
     odd = os.fsdecode(b"dogs/caf\xe9.png")
-    assert odd in es.index.ids and es.index.labels[es.index.ids.index(odd)] == 1
+    both = {s: read_embeddings(run / "embeddings" / s, with_labels=True) for s in ("train", "test")}
+    assert not set(both["train"].index.ids) & set(both["test"].index.ids)
+    es = next(e for e in both.values() if odd in e.index.ids)  # the odd name round-trips index.csv
+    assert es.index.labels[es.index.ids.index(odd)] == 1
     assert Path(es.index.paths[es.index.ids.index(odd)]).is_file()
     # the fail policy stops with one line naming the file and the reason, and leaves no run behind
     assert main(["run", *folder, "run.key=strict", "data.bad_files=fail"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cats/broken.jpg" in err and "unreadable image" in err
     assert not (tmp_path / "runs" / "strict").exists()
+
+
+def test_classes_are_folders_with_images_shared_by_both_splits(tmp_path):
+    """A class seen only in test/ keeps its id when train/ is read; a folder without a readable image (empty, or
+    only bad files) is no class: it would inflate the class count that Hungarian accuracy and k default to."""
+    for split, names in (("train", ("a", "b")), ("test", ("a", "b", "c"))):
+        for c in names:
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.new("RGB", (4, 4)).save(tmp_path / split / c / "x.png")
+    (tmp_path / "train" / "empty").mkdir()
+    (tmp_path / "test" / "junk").mkdir()
+    (tmp_path / "test" / "junk" / "bad.png").write_text("not an image")
+    train = ImageFolderSource(str(tmp_path), split="train")
+    test = ImageFolderSource(str(tmp_path), split="test")
+    assert train.classes == test.classes == ["a", "b", "c"]
+    assert train.labels.tolist() == [0, 1] and test.labels.tolist() == [0, 1, 2]

@@ -36,7 +36,9 @@ MILD = ["augmentation.views.cj_prob=0.0", "augmentation.views.random_gray_scale=
 FOLDER = {
     "rotation": [],
     "simclr": MILD,
-    "moco": MILD + ["method.module.queue_size=32", "method.module.momentum=0.9", "method.module.hidden_dim=128",
+    # queue of one batch: full after the first step, so the first epoch's loss is not lowered by the bank's random
+    # initial keys (with 32 it starts at 2.52 and the task then hardens as real keys fill it: no 3 % fall in 8 epochs)
+    "moco": MILD + ["method.module.queue_size=16", "method.module.momentum=0.9", "method.module.hidden_dim=128",
              "method.module.key_bn_splits=2"],  # batch 16: 8 images per key BatchNorm sub-batch
 }
 
@@ -62,10 +64,7 @@ def test_trains_on_digits_with_loss_going_down(method, tmp_path):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_trains_on_image_folder_with_loss_going_down(method, image_folder, tmp_path, request):
-    if method == "moco":  # MoCo v2's defaults (constant momentum, 8-way key BN) on the held-out 80 % of 96 images
-        request.node.add_marker(pytest.mark.xfail(reason="MoCo's loss does not fall 3 % in 8 epochs on this folder "
-                                                  "since its MoCo v2 defaults; settings to be retuned", strict=False))
+def test_trains_on_image_folder_with_loss_going_down(method, image_folder, tmp_path):
     rec = EpochLosses()
     losses, _ = train_losses(tmp_path, [f"method={method}", f"augmentation={augmentation_for(method)}", "data=image_folder",
                                         f"data.source.root={image_folder}", "data.image_size=16",
