@@ -169,7 +169,7 @@ def sharpness(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--views", type=int, default=8, help="views per image and path")
     p.add_argument("--max-images", type=int, default=200)
-    p.add_argument("--max-side", type=int, help="device cache cap (default: the data config's, 4 x image size)")
+    p.add_argument("--max-side", type=int, help="device cache cap (default: the data config's, 6 x image size)")
     p.add_argument("--quantize", choices=["config", "true", "false"], default="config")
     p.add_argument("--augmentation", default="simclr")
     p.add_argument("--json")

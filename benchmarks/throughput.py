@@ -331,7 +331,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone and the GPU augmentation")
     p.add_argument("--eager-augment", action="store_true", help="with --compile: leave the augmentation eager")
-    p.add_argument("--cache-side", type=int, help="device mode: cap on a cached image's long side (default: 4 x "
+    p.add_argument("--cache-side", type=int, help="device mode: cap on a cached image's long side (default: 6 x "
                    "--image-size, as data.device_cache.max_side; --image-size itself: the old low-resolution cache)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="auto")

@@ -5,7 +5,7 @@
 - ``cpu``: the :class:`~sslcluster.data.datasets.ViewsDataset` (PIL images, the ``augmentation.views`` transform)
   in DataLoader workers, as before.
 - ``device``: the train split decoded once to uint8 (N, C, H, W) (each image whole, aspect kept, at its own
-  size up to a cap on its long side, ``data.device_cache.max_side``, default 4 x the training side, lowered to
+  size up to a cap on its long side, ``data.device_cache.max_side``, default 6 x the training side, lowered to
   fit the memory budget; zero-padded to the largest; its (h, w) kept beside it) (a cache file, written
   atomically, reused by later runs), moved to the training device, batches drawn there by index, and augmented there by
   :mod:`sslcluster.data.gpu_augment` with the same ``augmentation.views`` config, right after the (no-op) batch
@@ -50,9 +50,11 @@ PIPELINES = ("cpu", "device", "auto")
 # -- decoded-image cache ---------------------------------------------------------------------------------------
 
 #: default cap on the long side of a cached image, in multiples of ``data.image_size``: lightly's smallest crop
-#: (``min_scale`` 0.08) spans sqrt(0.08) = 0.28 of an image's side, so a cache 4x the training side still has
-#: more than the training side's pixels across it (views are downscaled, as lightly's from the full image)
-DEFAULT_SIDE_FACTOR = 4
+#: (``min_scale`` 0.08) spans sqrt(0.08) = 0.28 of an image's side, so even 4x the training side keeps more than
+#: the training side's pixels across it; but views of 60 photographs (49-426 px) trained at 32 px were measured
+#: 0.947 as sharp as lightly's (PIL, full image) with a 4x cap, 0.978 with 6x and 0.979 with 8x
+#: (``benchmarks/fidelity.py sharpness --max-side``, benchmarks/RESULTS.md): 6x is where the gain stops
+DEFAULT_SIDE_FACTOR = 6
 
 
 def fit_uint8(img: Image.Image, max_side: int, channels: int) -> np.ndarray:
