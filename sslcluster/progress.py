@@ -113,3 +113,20 @@ def progress(total: int, desc: str, unit: str = "it", initial: int = 0) -> Any:
     if m == "off":
         return _Off(total, desc, unit, initial)
     return LogProgress(total, desc, unit, initial)
+
+
+def umap_fit_transform(x: Any, desc: str, **umap_kwargs: Any) -> Any:
+    """``umap.UMAP(**umap_kwargs).fit_transform(x)`` with progress: umap-learn's own (its verbose mode, stages and
+    a tqdm bar over the layout epochs) on a terminal; in a log (umap-learn's bar is carriage-return redraws) one
+    line before and one after, with the time. ``x``: (N, D) -> (N, n_components)."""
+    import umap
+
+    tty = mode() == "tty"
+    if mode() != "off":
+        log.info("%s: UMAP of %d x %d features to %d-D", desc, x.shape[0], x.shape[1],
+                 umap_kwargs.get("n_components", 2))
+    start = time.monotonic()
+    out = umap.UMAP(verbose=tty, tqdm_kwds={"disable": not tty}, **umap_kwargs).fit_transform(x)
+    if mode() != "off":
+        log.info("%s: UMAP done in %s", desc, fmt_seconds(time.monotonic() - start))
+    return out

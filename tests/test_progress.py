@@ -52,3 +52,19 @@ def test_training_on_the_cpu_trainer_reports_progress(tiny, caplog, monkeypatch)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training:")]
     assert lines and lines[-1].startswith("training: 100% (8/8 step)") and " step/s, " in lines[-1]
     assert len(lines) <= 20
+
+
+def test_umap_before_clustering_says_what_it_does_and_how_long_it_took(caplog, monkeypatch):
+    """UMAP of the clustering preprocess can take minutes at scale: in a log it is announced and timed."""
+    import numpy as np
+
+    from sslcluster.clustering.preprocess import PreprocessConfig, preprocess
+
+    monkeypatch.setenv("SSLCLUSTER_PROGRESS", "log")
+    x = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    with caplog.at_level(logging.INFO, logger="sslcluster.progress"):
+        out = preprocess(x, PreprocessConfig(umap_dim=3, umap_neighbors=5))
+    assert out.shape == (60, 3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "sslcluster.progress"]
+    assert lines[0] == "clustering preprocess: UMAP of 60 x 8 features to 3-D", lines
+    assert re.fullmatch(r"clustering preprocess: UMAP done in \d+:\d\d", lines[1]), lines

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sslcluster.errors import SSLClusterError
+from sslcluster.progress import umap_fit_transform
 
 
 @dataclass
@@ -75,8 +76,7 @@ def preprocess(x: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
         dim = min(cfg.pca_dim, x.shape[0], x.shape[1])
         x = PCA(n_components=dim, whiten=cfg.whiten, random_state=cfg.seed).fit_transform(x).astype(np.float32)
     if cfg.umap_dim:
-        import umap
-
-        x = umap.UMAP(n_components=cfg.umap_dim, n_neighbors=min(cfg.umap_neighbors, x.shape[0] - 1),
-                      min_dist=cfg.umap_min_dist, random_state=cfg.seed).fit_transform(x).astype(np.float32)
+        x = umap_fit_transform(x, "clustering preprocess", n_components=cfg.umap_dim,
+                               n_neighbors=min(cfg.umap_neighbors, x.shape[0] - 1), min_dist=cfg.umap_min_dist,
+                               random_state=cfg.seed).astype(np.float32)
     return np.ascontiguousarray(x)

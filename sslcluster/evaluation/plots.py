@@ -72,20 +72,10 @@ def project_2d(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
             x = PCA(n_components=50, random_state=seed).fit_transform(x)
         return TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca",
                     random_state=seed).fit_transform(x).astype(np.float32)
-    import time
+    from sslcluster.progress import umap_fit_transform
 
-    import umap
-
-    from sslcluster.progress import mode
-
-    # umap-learn's own progress (its verbose mode: stages and a tqdm bar over the layout epochs) on a terminal;
-    # in a log one line before and one after
-    tty = mode() == "tty"
-    log.info("UMAP of %d x %d features to 2-D", n, x.shape[1])
-    start = time.monotonic()
-    xy = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), min_dist=0.1, random_state=seed, verbose=tty,
-                   tqdm_kwds={"disable": not tty}).fit_transform(x).astype(np.float32)
-    log.info("UMAP done in %.1f s", time.monotonic() - start)
+    xy = umap_fit_transform(x, "2-D projection", n_components=2, n_neighbors=min(15, n - 1), min_dist=0.1,
+                            random_state=seed).astype(np.float32)
     return xy
 
 
