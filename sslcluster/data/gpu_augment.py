@@ -661,7 +661,7 @@ def _view_class(cls: type) -> type:
 
 def _spec_from_kwargs(cls: type, kwargs: dict[str, Any]) -> ViewSpec:
     """A :class:`ViewSpec` from a lightly view class's own defaults overridden by ``kwargs``."""
-    sig = inspect.signature(cls.__init__)
+    sig = inspect.signature(cls)  # the constructor's parameters
     args = {k: p.default for k, p in sig.parameters.items()
             if k != "self" and p.default is not inspect.Parameter.empty}
     unknown = set(kwargs) - set(args)

@@ -45,7 +45,9 @@ def write_cluster_folders(out: str | Path, ids: Sequence[str], paths: Sequence[s
     if not (len(ids) == len(paths) == len(labels_pred)):
         raise SSLClusterError(f"{len(labels_pred)} cluster labels for {len(paths)} image paths")
     if load is None:
-        from sslcluster.data.resolve import load_image as load
+        from sslcluster.data.resolve import load_image
+
+        load = load_image
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

@@ -62,6 +62,10 @@ class ClusterJob:
     error: str | None = None
     renamed_from: str | None = None
 
+    def _images_or_none(self) -> list[EncodedImage | None]:
+        """The encoded image of each pick, or None for each when they were not loaded."""
+        return list(self.images) if self.images else [None] * len(self.picks)
+
     def entry(self) -> dict[str, Any]:
         """This cluster's entry in names.json: name, description, the images shown, size, source and error."""
         out: dict[str, Any] = {
@@ -69,8 +73,7 @@ class ClusterJob:
             "description": self.answer.description if self.answer else None,
             "images": [{"row": p.row, "id": i, "path": s, "pick": p.how,
                         **({"mime": e.mime} if e is not None else {})}
-                       for p, i, s, e in zip(self.picks, self.ids, self.paths,
-                                             self.images or [None] * len(self.picks))],
+                       for p, i, s, e in zip(self.picks, self.ids, self.paths, self._images_or_none())],
             "size": self.size,
             "source": self.source,
             "error": self.error,
