@@ -13,23 +13,6 @@ from torch.utils.data import Dataset
 from sslcluster.data.sources import ImageSource
 
 
-class ViewsDataset(Dataset):
-    """Returns ``(views, i)``: the list of augmented views of image i (each a tensor (C, H, W))."""
-
-    def __init__(self, source: ImageSource, transform: Callable) -> None:
-        self.source = source
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, i: int):
-        views = self.transform(self.source.load(i))
-        if isinstance(views, torch.Tensor):
-            views = [views]
-        return list(views), i
-
-
 class ImageDataset(Dataset):
     """Returns ``(image, i)`` with the deterministic evaluation transform applied."""
 
@@ -42,3 +25,13 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int):
         return self.transform(self.source.load(i)), i
+
+
+class ViewsDataset(ImageDataset):
+    """Returns ``(views, i)``: the list of augmented views of image i (each a tensor (C, H, W))."""
+
+    def __getitem__(self, i: int):
+        views = self.transform(self.source.load(i))
+        if isinstance(views, torch.Tensor):
+            views = [views]
+        return list(views), i
