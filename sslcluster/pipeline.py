@@ -343,15 +343,22 @@ def stage_pretrain(cfg: DictConfig) -> RunDir:
 
 
 def stage_export(cfg: DictConfig) -> RunDir:
-    """Export ``export.splits`` of an existing run's checkpoint (or ``checkpoint=PATH``) into its embeddings."""
+    """Export ``export.splits`` of an existing run's checkpoint (or ``checkpoint=PATH``, or with
+    ``stages.pretrain=false`` a pretrained backbone's features as they are) into its embeddings."""
     check_data_config(cfg)
     checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
+    frozen = None  # no checkpoint given, a pretrained backbone: its features as they are (stages.pretrain=false)
+    if checkpoint is None and not cfg.stages.pretrain and cfg.backbone.get("eval") is not None:
+        frozen = frozen_learned(cfg)
     with open_run(cfg, "export") as run:
-        if checkpoint is None:
+        if checkpoint is None and frozen is None:
             checkpoint = _existing_file(str(run.checkpoints_dir / "last.ckpt"), "checkpoint (set checkpoint=PATH)")
         for s in cfg.export.splits:
+            if frozen is not None:
+                print(f"exported: {export_split(cfg, run, s, None, 'backbone', model=frozen.model, eval_node=frozen.eval_node, info=frozen.info)}")
+                continue
             print(f"exported: {export_split(cfg, run, s, checkpoint, cfg.export.features)}")
-        if cfg.cluster.features != cfg.export.features:  # what the cluster stage reads by default
+        if cfg.cluster.features != cfg.export.features and frozen is None:  # what the cluster stage reads by default
             print(f"exported: {export_split(cfg, run, cfg.cluster.split, checkpoint, cfg.cluster.features, name=clustered_embeddings_name(cfg))}")
         print(f"run key: {run.key}\nrun dir: {run.path}")
     return run
