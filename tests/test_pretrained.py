@@ -16,7 +16,7 @@ from PIL import Image
 timm = pytest.importorskip("timm")
 
 from sslcluster.cli import main  # noqa: E402
-from sslcluster.pipeline import run_pipeline, stage_evaluate  # noqa: E402
+from sslcluster.pipeline import run_pipeline, stage_evaluate, stage_export  # noqa: E402
 from sslcluster.store.io import file_sha256  # noqa: E402
 
 MODEL = "test_resnet"
@@ -50,6 +50,10 @@ def test_frozen_features_without_a_checkpoint_same_file_same_embeddings(tiny_tim
     for split in ("train", "test"):
         assert np.array_equal(embeddings(a, split), embeddings(b, split))
         assert not np.allclose(embeddings(a, split), embeddings(c, split), atol=1e-3)
+    # the export stage alone does the same
+    d = stage_export(compose(tiny_timm + ["run.key=d", "stages.pretrain=false", f"backbone.weights={w1}",
+                                          "export.splits=[test]"])).path
+    assert np.array_equal(embeddings(a, "test"), embeddings(d, "test"))
 
 
 def test_frozen_features_on_an_image_folder(tiny_timm, compose, tmp_path, monkeypatch):
