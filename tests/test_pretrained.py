@@ -32,6 +32,22 @@ def embeddings(run: Path, name: str) -> np.ndarray:
     return np.load(run / "embeddings" / name / "embeddings.npy")
 
 
+def test_baseline_entries_and_prefixes():
+    from sslcluster.errors import SSLClusterError
+    from sslcluster.store.representations import baseline_prefixes, key_prefix, metric_prefix, parse_baseline
+
+    assert parse_baseline("pixels") == ("pixels", None)
+    assert parse_baseline("timm:vit_small_patch14_dinov2.lvd142m") == ("timm:vit_small_patch14_dinov2.lvd142m", None)
+    assert parse_baseline("timm:resnet18@/w/r.safetensors") == ("timm:resnet18", "/w/r.safetensors")
+    for bad in ("timm:", "timm:resnet18@", "resnet18", "timm:a b"):
+        with pytest.raises(SSLClusterError, match="baselines entry"):
+            parse_baseline(bad)
+    assert metric_prefix("timm:vit_small_patch14_dinov2.lvd142m") == "timm_vit_small_patch14_dinov2_lvd142m_"
+    assert key_prefix("timm:resnet18") == "timm_resnet18-" and key_prefix("learned") == ""
+    keys = ["nmi", "pixels_nmi", "timm_resnet18_nmi", "timm_resnet18_knn_top1", "timm_a_b_acc", "val_nmi"]
+    assert baseline_prefixes(keys, ["nmi", "acc", "knn_top1"]) == ["pixels_", "timm_resnet18_", "timm_a_b_"]
+
+
 def test_frozen_features_without_a_checkpoint_same_file_same_embeddings(tiny_timm, compose, tmp_path):
     w1, w2 = weights_file(tmp_path / "a.pth", 1), weights_file(tmp_path / "b.pth", 2)
     frozen = tiny_timm + ["stages.pretrain=false", "stages.baseline=false"]
