@@ -48,7 +48,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "report, into a new run directory runs/<key>/ (same as python train.py)."),
     "pretrain": ("[overrides]", "Pretrain a backbone self-supervised into a new run directory (checkpoints/)."),
     "export": ("run.key=KEY | checkpoint=PATH [overrides]", "Embed the export.splits with a run's last.ckpt "
-               "(or checkpoint=PATH) into embeddings/<split>/; an interrupted export resumes."),
+               "(or checkpoint=PATH; or, with stages.pretrain=false, a pretrained backbone=timm as it is) into "
+               "embeddings/<split>/; an interrupted export resumes."),
     "cluster": ("run.key=KEY | embeddings=PATH [clustering=OPTION] [overrides]", "Cluster a run's embeddings "
                 "into clusters/<key>/ (labels are never read)."),
     "evaluate": ("run.key=KEY [cluster.key=KEY] [overrides]", "Score a run's clusterings and representation "

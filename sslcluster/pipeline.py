@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from sslcluster.config import to_yaml
 from sslcluster.distributed import RUN_KEY_ENV, is_global_rank_zero
 from sslcluster.errors import SSLClusterError
+from sslcluster.factory import build
 from sslcluster.stages.cluster import cluster
 from sslcluster.stages.evaluate import (evaluate_clustering, evaluate_representation, redraw_plots,
                                         validation_metrics)
@@ -27,6 +28,7 @@ from sslcluster.stages.pretrain import pretrain
 from sslcluster.stages.report import report, write_report
 from sslcluster.store.embeddings import Embeddings, read_manifest
 from sslcluster.store.io import write_text
+from sslcluster.store.representations import LEARNED, PIXELS, key_prefix, metric_prefix, parse_baseline
 from sslcluster.store.rundir import RunDir
 from sslcluster.tracking.wandb_log import tracking_session
 
@@ -47,19 +49,99 @@ class Representation:
     splits: dict[str, Path] = field(default_factory=dict)
     clustered: Path | None = None
     named: bool = False  # whether its clustering is named (naming.enabled) before evaluation
+    model: Any = None      # a pretrained backbone used as it is (PretrainedFeatures), exported without a checkpoint
+    eval_node: Any = None  # its evaluation transform (config node)
+    info: dict[str, Any] = field(default_factory=dict)  # manifest entries: what the representation is
+
+    @classmethod
+    def named_as(cls, name: str) -> "Representation":
+        """A representation called ``name`` (``learned``, ``pixels``, ``timm:MODEL``) with its prefixes."""
+        return cls(name, metric_prefix(name), key_prefix(name))
 
     def cluster_key(self, cfg: DictConfig) -> str:
         """The clustering's key: ``cluster.key``, else ``<algorithm>-<split>``, after ``prefix``."""
         return self.key_prefix + cluster_key(cfg)
 
 
-#: the representations a run can hold, by the name recorded in ``record.json``: metric and key prefixes.
+#: the fixed representations a run can hold, by the name recorded in ``record.json``: metric and key prefixes
+#: (pretrained baselines ``timm:MODEL`` have theirs from :func:`sslcluster.store.representations.metric_prefix`).
 REPRESENTATIONS = {"learned": ("", ""), "pixels": (BASELINE_PREFIX, "pixels-")}
 
 
 def representation_of(embeddings: Embeddings) -> str:
-    """The representation an embeddings set holds: ``pixels`` for raw pixels, else ``learned``."""
-    return "pixels" if embeddings.manifest().get("features") == "pixels" else "learned"
+    """The representation an embeddings set holds: as its manifest records it (pretrained baselines), else
+    ``pixels`` for raw pixels and ``learned`` for the rest."""
+    manifest = embeddings.manifest()
+    if manifest.get("representation"):
+        return str(manifest["representation"])
+    return "pixels" if manifest.get("features") == "pixels" else "learned"
+
+
+def _timm_eval_node(model_name: str, cfg: DictConfig, image_size: Any) -> DictConfig:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"_target_": "sslcluster.ssl.timm_backbone.timm_eval_transform",
+                             "model_name": model_name, "in_channels": int(cfg.data.channels), "channels": "repeat",
+                             "image_size": image_size})
+
+
+def _weights_info(name: str, pretrained: bool, weights: str | None) -> dict[str, Any]:
+    from sslcluster.store.io import file_sha256
+
+    if weights is None:
+        return {"backbone": {"name": name, "weights": "timm hub" if pretrained else "random"}}
+    path = Path(weights).expanduser().resolve()
+    return {"backbone": {"name": name, "weights": str(path), "weights_sha256": file_sha256(path)}}
+
+
+def frozen_learned(cfg: DictConfig) -> Representation:
+    """The run's own backbone used as it is (``stages.pretrain=false`` without a checkpoint), built now with its
+    pretrained weights: the features clustered and scored are its pooled backbone features."""
+    from sslcluster.ssl.timm_backbone import pretrained_features
+
+    bb = cfg.backbone
+    if bb.get("eval") is None or not (bb.get("pretrained") or bb.get("weights")):
+        raise SSLClusterError("stages.pretrain=false without a checkpoint needs a pretrained backbone "
+                              "(backbone=timm backbone.pretrained=true, or backbone.weights=PATH) or checkpoint=PATH")
+    for key in ("export.features", "cluster.features"):
+        section, option = key.split(".")
+        if cfg[section][option] != "backbone":
+            log.warning("%s=%s: a backbone used without training has no projection head; using backbone features",
+                        key, cfg[section][option])
+            cfg[section][option] = "backbone"
+    rep = Representation.named_as(LEARNED)
+    rep.model = pretrained_features(build(bb.module))
+    rep.eval_node = bb.eval
+    rep.info = _weights_info(str(bb.name), bool(bb.pretrained), bb.weights)
+    return rep
+
+
+def baseline_representations(cfg: DictConfig) -> list[Representation]:
+    """The representations of ``baselines`` (``stages.baseline``), pretrained backbones built now (so that a
+    missing or wrong weights file fails before training)."""
+    from omegaconf import OmegaConf
+
+    from sslcluster.ssl.timm_backbone import TimmBackbone, pretrained_features
+
+    if not cfg.stages.baseline:
+        return []
+    entries = cfg.get("baselines")
+    entries = [PIXELS] if entries is None else (list(entries) if OmegaConf.is_list(entries) else [entries])
+    reps: list[Representation] = []
+    for entry in entries:
+        name, weights = parse_baseline(entry)
+        if any(r.name == name for r in reps):
+            raise SSLClusterError(f"baselines: {name} is listed twice")
+        rep = Representation.named_as(name)
+        if name != PIXELS:
+            model_name = name.split(":", 1)[1]
+            image_size = cfg.get("baseline_image_size")
+            rep.model = pretrained_features(TimmBackbone(model_name, pretrained=weights is None, weights=weights,
+                                                         in_channels=int(cfg.data.channels), image_size=image_size))
+            rep.eval_node = _timm_eval_node(model_name, cfg, image_size)
+            rep.info = {"representation": name, **_weights_info(model_name, weights is None, weights)}
+        reps.append(rep)
+    return reps
 
 
 def _existing_file(path: str | None, what: str) -> Path | None:
@@ -133,36 +215,45 @@ class _Timer:
 
 
 def export_representations(cfg: DictConfig, run: RunDir, checkpoint: Path | None, embeddings: Path | None,
-                           timed: _Timer) -> list[Representation]:
-    """Export what the run compares: the learned features (or the given ``embeddings``) and the pixel baseline."""
+                           timed: _Timer, learned: Representation | None = None,
+                           baselines: list[Representation] | None = None) -> list[Representation]:
+    """Export what the run compares: the learned features (from the checkpoint, a pretrained backbone used as
+    it is in ``learned.model``, or the given ``embeddings``) and each baseline (raw pixels, pretrained
+    backbones), every one of the same splits."""
     split = cfg.cluster.split
-    learned = Representation("learned", *REPRESENTATIONS["learned"])
+    learned = learned or Representation.named_as(LEARNED)
     learned.named = cfg.get("naming") is not None and bool(cfg.naming.enabled)
     if embeddings is not None:
         learned.splits[split] = learned.clustered = embeddings
     elif cfg.stages.export:
         with timed("export"):
             for s in dict.fromkeys([*cfg.export.splits, split]):
-                learned.splits[s] = export_split(cfg, run, s, checkpoint, cfg.export.features)
+                learned.splits[s] = export_split(cfg, run, s, checkpoint, cfg.export.features, model=learned.model,
+                                                 eval_node=learned.eval_node, info=learned.info)
             learned.clustered = learned.splits[split]
             if cfg.cluster.features != cfg.export.features:
                 learned.clustered = export_split(cfg, run, split, checkpoint, cfg.cluster.features,
                                                  name=clustered_embeddings_name(cfg))
     reps = [learned]
-    if cfg.stages.baseline and embeddings is None:
-        pixels = Representation("pixels", *REPRESENTATIONS["pixels"])
-        with timed("baseline"):
-            for s in dict.fromkeys([*learned.splits, split]):
-                pixels.splits[s] = export_split(cfg, run, s, None, "pixels")
-        pixels.clustered = pixels.splits[split]
-        reps.append(pixels)
+    if embeddings is None:
+        for base in baselines if baselines is not None else baseline_representations(cfg):
+            with timed("baseline"):
+                for s in dict.fromkeys([*learned.splits, split]):
+                    if base.name == PIXELS:
+                        base.splits[s] = export_split(cfg, run, s, None, "pixels")
+                    else:
+                        base.splits[s] = export_split(cfg, run, s, None, "backbone", name=base.metric_prefix + s,
+                                                      model=base.model, eval_node=base.eval_node, info=base.info)
+            base.clustered = base.splits[split]
+            base.model = None  # exported: its memory is not needed for clustering
+            reps.append(base)
     return reps
 
 
 def score_representation(cfg: DictConfig, run: RunDir, rep: Representation, timed: _Timer) -> dict[str, Any]:
     """Cluster (name) and evaluate one representation; its metrics under its prefix."""
     metrics: dict[str, Any] = {}
-    stage = "cluster" if rep.name == "learned" else "baseline"
+    stage = "cluster" if rep.name == LEARNED else "baseline"
     if rep.clustered is not None and cfg.stages.cluster:
         with timed(stage):
             cdir = cluster(cfg, run, rep.clustered, rep.cluster_key(cfg), overwrite=cfg.run.overwrite,
@@ -207,6 +298,10 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
         from sslcluster.naming import check_settings
 
         check_settings(cfg.naming)  # fail now too
+    learned = None  # frozen pretrained features: built now, so a missing weights file fails before anything runs
+    if checkpoint is None and embeddings is None and not cfg.stages.pretrain and cfg.stages.export:
+        learned = frozen_learned(cfg)
+    baselines = baseline_representations(cfg) if embeddings is None else []
     timed = _Timer()
     with open_run(cfg, "run", reuse=False) as run, tracking_session(cfg, run) as tracker:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
@@ -215,7 +310,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
             if not is_global_rank_zero():
                 return run  # DDP processes other than rank 0 stop after training
         metrics: dict[str, Any] = {}
-        reps = export_representations(cfg, run, checkpoint, embeddings, timed)
+        reps = export_representations(cfg, run, checkpoint, embeddings, timed, learned, baselines)
         for rep in reps:
             metrics.update(score_representation(cfg, run, rep, timed))
         metrics.update(validation_figures(cfg, run, checkpoint, reps[0], timed))
@@ -248,15 +343,22 @@ def stage_pretrain(cfg: DictConfig) -> RunDir:
 
 
 def stage_export(cfg: DictConfig) -> RunDir:
-    """Export ``export.splits`` of an existing run's checkpoint (or ``checkpoint=PATH``) into its embeddings."""
+    """Export ``export.splits`` of an existing run's checkpoint (or ``checkpoint=PATH``, or with
+    ``stages.pretrain=false`` a pretrained backbone's features as they are) into its embeddings."""
     check_data_config(cfg)
     checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
+    frozen = None  # no checkpoint given, a pretrained backbone: its features as they are (stages.pretrain=false)
+    if checkpoint is None and not cfg.stages.pretrain and cfg.backbone.get("eval") is not None:
+        frozen = frozen_learned(cfg)
     with open_run(cfg, "export") as run:
-        if checkpoint is None:
+        if checkpoint is None and frozen is None:
             checkpoint = _existing_file(str(run.checkpoints_dir / "last.ckpt"), "checkpoint (set checkpoint=PATH)")
         for s in cfg.export.splits:
+            if frozen is not None:
+                print(f"exported: {export_split(cfg, run, s, None, 'backbone', model=frozen.model, eval_node=frozen.eval_node, info=frozen.info)}")
+                continue
             print(f"exported: {export_split(cfg, run, s, checkpoint, cfg.export.features)}")
-        if cfg.cluster.features != cfg.export.features:  # what the cluster stage reads by default
+        if cfg.cluster.features != cfg.export.features and frozen is None:  # what the cluster stage reads by default
             print(f"exported: {export_split(cfg, run, cfg.cluster.split, checkpoint, cfg.cluster.features, name=clustered_embeddings_name(cfg))}")
         print(f"run key: {run.key}\nrun dir: {run.path}")
     return run
@@ -320,11 +422,14 @@ def stage_evaluate(cfg: DictConfig) -> RunDir:
         for clustering in chosen:
             m = evaluate_clustering(cfg, clustering.path)  # always: clusters/<key>/metrics.json
             record = clustering.record()
-            if record.get("primary") and record.get("representation") in REPRESENTATIONS:
-                prefix = REPRESENTATIONS[record["representation"]][0]
+            if record.get("primary") and record.get("representation"):
+                prefix = metric_prefix(str(record["representation"]))
                 metrics.update({prefix + k: v for k, v in m.items()})
             print(f"{clustering.key}: " + ", ".join(f"{k}={m[k]:.4f}" for k in ("nmi", "ari", "acc") if k in m))
-        for prefix, _ in REPRESENTATIONS.values():
+        prefixes = dict.fromkeys([p for p, _ in REPRESENTATIONS.values()] + [
+            metric_prefix(str(c.read_record()["representation"])) for c in run.clusterings()
+            if c.read_record().get("representation")])
+        for prefix in prefixes:
             splits = {s: run.embeddings(f"{prefix}{s}") for s in ("train", "test")}
             if all(e.is_complete() for e in splits.values()):
                 rep = evaluate_representation(cfg, splits["train"].path, splits["test"].path)

@@ -33,3 +33,11 @@ def compose():
     from sslcluster.config import compose as _compose
 
     return _compose
+
+
+@pytest.fixture
+def tiny_timm(tiny):
+    """``tiny`` with timm's tiny test ResNet as the backbone (random weights unless a test gives a file), its
+    frozen-features transform at 32 px instead of the model's 160."""
+    return [o for o in tiny if not o.startswith("backbone.module.")] + [
+        "backbone=timm", "backbone.name=test_resnet", "backbone.image_size=32"]

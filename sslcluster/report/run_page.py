@@ -22,6 +22,7 @@ from sslcluster.evaluation.metrics import cluster_to_class
 from sslcluster.report.gallery import ClusterCard, cluster_cards
 from sslcluster.report.html import esc, fmt, page, table, url
 from sslcluster.store.io import read_json, write_text
+from sslcluster.store.representations import baseline_prefixes, display_name
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ DEFINITIONS: dict[str, str] = {
     "noise_fraction": "Fraction of points labelled noise (-1) by the clustering (density-based algorithms).",
 }
 
-#: prefixes of baseline representations in ``metrics.json`` (``pixels_nmi``, ...), in the order shown.
+#: prefixes of the fixed baseline representations in ``metrics.json`` (``pixels_nmi``, ...); pretrained baselines
+#: (``timm_<model>_nmi``) are found in the keys (:func:`sslcluster.store.representations.baseline_prefixes`).
 BASELINES = ("pixels_",)
 
 
@@ -67,7 +69,8 @@ class ReportOptions:
 def metrics_table(metrics: Mapping[str, Any]) -> str:
     """Rows of :data:`DEFINITIONS` present in ``metrics``: learned, each baseline present, and learned minus it."""
     bases = [p for p in BASELINES if any(k.startswith(p) for k in metrics)]
-    header = ["metric", "learned"] + [b.rstrip("_") for b in bases] + [f"learned − {b.rstrip('_')}" for b in bases]
+    bases += [p for p in baseline_prefixes(metrics, DEFINITIONS) if p not in bases]
+    header = ["metric", "learned"] + [display_name(b) for b in bases] + [f"learned − {display_name(b)}" for b in bases]
     rows = []
     for key in DEFINITIONS:
         if key not in metrics and not any(b + key in metrics for b in bases):
@@ -201,7 +204,8 @@ def write_run_report(run_path: str | Path, options: ReportOptions, load: Callabl
     if metrics:
         body.append(metrics_table(metrics))
         body.append('<p class="muted">Scored against held-out labels on the clustered split; each metric links '
-                    'to its <a href="#definitions">definition</a>. Baseline: the same clustering of raw pixels.</p>')
+                    'to its <a href="#definitions">definition</a>. Baselines: the same clustering of raw pixels (pixels) and of '
+                    'each pretrained backbone used as it is (timm_&lt;model&gt;).</p>')
     else:
         body.append('<p class="muted">No metrics.json yet.</p>')
     sections = []

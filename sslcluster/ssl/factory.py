@@ -30,6 +30,12 @@ def load_method(checkpoint: str | Path) -> SSLMethod:
         raise SSLClusterError(f"cannot read checkpoint {path}: {e}") from None
     if not isinstance(ckpt, dict) or CONFIG_KEY not in ckpt or "state_dict" not in ckpt:
         raise SSLClusterError(f"{path} is not an sslcluster checkpoint (no {CONFIG_KEY!r} / state_dict)")
-    model = build_method(OmegaConf.create(ckpt[CONFIG_KEY]))
+    cfg = OmegaConf.create(ckpt[CONFIG_KEY])
+    module = cfg.backbone.module
+    # the checkpoint holds the trained weights: a pretrained backbone's initial ones are not loaded (or looked for)
+    for key, off in (("pretrained", False), ("weights", None)):
+        if key in module:
+            module[key] = off
+    model = build_method(cfg)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

@@ -64,8 +64,10 @@ class ShardBatches(Sampler):
 
 @torch.no_grad()
 def compute_shards(model: SSLMethod | None, dataset: ImageDataset, writer: ShardedWriter, shards: list[int],
-                   features: str, device: torch.device, batch_size: int, num_workers: int, desc: str) -> None:
-    """Compute and save ``shards`` of ``writer`` in order; memory holds one shard at a time."""
+                   features: str, device: torch.device, batch_size: int, num_workers: int, desc: str,
+                   bf16: bool = False) -> None:
+    """Compute and save ``shards`` of ``writer`` in order; memory holds one shard at a time. ``bf16``: the
+    model runs under bfloat16 autocast (CUDA only; features are stored in the writer's dtype)."""
     if not shards:
         return
     if model is not None:
@@ -87,7 +89,8 @@ def compute_shards(model: SSLMethod | None, dataset: ImageDataset, writer: Shard
             else:
                 x = x.to(device, non_blocking=True)
                 assert model is not None  # every feature but pixels comes from a model (checked in export_split)
-                f = model.backbone(x) if features == "backbone" else model.project(x)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+                    f = model.backbone(x) if features == "backbone" else model.project(x)
             chunks.append(f.float().cpu().numpy().astype(writer.dtype, copy=False))
             filled += len(idx)
             bar.update(len(idx))
@@ -99,7 +102,8 @@ def compute_shards(model: SSLMethod | None, dataset: ImageDataset, writer: Shard
                     start, end = writer.shard_rows(k)
 
 
-def export_plan(cfg: DictConfig, split: str, features: str, weights: str | None, ids_sha256: str) -> dict[str, Any]:
+def export_plan(cfg: DictConfig, split: str, features: str, weights: str | None, ids_sha256: str,
+                eval_node: Any = None, precision: str = "float32") -> dict[str, Any]:
     """What identifies an export: shards of an interrupted export are reused only under an equal plan."""
     data = to_plain(cfg.data)
     for key in ("batch_size", "num_workers"):
@@ -107,12 +111,18 @@ def export_plan(cfg: DictConfig, split: str, features: str, weights: str | None,
     data.get("scan", {}).pop("cache_dir", None)
     data.get("source", {}).pop("cache_dir", None)
     return {"split": split, "features": features, "weights_sha256": weights, "ids_sha256": ids_sha256,
-            "batch_size": int(cfg.export.batch_size), "data": data, "eval": to_plain(cfg.augmentation.eval)}
+            "batch_size": int(cfg.export.batch_size), "data": data,
+            "eval": to_plain(eval_node if eval_node is not None else cfg.augmentation.eval), "precision": precision}
 
 
 def export_split(cfg: DictConfig, run: RunDir, split: str, checkpoint: Path | None, features: str,
-                 name: str | None = None, model: SSLMethod | None = None) -> Path:
+                 name: str | None = None, model: SSLMethod | None = None, eval_node: DictConfig | None = None,
+                 info: dict[str, Any] | None = None) -> Path:
     """Export ``split`` of ``cfg.data`` to ``embeddings/<name>`` (default name: the split, or ``pixels_<split>``).
+
+    ``model`` without a checkpoint: a model in memory (a pretrained backbone used as it is), with ``eval_node``
+    its own evaluation transform (default ``augmentation.eval``) and ``info`` more manifest entries (what the
+    weights are). ``export.precision=bf16`` runs models under bfloat16 autocast on CUDA (no effect on a CPU).
 
     Sharded and resumable: rerunning an interrupted export with the same checkpoint and config computes only
     the missing shards and yields the same ``embeddings.npy`` byte for byte.
@@ -135,19 +145,24 @@ def export_split(cfg: DictConfig, run: RunDir, split: str, checkpoint: Path | No
     name = name or (split if features != "pixels" else f"pixels_{split}")
     source = build_source(cfg, split, run.path)
     n_skipped = report_skipped(run.path, split, source)
-    dataset = ImageDataset(source, build(cfg.augmentation.eval))
+    dataset = ImageDataset(source, build(eval_node if eval_node is not None else cfg.augmentation.eval))
     device = resolve_device(cfg.export.device)
+    precision = str(cfg.export.get("precision", "float32"))
+    if precision not in ("float32", "bf16"):
+        raise SSLClusterError(f"export.precision={precision!r}; valid: float32, bf16")
+    bf16 = precision == "bf16" and features != "pixels" and device.type == "cuda"
     ckpt_sha = file_sha256(checkpoint) if checkpoint else None
     weights = None if features == "pixels" else (ckpt_sha or _weights_digest(model))  # type: ignore[arg-type]
     index = EmbeddingIndex(list(source.ids), list(source.paths), labels_or_unknown(source), source.classes)
-    plan = export_plan(cfg, split, features, weights, index.ids_sha256())
+    plan = export_plan(cfg, split, features, weights, index.ids_sha256(), eval_node,
+                       "bf16" if bf16 else "float32")
     writer = ShardedWriter(run.embeddings_dir(name), len(source), shard_size, dtype, plan)
     missing = writer.begin()
     compute_shards(model, dataset, writer, missing, features, device, batch_size, cfg.data.num_workers,
-                   desc=f"export {name}")
+                   desc=f"export {name}", bf16=bf16)
     folder = writer.finish(index, keep_shards=bool(cfg.export.get("keep_shards", False)), split=split,
                            features=features, data=cfg.data.name, checkpoint=run.store_path(checkpoint) if checkpoint else None,
                            checkpoint_sha256=ckpt_sha, skipped_files=n_skipped,
-                           resumed_shards=writer.n_shards - len(missing), config=plan)
+                           resumed_shards=writer.n_shards - len(missing), config=plan, **(info or {}))
     log.info("exported %s %s features of %d images to %s", split, features, len(source), folder)
     return folder

@@ -1,4 +1,4 @@
-"""Stage 5: the run's summary table, learned representation beside the raw-pixel baseline, printed and as
+"""Stage 5: the run's summary table, learned representation beside the raw-pixel and pretrained baselines, printed and as
 ``runs/<key>/report.html`` (:func:`write_report`)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sslcluster.data.folders import SKIPPED_FILE, read_skipped
+from sslcluster.store.representations import baseline_prefixes, display_name
 from sslcluster.store.rundir import RunDir
 
 ROWS = ("nmi", "ari", "acc", "purity", "silhouette", "knn_top1", "linear_top1", "n_clusters")
@@ -27,18 +28,23 @@ def _fmt(v: Any) -> str:
 
 
 def format_table(metrics: dict[str, Any], baseline_prefix: str = "pixels_") -> str:
-    """A text table of the learned metrics, with pixel-baseline and delta columns when the baseline is present."""
+    """A text table of the learned metrics, with pixel-baseline and delta columns when the baseline is present,
+    and a column for each pretrained baseline (``timm_<model>_`` keys) after them."""
     has_base = any(k.startswith(baseline_prefix) for k in metrics)
+    others = [p for p in baseline_prefixes(metrics, ROWS) if p != baseline_prefix]
+    widths = [max(10, len(display_name(p)) + 2) for p in others]
     header = f"{'metric':<14}{'learned':>10}" + (f"{'pixels':>10}{'delta':>10}" if has_base else "")
+    header += "".join(f"{display_name(p):>{w}}" for p, w in zip(others, widths))
     lines = [header, "-" * len(header)]
     for key in ROWS:
-        if key not in metrics and baseline_prefix + key not in metrics:
+        if key not in metrics and not any(p + key in metrics for p in [baseline_prefix, *others]):
             continue
         a, b = metrics.get(key), metrics.get(baseline_prefix + key)
         line = f"{key:<14}{_fmt(a):>10}"
         if has_base:
             delta = a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
             line += f"{_fmt(b):>10}{(_fmt(delta) if key not in NO_DELTA else '-'):>10}"
+        line += "".join(f"{_fmt(metrics.get(p + key)):>{w}}" for p, w in zip(others, widths))
         lines.append(line)
     return "\n".join(lines)
 

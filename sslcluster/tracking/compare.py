@@ -29,11 +29,14 @@ import yaml
 
 from sslcluster.errors import SSLClusterError
 from sslcluster.store.io import atomic_path, read_json, write_csv, write_text
+from sslcluster.store.representations import baseline_prefixes
 from sslcluster.tracking.multirun import is_multirun_folder, read_job_pointers
 
 #: metrics shown in the printed table and the plot when present (``--metrics all`` shows every one).
 #: ``acc`` is the one-to-one Hungarian accuracy, ``purity`` the many-to-one figure (rises with k).
 HEADLINE = ("nmi", "ari", "acc", "purity", "knn_top1", "linear_top1", "pixels_nmi", "pixels_acc", "pixels_knn_top1")
+#: metrics of each pretrained baseline (``timm_<model>_nmi``, ...) shown after HEADLINE's when present.
+BASELINE_HEADLINE = ("nmi", "acc", "knn_top1")
 #: metrics.json entries that are not results.
 NOT_METRICS = frozenset({"seed"})
 #: config keys never used for grouping: they differ between any two runs or only say where things go.
@@ -186,15 +189,18 @@ def compare_runs(runs: Sequence[RunResult], by: Sequence[str] | None = None, met
     for k in by:
         if all(k not in r.config for r in runs):
             raise SSLClusterError(f"--by {k}: no run has this config key")
-    all_metrics = sorted({m for r in runs for m in r.metrics},
-                         key=lambda m: (m.startswith("pixels_"), HEADLINE.index(m) if m in HEADLINE else 99, m))
+    present = {m for r in runs for m in r.metrics}
+    pretrained = [p for p in baseline_prefixes(present, BASELINE_HEADLINE) if p != "pixels_"]
+    headline = [*HEADLINE, *(p + m for p in pretrained for m in BASELINE_HEADLINE)]
+    all_metrics = sorted(present, key=lambda m: (m.startswith(("pixels_", "timm_")),
+                                                 headline.index(m) if m in headline else 999, m))
     for r in runs:
         missing = [m for m in all_metrics if m not in r.metrics]
         if missing:
             warns.append(f"{r.path}: lacks {', '.join(missing)} (present in other runs); those cells average over "
                          f"the runs that have them")
     if metrics is None:
-        shown = [m for m in HEADLINE if m in all_metrics] or all_metrics
+        shown = [m for m in headline if m in all_metrics] or all_metrics
     elif list(metrics) == ["all"]:
         shown = all_metrics
     else:
@@ -281,7 +287,8 @@ def plot_bars(comp: Comparison, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m in comp.metrics if not m.startswith(("n_", "pixels_n_"))] or comp.metrics
+    metrics = [m for m in comp.metrics if not (m.startswith("n_") or (m.startswith(("pixels_", "timm_"))
+                                                                     and "_n_" in m))] or comp.metrics
     n_groups = len(comp.groups)
     width = 0.8 / max(1, n_groups)
     x = np.arange(len(metrics))
