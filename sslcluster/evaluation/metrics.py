@@ -140,14 +140,20 @@ def internal_sample(n: int, size: int = INTERNAL_SAMPLE, seed: int = INTERNAL_SA
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
+def internal_rows(labels_pred: np.ndarray, sample: int = INTERNAL_SAMPLE) -> np.ndarray:
+    """Sorted positions of the points the internal metrics of ``labels_pred`` (N,) are computed on: the non-noise
+    points, a fixed subsample of ``sample`` of them above that size. Only these rows of the embeddings are read."""
+    keep = np.flatnonzero(np.asarray(labels_pred) >= 0)
+    return keep[internal_sample(len(keep), sample)]
+
+
 def internal_metrics(x: np.ndarray, labels_pred: np.ndarray, sample: int = INTERNAL_SAMPLE) -> dict[str, Any]:
     """Variances, silhouette, Davies-Bouldin and Calinski-Harabasz of ``labels_pred`` (N,) on ``x`` (N, D), over
     the non-noise points (a fixed subsample of ``sample`` of them above that size)."""
     labels_pred = np.asarray(labels_pred, dtype=np.int64)
     if len(x) != len(labels_pred):
         raise SSLClusterError(f"{len(x)} points for {len(labels_pred)} cluster assignments")
-    keep = np.flatnonzero(labels_pred >= 0)
-    keep = keep[internal_sample(len(keep), sample)]
+    keep = internal_rows(labels_pred, sample)
     xs, ys = np.asarray(x[keep], dtype=np.float64), labels_pred[keep]
     intra, inter = variances(xs, ys)
     out: dict[str, Any] = {"intra_var": intra, "inter_var": inter, "internal_n": int(len(ys))}
