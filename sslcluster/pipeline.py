@@ -134,7 +134,11 @@ class _Timer:
 
 def export_representations(cfg: DictConfig, run: RunDir, checkpoint: Path | None, embeddings: Path | None,
                            timed: _Timer) -> list[Representation]:
-    """Export what the run compares: the learned features (or the given ``embeddings``) and the pixel baseline."""
+    """Export what the run compares: the learned features (or the given ``embeddings``) and the pixel baseline.
+
+    Under a multi-process launch (DDP training, or ``trainer.devices``/``num_nodes`` above 1) every process exports
+    its share of the learned features; the baseline (no model) is exported by global rank 0 alone, after the
+    other processes have returned."""
     split = cfg.cluster.split
     learned = Representation("learned", *REPRESENTATIONS["learned"])
     learned.named = cfg.get("naming") is not None and bool(cfg.naming.enabled)
@@ -143,12 +147,14 @@ def export_representations(cfg: DictConfig, run: RunDir, checkpoint: Path | None
     elif cfg.stages.export:
         with timed("export"):
             for s in dict.fromkeys([*cfg.export.splits, split]):
-                learned.splits[s] = export_split(cfg, run, s, checkpoint, cfg.export.features)
+                learned.splits[s] = export_split(cfg, run, s, checkpoint, cfg.export.features, distributed=True)
             learned.clustered = learned.splits[split]
             if cfg.cluster.features != cfg.export.features:
                 learned.clustered = export_split(cfg, run, split, checkpoint, cfg.cluster.features,
-                                                 name=clustered_embeddings_name(cfg))
+                                                 name=clustered_embeddings_name(cfg), distributed=True)
     reps = [learned]
+    if not is_global_rank_zero():
+        return reps
     if cfg.stages.baseline and embeddings is None:
         pixels = Representation("pixels", *REPRESENTATIONS["pixels"])
         with timed("baseline"):
@@ -212,10 +218,10 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
             with timed("pretrain"):
                 checkpoint = pretrain(cfg, run, logger=tracker.training_logger())
-            if not is_global_rank_zero():
-                return run  # DDP processes other than rank 0 stop after training
         metrics: dict[str, Any] = {}
-        reps = export_representations(cfg, run, checkpoint, embeddings, timed)
+        reps = export_representations(cfg, run, checkpoint, embeddings, timed)  # on every process
+        if not is_global_rank_zero():
+            return run  # DDP processes other than rank 0 stop after the export
         for rep in reps:
             metrics.update(score_representation(cfg, run, rep, timed))
         metrics.update(validation_figures(cfg, run, checkpoint, reps[0], timed))
@@ -254,11 +260,14 @@ def stage_export(cfg: DictConfig) -> RunDir:
     with open_run(cfg, "export") as run:
         if checkpoint is None:
             checkpoint = _existing_file(str(run.checkpoints_dir / "last.ckpt"), "checkpoint (set checkpoint=PATH)")
-        for s in cfg.export.splits:
-            print(f"exported: {export_split(cfg, run, s, checkpoint, cfg.export.features)}")
+        done = [export_split(cfg, run, s, checkpoint, cfg.export.features, distributed=True)
+                for s in cfg.export.splits]
         if cfg.cluster.features != cfg.export.features:  # what the cluster stage reads by default
-            print(f"exported: {export_split(cfg, run, cfg.cluster.split, checkpoint, cfg.cluster.features, name=clustered_embeddings_name(cfg))}")
-        print(f"run key: {run.key}\nrun dir: {run.path}")
+            done.append(export_split(cfg, run, cfg.cluster.split, checkpoint, cfg.cluster.features,
+                                     name=clustered_embeddings_name(cfg), distributed=True))
+        if is_global_rank_zero():  # every process of a multi-process launch exported its share
+            print("\n".join(f"exported: {d}" for d in done))
+            print(f"run key: {run.key}\nrun dir: {run.path}")
     return run
 
 

@@ -8,9 +8,10 @@
 The manifest is written last; a folder whose manifest is missing or not ``complete`` is not an embeddings set.
 
 Large exports go through :class:`ShardedWriter`: the manifest is first written with ``status: running``, rows
-are computed in shards of ``shard_size`` saved atomically as ``shards/00000.npy``, ``shards/00001.npy``, ... next
-to a ``shards/plan.json`` that identifies the export (checkpoint hash, features, data config, ids, ...). An
-interrupted export rerun with the same plan computes only the missing shards. The shards are then streamed into
+are computed in shards of ``shard_size`` saved atomically as ``shards/00000.npy``, ``shards/00001.npy``, ... (each
+with ``rows_<k>.npy``, the row positions it holds) next to a ``shards/plan.json`` that identifies the export (checkpoint hash, features, data config, ids, ...). An
+interrupted export rerun with the same plan computes only the missing shards, whichever process (rank) computes
+them: a distributed export deals the missing shards to its ranks, each writing its own. The shards are then streamed into
 ``embeddings.npy`` (through a memory map, one shard at a time: never the whole array in memory), the index
 written, the manifest rewritten ``complete``, and the shards removed.
 """
@@ -216,6 +217,10 @@ class ShardedWriter:
         """Path of shard ``k``."""
         return self.shards_dir / f"{k:05d}.npy"
 
+    def rows_path(self, k: int) -> Path:
+        """Path of the row positions (the sample ids) shard ``k`` holds, written beside it."""
+        return self.shards_dir / f"rows_{k:05d}.npy"
+
     def shard_rows(self, k: int) -> tuple[int, int]:
         """Row range ``[start, end)`` of shard ``k``."""
         start = k * self.shard_size
@@ -224,10 +229,16 @@ class ShardedWriter:
     def _shard_ok(self, k: int) -> bool:
         try:
             a = np.load(self.shard_path(k), mmap_mode="r")
+            rows = np.load(self.rows_path(k))
         except (OSError, ValueError):
             return False
         start, end = self.shard_rows(k)
-        return a.ndim == 2 and a.shape[0] == end - start and a.dtype == self.dtype
+        return (a.ndim == 2 and a.shape[0] == end - start and a.dtype == self.dtype
+                and np.array_equal(rows, np.arange(start, end)))
+
+    def missing(self) -> list[int]:
+        """The shards not yet on disk (read only: any rank may ask, after :meth:`begin` on one of them)."""
+        return [k for k in range(self.n_shards) if not self._shard_ok(k)]
 
     def begin(self) -> list[int]:
         """Mark the set ``running`` and return the shards still to compute (all of them unless an interrupted
@@ -248,23 +259,30 @@ class ShardedWriter:
             self.shards_dir.mkdir(parents=True)
             write_json(plan_path, self.plan)
             return list(range(self.n_shards))
-        missing = [k for k in range(self.n_shards) if not self._shard_ok(k)]
+        missing = self.missing()
         if len(missing) < self.n_shards:
             log.info("resuming export into %s: %d of %d shards already done", self.folder,
                      self.n_shards - len(missing), self.n_shards)
         return missing
 
-    def write_shard(self, k: int, array: np.ndarray) -> None:
-        """Save shard ``k`` (atomically) after checking its shape and that every value is finite."""
+    def write_shard(self, k: int, array: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Save shard ``k`` (atomically) after checking its shape, its rows (the positions (B,) of the samples it
+        holds, when given: each must be the shard's own, in order, once) and that every value is finite. The rows
+        are saved beside it (``rows_<k>.npy``, after the shard: a shard counts as done only with both)."""
         start, end = self.shard_rows(k)
         if array.ndim != 2 or array.shape[0] != end - start:
             raise SSLClusterError(f"shard {k} of {self.folder}: expected {end - start} rows, got shape {array.shape}")
+        expected = np.arange(start, end)
+        if rows is not None and not np.array_equal(np.asarray(rows), expected):
+            raise SSLClusterError(f"shard {k} of {self.folder}: rows {np.asarray(rows)[:5].tolist()}... are not "
+                                  f"rows {start}..{end - 1} in order")
         bad = ~np.isfinite(array.astype(np.float32, copy=False)).all(axis=1)
         if bad.any():
             rows = (np.flatnonzero(bad) + start)[:5].tolist()
             raise SSLClusterError(f"{int(bad.sum())} exported rows of {self.folder} contain NaN or inf (first rows: "
                                   f"{rows}); nothing was marked complete")
         write_npy(self.shard_path(k), np.ascontiguousarray(array, dtype=self.dtype))
+        write_npy(self.rows_path(k), expected)
 
     def finish(self, index: EmbeddingIndex, keep_shards: bool = False, **manifest: Any) -> Path:
         """Assemble the shards into ``embeddings.npy`` one at a time, write the index, then the ``complete``
