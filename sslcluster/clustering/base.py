@@ -8,6 +8,7 @@ never probe for optional attributes.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,6 +28,9 @@ class ClusteringAlgorithm:
     #: whether the algorithm trains on a sample and assigns points block by block (``resolved_train_size``,
     #: ``fit``, ``start_assign``, ``assign``), so the cluster stage can stream embeddings that do not fit in memory.
     streams: ClassVar[bool] = False
+    #: whether the algorithm reads the embeddings file itself (``fit_predict_file``: a distributed engine whose
+    #: workers read blocks of it); the cluster stage then hands it the file instead of an array.
+    reads_files: ClassVar[bool] = False
 
     def check(self) -> None:
         """Validate the parameters before any work (preprocessing can take minutes); one-line errors."""
@@ -61,6 +65,11 @@ class ClusteringAlgorithm:
     def assign(self, block: np.ndarray) -> np.ndarray:
         """Streaming algorithms: labels (B,) int64 of a block of points (B, D) after :meth:`fit`."""
         raise NotImplementedError(f"{type(self).__name__} does not stream")
+
+    def fit_predict_file(self, path: Path, n: int, dim: int, l2: bool) -> np.ndarray:
+        """File-reading algorithms: cluster the rows of the (N, D) ``.npy`` file at ``path`` (L2-normalised when
+        ``l2``) -> labels (N,) int64."""
+        raise NotImplementedError(f"{type(self).__name__} does not read files")
 
     def resolved_backend(self, n: int) -> str | None:
         """The library that fits ``n`` points (for algorithms with a ``backend`` choice), else None."""

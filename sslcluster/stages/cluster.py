@@ -36,7 +36,7 @@ from sslcluster.evaluation.metrics import (QUALITY_SPACE, cluster_metrics, inter
                                            quality_space)
 from sslcluster.evaluation.plots import k_selection_curves
 from sslcluster.factory import build
-from sslcluster.store.embeddings import read_embeddings
+from sslcluster.store.embeddings import ARRAY, read_embeddings
 from sslcluster.store.io import read_json, write_json, write_npy
 from sslcluster.store.rundir import RunDir
 
@@ -93,6 +93,10 @@ def checked_algorithm(cfg: DictConfig, shape: tuple[int, ...], pre_cfg: Preproce
     else:
         algo.check()
     algo.resolved_train_size(n)  # a train_size above n is refused here, before any folder is made
+    if algo.reads_files and (pre_cfg.pca_dim or pre_cfg.umap_dim or sel_cfg is not None):
+        raise SSLClusterError(f"clustering={cfg.clustering.name} reads the embeddings file on its workers: only "
+                              "clustering.preprocess.l2 applies (set pca_dim and umap_dim to null, "
+                              "select_k.method to null)")
     return algo
 
 
@@ -171,7 +175,12 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
     write_json(out / "record.json", record)
     try:
         t0 = time.perf_counter()
-        if algo.streams:
+        if algo.reads_files:  # a distributed engine: its workers read the file in blocks
+            t1 = t_sel = time.perf_counter()
+            labels = algo.fit_predict_file(embeddings / ARRAY, int(es.array.shape[0]), int(es.array.shape[1]),
+                                           l2=pre_cfg.l2)
+            dim = int(es.array.shape[1])
+        elif algo.streams:
             labels, dim, t1, t_sel = _cluster_streamed(cfg, es.array, algo, pre_cfg, sel_cfg, record, out)
         else:
             x = preprocess(np.asarray(es.array), pre_cfg)

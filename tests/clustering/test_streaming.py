@@ -120,11 +120,12 @@ def test_gpu_faiss_asked_for_but_missing_is_one_line(tmp_path, base, capsys):
 
 def test_default_kmeans_within_one_percent_nmi_of_ten_restarts_and_300_iterations():
     """The defaults (one k-means++ start, 50 iterations) lose under 1% NMI to the former ten starts of 300."""
-    x, y = planted(30_000, 32, 30, seed=1)
-    default = normalized_mutual_info_score(y, KMeans(k=30).fit_predict(x))
-    thorough = normalized_mutual_info_score(y, KMeans(k=30, n_init=10, max_iter=300, train_size=30_000)
-                                            .fit_predict(x))
-    assert default >= thorough - 0.01, (default, thorough)
+    x, y = planted(8_000, 16, 20, seed=1)
+    for backend in ("sklearn", "faiss"):
+        default = normalized_mutual_info_score(y, KMeans(k=20, backend=backend).fit_predict(x))
+        thorough = normalized_mutual_info_score(y, KMeans(k=20, backend=backend, n_init=10, max_iter=300)
+                                                .fit_predict(x))
+        assert default >= thorough - 0.01, (backend, default, thorough)
 
 
 def test_sample_then_assign_equals_an_in_memory_fit_on_the_same_rows():
