@@ -36,7 +36,7 @@ from sslcluster.evaluation.metrics import (QUALITY_SPACE, cluster_metrics, inter
                                            quality_space)
 from sslcluster.evaluation.plots import k_selection_curves
 from sslcluster.factory import build
-from sslcluster.store.embeddings import ARRAY, read_embeddings
+from sslcluster.store.embeddings import ARRAY, RowFile, open_streaming
 from sslcluster.store.io import read_json, write_json, write_npy
 from sslcluster.store.rundir import RunDir
 
@@ -110,10 +110,10 @@ def _select_k(cfg: DictConfig, algo: ClusteringAlgorithm, x: np.ndarray, sel_cfg
     log.info("select_k: %s chose k=%d", sweep["method"], sweep["chosen_k"])
 
 
-def _cluster_streamed(cfg: DictConfig, array: np.ndarray, algo: ClusteringAlgorithm, pre_cfg: PreprocessConfig,
+def _cluster_streamed(cfg: DictConfig, array: RowFile, algo: ClusteringAlgorithm, pre_cfg: PreprocessConfig,
                       sel_cfg: SelectKConfig | None, record: dict[str, Any],
                       out: Path) -> tuple[np.ndarray, int, float, float]:
-    """Streaming clustering of ``array`` (N, D), memory-mapped: the preprocessing and the algorithm are fitted on
+    """Streaming clustering of ``array`` (N, D), read from its file block by block: the preprocessing and the algorithm are fitted on
     a seeded sample of ``train_size`` rows (random order), then every row is preprocessed and assigned block by
     block. Memory: the sample, one block, and the labels (N,) int64. Returns labels, the clustered dimension and
     the times preprocessing and k selection ended."""
@@ -151,10 +151,10 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
 
     ``representation`` (``learned``, ``pixels``) and ``primary`` (the run's own clustering of that representation,
     which its ``metrics.json`` summarises) are recorded in ``record.json``."""
-    es = read_embeddings(embeddings, with_labels=False)
+    manifest, array, ids_sha256 = open_streaming(embeddings)  # neither the array nor the index held in memory
     pre_cfg = PreprocessConfig(**OmegaConf.to_container(cfg.clustering.preprocess, resolve=True), seed=cfg.seed)
     sel_cfg = select_k_config(cfg)
-    algo = checked_algorithm(cfg, es.array.shape, pre_cfg, sel_cfg)
+    algo = checked_algorithm(cfg, array.shape, pre_cfg, sel_cfg)
     out = prepare_cluster_dir(run, key, overwrite)
     record: dict[str, Any] = {
         "key": key,
@@ -163,11 +163,11 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         "preprocess": pre_cfg.describe(),
         "config": OmegaConf.to_container(cfg.clustering, resolve=True),
         "embeddings": run.store_path(embeddings),
-        "features": es.manifest.get("features"),
+        "features": manifest.get("features"),
         "representation": representation,
         "primary": primary,
-        "ids_sha256": es.index.ids_sha256(),
-        "n_points": int(es.array.shape[0]),
+        "ids_sha256": ids_sha256,
+        "n_points": int(array.shape[0]),
         "seed": cfg.seed,
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -177,13 +177,13 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         t0 = time.perf_counter()
         if algo.reads_files:  # a distributed engine: its workers read the file in blocks
             t1 = t_sel = time.perf_counter()
-            labels = algo.fit_predict_file(embeddings / ARRAY, int(es.array.shape[0]), int(es.array.shape[1]),
+            labels = algo.fit_predict_file(embeddings / ARRAY, int(array.shape[0]), int(array.shape[1]),
                                            l2=pre_cfg.l2)
-            dim = int(es.array.shape[1])
+            dim = int(array.shape[1])
         elif algo.streams:
-            labels, dim, t1, t_sel = _cluster_streamed(cfg, es.array, algo, pre_cfg, sel_cfg, record, out)
+            labels, dim, t1, t_sel = _cluster_streamed(cfg, array, algo, pre_cfg, sel_cfg, record, out)
         else:
-            x = preprocess(np.asarray(es.array), pre_cfg)
+            x = preprocess(array[:], pre_cfg)
             dim = int(x.shape[1])
             t1 = time.perf_counter()
             if sel_cfg is not None:
@@ -192,7 +192,7 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
             labels = fit_predict_shuffled(algo, x, seed=cfg.seed)
             del x
         t2 = time.perf_counter()
-        n = int(es.array.shape[0])
+        n = int(array.shape[0])
         if labels.shape != (n,):
             raise SSLClusterError(f"{cfg.clustering.name} returned {labels.shape} labels for {n} points")
         quality = cluster_metrics(None, labels, None)
@@ -200,7 +200,7 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
             raise SSLClusterError(f"{cfg.clustering.name} labelled every point as noise; nothing was clustered "
                                   "(try other parameters)")
         rows = internal_rows(labels)  # a fixed sample: only those rows of the embeddings are read
-        quality.update(internal_metrics(quality_space(es.array[rows]), labels[rows]))
+        quality.update(internal_metrics(quality_space(array[rows]), labels[rows]))
         t3 = time.perf_counter()
         artifacts = algo.artifacts()
         for name, arr in artifacts.items():

@@ -178,6 +178,96 @@ def read_embeddings(folder: str | Path, with_labels: bool = False, mmap: bool = 
     return EmbeddingSet(array, index, manifest, folder)
 
 
+class RowFile:
+    """The rows of an (N, D) ``.npy`` file read with plain file reads, not a memory map: resident memory holds only
+    the rows asked for (a memory map keeps every page it touched resident while it is open, so streaming a file
+    through one grows the process to the file's size). ``x[start:end]`` reads a block, ``x[rows]`` (int array)
+    reads those rows in file order, returned in the order asked."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran or len(shape) != 2:
+            raise SSLClusterError(f"{self.path}: expected a C-ordered (N, D) array, got shape {shape}")
+        self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(dtype)
+        self.ndim = 2
+        self._row_bytes = self.shape[1] * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read(self, f: Any, start: int, count: int) -> np.ndarray:
+        f.seek(self.offset + start * self._row_bytes)
+        out = np.fromfile(f, dtype=self.dtype, count=count * self.shape[1])
+        return out.reshape(count, self.shape[1])
+
+    def __getitem__(self, item: Any) -> np.ndarray:
+        with open(self.path, "rb") as f:
+            if isinstance(item, slice):
+                start, stop, step = item.indices(self.shape[0])
+                if step != 1:
+                    raise IndexError("RowFile reads contiguous blocks (step 1)")
+                return self._read(f, start, max(0, stop - start))
+            rows = np.asarray(item, dtype=np.int64).reshape(-1)
+            order = np.argsort(rows, kind="stable")
+            out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
+            sorted_rows = rows[order]
+            # runs of consecutive rows are read at once
+            breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
+            for run in np.split(np.arange(len(rows)), breaks):
+                if len(run):
+                    out[order[run]] = self._read(f, int(sorted_rows[run[0]]), len(run))
+            return out
+
+
+def streamed_ids_digest(folder: str | Path) -> tuple[int, str]:
+    """The number of rows of ``index.csv`` and the sha256 of its ids (as :func:`ids_digest`), read row by row
+    without holding the index in memory."""
+    path = Path(folder) / INDEX
+    if not path.exists():
+        raise SSLClusterError(f"index file missing: {path}")
+    h = hashlib.sha256()
+    n = 0
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or header[:2] != ["id", "path"]:
+            raise SSLClusterError(f"{path}: expected header 'id,path,label', got {header}")
+        for row in reader:
+            h.update(str(row[0]).encode("utf-8", "surrogateescape"))
+            h.update(b"\n")
+            n += 1
+    return n, h.hexdigest()
+
+
+def open_streaming(folder: str | Path) -> tuple[dict[str, Any], RowFile, str]:
+    """A complete embeddings set for streaming: its manifest, its array as a :class:`RowFile` and the ids' sha256,
+    validated as :func:`read_embeddings` does but holding neither the array nor the index in memory."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    apath = folder / ARRAY
+    if not apath.exists():
+        raise SSLClusterError(f"embeddings array missing: {apath}")
+    try:
+        rows = RowFile(apath)
+    except (ValueError, EOFError, OSError) as e:
+        raise SSLClusterError(f"{apath}: not a readable .npy array ({e})") from None
+    if rows.shape[0] == 0 or rows.shape[1] == 0:
+        raise SSLClusterError(f"{apath}: expected a non-empty (N, D) array, got shape {rows.shape}")
+    n, digest = streamed_ids_digest(folder)
+    if n != rows.shape[0]:
+        raise SSLClusterError(f"{folder}: {INDEX} has {n} rows but {ARRAY} has {rows.shape[0]}")
+    if manifest.get("ids_sha256") and manifest["ids_sha256"] != digest:
+        raise SSLClusterError(f"{folder}: ids in {INDEX} do not match the manifest's ids_sha256")
+    return manifest, rows, digest
+
+
 def _plain(obj: Any) -> Any:
     """``obj`` as it reads back from JSON (tuples become lists, ...), for comparing plans."""
     return json.loads(json.dumps(obj, sort_keys=True, default=str))

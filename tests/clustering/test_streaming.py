@@ -61,15 +61,14 @@ def test_stage_streams_the_embeddings_in_blocks(tmp_path, base, monkeypatch):
     x, y = planted(3000, 16, 6)
     run = make_run(tmp_path / "runs", x, y)
     readers: list[RowReader] = []
-    real = store_embeddings.read_embeddings
+    real = store_embeddings.open_streaming
 
-    def read_recorded(folder, with_labels=False, mmap=True):
-        es = real(folder, with_labels=with_labels, mmap=mmap)
-        readers.append(RowReader(np.asarray(es.array)))
-        es.array = readers[-1]
-        return es
+    def open_recorded(folder):
+        manifest, rows, digest = real(folder)
+        readers.append(RowReader(rows[:]))
+        return manifest, readers[-1], digest
 
-    monkeypatch.setattr(cluster_stage, "read_embeddings", read_recorded)
+    monkeypatch.setattr(cluster_stage, "open_streaming", open_recorded, raising=False)
     monkeypatch.setattr(cluster_stage, "ASSIGN_BLOCK", 500, raising=False)
     monkeypatch.setattr(cluster_stage, "internal_rows", lambda labels: np.arange(0, len(labels), 3)[:800],
                         raising=False)
@@ -80,6 +79,16 @@ def test_stage_streams_the_embeddings_in_blocks(tmp_path, base, monkeypatch):
     record = json.loads((out / "record.json").read_text())
     assert record["train_rows"] == 1000 and record["fit_info"]["trained_on"] == 1000
     assert normalized_mutual_info_score(y, labels) > 0.99
+
+
+def test_row_file_reads_blocks_and_rows_as_a_memory_map_would(tmp_path):
+    x = np.random.default_rng(0).standard_normal((1000, 7)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    rows = store_embeddings.RowFile(tmp_path / "a.npy")
+    assert rows.shape == (1000, 7) and len(rows) == 1000
+    assert np.array_equal(rows[100:350], x[100:350]) and np.array_equal(rows[990:2000], x[990:])
+    pick = np.array([5, 3, 4, 999, 0, 500, 501])
+    assert np.array_equal(rows[pick], x[pick])
 
 
 def test_internal_metrics_are_those_of_the_whole_array_on_the_fixed_sample(tmp_path, base):
