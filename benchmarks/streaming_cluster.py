@@ -27,7 +27,9 @@ import numpy as np
 
 from _common import ROOT, machine  # noqa: E402  (also puts the repository on sys.path)
 
-PEAK = "import resource; peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB\n"
+# VmHWM: this process's peak resident memory (getrusage's ru_maxrss would carry over the parent's peak across fork)
+PEAK = ("peak = lambda: int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) / 1024"
+        "  # MiB\n")
 
 BARE = PEAK + "import sslcluster, torch\nprint(json.dumps({'peak_mib': peak()}))\n"
 

@@ -72,6 +72,7 @@ def test_two_processes_export_what_one_does(exports):
         assert not (b / "shards").exists()
 
 
+@pytest.mark.slow
 def test_an_unfinished_export_resumes_across_ranks(exports, tmp_path):
     """Shards 0 and 1 of a one-process export are left; two processes compute only the others."""
     runs, common, _, _, _ = exports
