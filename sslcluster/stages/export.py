@@ -170,12 +170,16 @@ class _DistributedExport(pl.LightningModule):
         self.filler = ShardFiller(self.writer, self.shards)
 
     def predict_dataloader(self) -> DataLoader:
-        """This rank's shards in order (Lightning's distributed sampler is off: the shards are dealt here)."""
-        return DataLoader(self.dataset, batch_sampler=ShardBatches(self.writer, self.shards, self.batch_size),
-                          num_workers=self.num_workers)
+        """This rank's shards in order (Lightning's distributed sampler is off: the shards are dealt here). A rank
+        left without a shard (fewer missing shards than ranks) gets one padding batch of row 0, dropped in
+        :meth:`predict_step` (Lightning refuses an empty loader on any rank)."""
+        sampler: Any = ShardBatches(self.writer, self.shards, self.batch_size) if self.shards else [[0]]
+        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers)
 
     def predict_step(self, batch: Any, batch_idx: int) -> None:
-        """Features of one batch (B images) into this rank's current shard."""
+        """Features of one batch (B images) into this rank's current shard; a padding batch is dropped."""
+        if not self.shards:
+            return None
         x, idx = batch
         assert self.filler is not None
         self.filler.add(batch_features(self.model, x, self.features).float().cpu().numpy(), idx.cpu().numpy())
