@@ -126,6 +126,16 @@ def compute_shards(model: SSLMethod | None, dataset: ImageDataset, writer: Shard
 
 # -- distributed export (Lightning DDP) ----------------------------------------------------------------------
 
+class PaddingBatch(Sampler):
+    """One batch of row 0, for a rank left without a shard; its features are dropped."""
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield [0]
+
+    def __len__(self) -> int:
+        return 1
+
+
 def export_world(cfg: DictConfig) -> int:
     """How many processes a distributed export runs on: ``trainer.devices`` x ``trainer.num_nodes`` (1 when
     ``devices`` is ``auto`` or a list of one), or the size of an already running process group."""
@@ -173,7 +183,7 @@ class _DistributedExport(pl.LightningModule):
         """This rank's shards in order (Lightning's distributed sampler is off: the shards are dealt here). A rank
         left without a shard (fewer missing shards than ranks) gets one padding batch of row 0, dropped in
         :meth:`predict_step` (Lightning refuses an empty loader on any rank)."""
-        sampler: Any = ShardBatches(self.writer, self.shards, self.batch_size) if self.shards else [[0]]
+        sampler: Sampler = ShardBatches(self.writer, self.shards, self.batch_size) if self.shards else PaddingBatch()
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers)
 
     def predict_step(self, batch: Any, batch_idx: int) -> None:
