@@ -219,7 +219,11 @@ def export_representations(cfg: DictConfig, run: RunDir, checkpoint: Path | None
                            baselines: list[Representation] | None = None) -> list[Representation]:
     """Export what the run compares: the learned features (from the checkpoint, a pretrained backbone used as
     it is in ``learned.model``, or the given ``embeddings``) and each baseline (raw pixels, pretrained
-    backbones), every one of the same splits."""
+    backbones), every one of the same splits.
+
+    Under a multi-process launch (DDP training, or ``trainer.devices``/``num_nodes`` above 1) every process exports
+    its share of the learned features; the baselines are exported by global rank 0 alone, after the other
+    processes have returned."""
     split = cfg.cluster.split
     learned = learned or Representation.named_as(LEARNED)
     learned.named = cfg.get("naming") is not None and bool(cfg.naming.enabled)
@@ -229,12 +233,14 @@ def export_representations(cfg: DictConfig, run: RunDir, checkpoint: Path | None
         with timed("export"):
             for s in dict.fromkeys([*cfg.export.splits, split]):
                 learned.splits[s] = export_split(cfg, run, s, checkpoint, cfg.export.features, model=learned.model,
-                                                 eval_node=learned.eval_node, info=learned.info)
+                                                 eval_node=learned.eval_node, info=learned.info, distributed=True)
             learned.clustered = learned.splits[split]
             if cfg.cluster.features != cfg.export.features:
                 learned.clustered = export_split(cfg, run, split, checkpoint, cfg.cluster.features,
-                                                 name=clustered_embeddings_name(cfg))
+                                                 name=clustered_embeddings_name(cfg), distributed=True)
     reps = [learned]
+    if not is_global_rank_zero():
+        return reps
     if embeddings is None:
         for base in baselines if baselines is not None else baseline_representations(cfg):
             with timed("baseline"):
@@ -307,10 +313,10 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
             with timed("pretrain"):
                 checkpoint = pretrain(cfg, run, logger=tracker.training_logger())
-            if not is_global_rank_zero():
-                return run  # DDP processes other than rank 0 stop after training
         metrics: dict[str, Any] = {}
-        reps = export_representations(cfg, run, checkpoint, embeddings, timed, learned, baselines)
+        reps = export_representations(cfg, run, checkpoint, embeddings, timed, learned, baselines)  # every process
+        if not is_global_rank_zero():
+            return run  # DDP processes other than rank 0 stop after the export
         for rep in reps:
             metrics.update(score_representation(cfg, run, rep, timed))
         metrics.update(validation_figures(cfg, run, checkpoint, reps[0], timed))
@@ -353,14 +359,20 @@ def stage_export(cfg: DictConfig) -> RunDir:
     with open_run(cfg, "export") as run:
         if checkpoint is None and frozen is None:
             checkpoint = _existing_file(str(run.checkpoints_dir / "last.ckpt"), "checkpoint (set checkpoint=PATH)")
+        frozen_model = frozen.model if frozen is not None else None
+        done = []
         for s in cfg.export.splits:
             if frozen is not None:
-                print(f"exported: {export_split(cfg, run, s, None, 'backbone', model=frozen.model, eval_node=frozen.eval_node, info=frozen.info)}")
-                continue
-            print(f"exported: {export_split(cfg, run, s, checkpoint, cfg.export.features)}")
-        if cfg.cluster.features != cfg.export.features and frozen is None:  # what the cluster stage reads by default
-            print(f"exported: {export_split(cfg, run, cfg.cluster.split, checkpoint, cfg.cluster.features, name=clustered_embeddings_name(cfg))}")
-        print(f"run key: {run.key}\nrun dir: {run.path}")
+                done.append(export_split(cfg, run, s, None, "backbone", model=frozen.model, eval_node=frozen.eval_node,
+                                         info=frozen.info, distributed=True))
+            else:
+                done.append(export_split(cfg, run, s, checkpoint, cfg.export.features, distributed=True))
+        if cfg.cluster.features != cfg.export.features and frozen_model is None:  # what the cluster stage reads
+            done.append(export_split(cfg, run, cfg.cluster.split, checkpoint, cfg.cluster.features,
+                                     name=clustered_embeddings_name(cfg), distributed=True))
+        if is_global_rank_zero():  # every process of a multi-process launch exported its share
+            print("\n".join(f"exported: {d}" for d in done))
+            print(f"run key: {run.key}\nrun dir: {run.path}")
     return run
 
 

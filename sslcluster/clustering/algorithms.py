@@ -22,6 +22,12 @@ from sslcluster.errors import SSLClusterError
 #: scikit-learn on 1M x 128 with k=1000, and with one thread on 50,000 x 512 with k=100; on a machine shared with
 #: other jobs faiss's default OpenMP threads can be several times slower (set ``threads: 1``).
 FAISS_AUTO_MIN_POINTS = 20_000
+#: ``train_size: auto``: k-means is trained on all points up to this many, on a seeded sample of this many above
+#: (and every point assigned to its nearest centroid). Chosen by benchmarks/kmeans_defaults.py (RESULTS.md):
+#: on planted blobs the NMI of a 100,000-point sample matched the full fit while training time stopped growing.
+AUTO_TRAIN_SIZE = 100_000
+#: rows per block when points are assigned to their centroids (memory: one block of float32 plus its distances).
+ASSIGN_BLOCK = 65_536
 
 KEY = "clustering.algorithm"
 
@@ -87,66 +93,119 @@ def wcss(x: np.ndarray, labels: np.ndarray) -> float:
 
 # -- k-means ---------------------------------------------------------------------------------------------------
 
+def faiss_gpus() -> int:
+    """Number of GPUs faiss can use (0 with the CPU-only build)."""
+    import faiss
+
+    return int(faiss.get_num_gpus())
+
+
+def train_rows(n: int, train_size: int, seed: int) -> np.ndarray:
+    """Positions (train_size,) of a seeded sample of ``n`` rows, in random order (exported rows are sorted by class
+    and k-means++ seeding picks rows by position); all ``n`` rows, permuted, when ``train_size >= n``."""
+    rng = np.random.default_rng(seed)
+    if train_size >= n:
+        return rng.permutation(n)
+    return rng.choice(n, train_size, replace=False)
+
+
 @dataclass
 class KMeans(ClusteringAlgorithm):
-    """Lloyd's k-means (Lloyd 1982), by scikit-learn or faiss (Johnson et al. 2019), ``n_init`` restarts, best
-    inertia kept. ``auto`` picks faiss from ``FAISS_AUTO_MIN_POINTS`` points on, where it measured faster
-    (benchmarks/RESULTS.md). ``init``: k-means++ seeding (Arthur & Vassilvitskii 2007; for faiss computed by
-    scikit-learn on a random subsample of at most ``kmeanspp_sample`` points, then passed to faiss) or random
-    points; random seeding of faiss often leaves two centroids in one well-separated cluster and merges two others
-    (see the planted-blobs test), so k-means++ is the default for both."""
+    """Lloyd's k-means (Lloyd 1982), by scikit-learn or faiss (Johnson et al. 2019), trained on a seeded sample of
+    ``train_size`` points (``auto``: all up to AUTO_TRAIN_SIZE) and every point then assigned to its nearest
+    centroid in blocks (faiss), so the cluster stage can stream embeddings larger than memory. ``n_init`` restarts
+    keep the best inertia on the sample. ``auto`` picks faiss from ``FAISS_AUTO_MIN_POINTS`` training points on.
+    ``init``: k-means++ seeding (Arthur & Vassilvitskii 2007; for faiss computed by scikit-learn on a random
+    subsample of at most ``kmeanspp_sample`` points, then passed to faiss) or random points; random seeding of faiss
+    often leaves two centroids in one well-separated cluster and merges two others (see the planted-blobs test),
+    so k-means++ is the default for both. ``device``: faiss on ``cpu``, on every visible ``gpu`` (needs a GPU build
+    of faiss, the ``gpu`` extra), or ``auto`` (GPUs when faiss sees any).
+
+    Defaults (n_init=1, max_iter=50, k-means++) measured by benchmarks/kmeans_defaults.py (RESULTS.md): within 1%
+    NMI of ten restarts and 300 iterations on planted blobs, at a tenth of the time."""
 
     k: int = 10
     backend: str = "auto"
-    n_init: int = 10
-    max_iter: int = 300
+    n_init: int = 1
+    max_iter: int = 50
     tol: float = 1e-4
     init: str = "k-means++"      # k-means++ | random
     kmeanspp_sample: int = 100_000
+    train_size: Any = "auto"     # auto | a positive integer <= N
+    device: str = "cpu"          # cpu | gpu | auto (faiss only)
     threads: int | None = None   # faiss OpenMP threads (None: faiss's default, all cores)
     seed: int = 0
     centroids: np.ndarray | None = field(default=None, init=False, repr=False)
     inertia: float | None = field(default=None, init=False)
     n_iter: int | None = field(default=None, init=False)
-    fit_fields = ("inertia", "n_iter")
+    trained_on: int | None = field(default=None, init=False)
+    fit_fields = ("inertia", "n_iter", "trained_on")
+    streams = True
+
+    def resolved_train_size(self, n: int) -> int:
+        """How many of ``n`` points k-means is trained on; a ``train_size`` above ``n`` is refused."""
+        if self.train_size == "auto":
+            return min(n, AUTO_TRAIN_SIZE)
+        _check_positive(self.train_size, "train_size", integer=True)
+        if int(self.train_size) > n:
+            raise SSLClusterError(f"{KEY}.train_size={self.train_size} is larger than the number of points ({n}); "
+                                  f"use auto or at most {n}")
+        return int(self.train_size)
 
     def resolved_backend(self, n: int) -> str:
-        """The backend for ``n`` points: ``backend``, or under ``auto`` faiss from FAISS_AUTO_MIN_POINTS points on."""
+        """The backend for ``n`` points: ``backend``, or under ``auto`` faiss from FAISS_AUTO_MIN_POINTS training
+        points on."""
         _check_choice(self.backend, "backend", ("auto", "sklearn", "faiss"))
         if self.backend == "auto":
-            return "faiss" if n >= FAISS_AUTO_MIN_POINTS else "sklearn"
+            return "faiss" if min(n, self.resolved_train_size(n)) >= FAISS_AUTO_MIN_POINTS else "sklearn"
         return self.backend
 
-    def _fit_faiss(self, x: np.ndarray, k: int) -> np.ndarray:
+    def _use_gpu(self) -> bool:
+        if self.device == "cpu":
+            return False
+        gpus = faiss_gpus()
+        if self.device == "gpu" and gpus == 0:
+            raise SSLClusterError(f"{KEY}.device=gpu needs a GPU build of faiss (pip install -e '.[gpu]', "
+                                  "faiss-gpu) and a visible GPU; the installed faiss has none: use device=cpu")
+        return gpus > 0
+
+    def _fit_faiss(self, x: np.ndarray, k: int) -> None:
         import faiss
 
         if self.threads is not None:
             _check_positive(self.threads, "threads", integer=True)
             faiss.omp_set_num_threads(int(self.threads))
         n = x.shape[0]
-        best: tuple[float, np.ndarray, np.ndarray] | None = None
+        gpu = self._use_gpu()
+        best: tuple[float, np.ndarray] | None = None
         for r in range(int(self.n_init)):
             seed = int(self.seed) + r
-            # use every point (faiss subsamples to 256 per centroid by default)
+            # train on every point given (faiss would subsample to 256 per centroid; the sample is train_size)
             km = faiss.Kmeans(x.shape[1], k, niter=int(self.max_iter), nredo=1, seed=seed, verbose=False,
-                              max_points_per_centroid=max(256, n // k + 1), min_points_per_centroid=1)
+                              max_points_per_centroid=max(256, n // k + 1), min_points_per_centroid=1, gpu=gpu)
             init = None
             if self.init == "k-means++":
                 from sklearn.cluster import kmeans_plusplus
 
-                rng = np.random.default_rng(seed)
-                sub = x if n <= self.kmeanspp_sample else x[np.sort(rng.choice(n, self.kmeanspp_sample, replace=False))]
-                init, _ = kmeans_plusplus(sub, k, random_state=seed)
+                rows = np.random.default_rng(seed).permutation(n)[:int(self.kmeanspp_sample)]
+                init, _ = kmeans_plusplus(x[np.sort(rows)] if n > self.kmeanspp_sample else x, k, random_state=seed)
                 init = np.ascontiguousarray(init, dtype=np.float32)
             km.train(x, init_centroids=init)
-            dist, labels = km.index.search(x, 1)
-            inertia = float(dist.astype(np.float64).sum())
+            inertia = float(km.obj[-1]) if len(km.obj) else float("inf")
             if best is None or inertia < best[0]:
-                best = (inertia, labels[:, 0].astype(np.int64), km.centroids.copy())
+                best = (inertia, km.centroids.copy())
         assert best is not None
-        self.inertia, labels, self.centroids = best
+        self.centroids = best[1]
         self.n_iter = int(self.max_iter)  # faiss always runs niter iterations
-        return labels
+
+    def _fit_sklearn(self, x: np.ndarray, k: int) -> None:
+        from sklearn.cluster import KMeans as SKKMeans
+
+        km = SKKMeans(n_clusters=k, n_init=int(self.n_init), max_iter=int(self.max_iter), tol=self.tol,
+                      init=self.init, random_state=self.seed)
+        km.fit(x)
+        self.centroids = km.cluster_centers_.astype(np.float32)
+        self.n_iter = int(km.n_iter_)
 
     def check(self) -> None:
         """Raise a one-line error naming the first invalid setting."""
@@ -155,23 +214,52 @@ class KMeans(ClusteringAlgorithm):
         _check_positive(self.max_iter, "max_iter", integer=True)
         _check_choice(self.init, "init", ("k-means++", "random"))
         _check_choice(self.backend, "backend", ("auto", "sklearn", "faiss"))
+        _check_choice(self.device, "device", ("cpu", "gpu", "auto"))
+        if self.train_size != "auto":
+            _check_positive(self.train_size, "train_size", integer=True)
+        if self.device == "gpu":
+            self._use_gpu()
 
-    def fit_predict(self, x: np.ndarray) -> np.ndarray:
-        """Cluster points (N, D) with k-means (faiss or sklearn) -> labels (N,) int64."""
+    def fit(self, x: np.ndarray) -> None:
+        """Train on the sample ``x`` (T, D) float32 (already drawn: see :meth:`resolved_train_size`), leaving the
+        centroids (k, D) in ``self.centroids``."""
         self.check()
         x = check_points(x)
         k = _check_k(self.k, x.shape[0])
+        self.trained_on = int(x.shape[0])
+        self.inertia = 0.0
         if self.resolved_backend(x.shape[0]) == "faiss":
-            return self._fit_faiss(x, k)
-        from sklearn.cluster import KMeans as SKKMeans
+            self._fit_faiss(x, k)
+        else:
+            self._fit_sklearn(x, k)
 
-        km = SKKMeans(n_clusters=k, n_init=int(self.n_init), max_iter=int(self.max_iter), tol=self.tol,
-                      init=self.init, random_state=self.seed)
-        labels = km.fit_predict(x)
-        self.centroids = km.cluster_centers_.astype(np.float32)
-        self.inertia = float(km.inertia_)
-        self.n_iter = int(km.n_iter_)
-        return labels.astype(np.int64)
+    def start_assign(self) -> None:
+        """Reset the inertia summed by :meth:`assign` over the blocks of one pass."""
+        self.inertia = 0.0
+
+    def assign(self, block: np.ndarray) -> np.ndarray:
+        """Labels (B,) int64 of the points ``block`` (B, D): nearest centroid (faiss flat L2 search); adds their
+        squared distances to ``self.inertia``."""
+        import faiss
+
+        if self.centroids is None:
+            raise RuntimeError("KMeans.assign before fit")
+        block = check_points(block)
+        dist, labels = faiss.knn(block, np.ascontiguousarray(self.centroids, dtype=np.float32), 1)
+        self.inertia = (self.inertia or 0.0) + float(dist.astype(np.float64).sum())
+        return labels[:, 0].astype(np.int64)
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        """Cluster points (N, D): train on ``train_size`` of them, assign all -> labels (N,) int64."""
+        self.check()
+        n = len(x)
+        rows = train_rows(n, self.resolved_train_size(n), int(self.seed))
+        self.fit(x[np.sort(rows)] if len(rows) < n else x)
+        self.start_assign()
+        labels = np.empty(n, dtype=np.int64)
+        for s in range(0, n, ASSIGN_BLOCK):
+            labels[s:s + ASSIGN_BLOCK] = self.assign(x[s:s + ASSIGN_BLOCK])
+        return labels
 
 
 @dataclass

@@ -8,6 +8,7 @@ never probe for optional attributes.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,6 +25,12 @@ class ClusteringAlgorithm:
     provides_bic: ClassVar[bool] = False
     #: names of fit results (dataclass fields set by ``fit_predict``) recorded in ``record.json``'s ``fit_info``.
     fit_fields: ClassVar[tuple[str, ...]] = ()
+    #: whether the algorithm trains on a sample and assigns points block by block (``resolved_train_size``,
+    #: ``fit``, ``start_assign``, ``assign``), so the cluster stage can stream embeddings that do not fit in memory.
+    streams: ClassVar[bool] = False
+    #: whether the algorithm reads the embeddings file itself (``fit_predict_file``: a distributed engine whose
+    #: workers read blocks of it); the cluster stage then hands it the file instead of an array.
+    reads_files: ClassVar[bool] = False
 
     def check(self) -> None:
         """Validate the parameters before any work (preprocessing can take minutes); one-line errors."""
@@ -42,6 +49,27 @@ class ClusteringAlgorithm:
         if dataclasses.is_dataclass(self) and "k" in {f.name for f in dataclasses.fields(self)}:
             return None
         return f"algorithm {type(self).__name__} has no k to choose (it finds the number of clusters itself)"
+
+    def resolved_train_size(self, n: int) -> int:
+        """How many of ``n`` points a streaming algorithm trains on (all ``n`` for the others)."""
+        return n
+
+    def fit(self, x: np.ndarray) -> None:
+        """Streaming algorithms: train on a sample ``x`` (T, D) float32."""
+        raise NotImplementedError(f"{type(self).__name__} does not stream")
+
+    def start_assign(self) -> None:
+        """Streaming algorithms: begin a pass of :meth:`assign` over every block."""
+        raise NotImplementedError(f"{type(self).__name__} does not stream")
+
+    def assign(self, block: np.ndarray) -> np.ndarray:
+        """Streaming algorithms: labels (B,) int64 of a block of points (B, D) after :meth:`fit`."""
+        raise NotImplementedError(f"{type(self).__name__} does not stream")
+
+    def fit_predict_file(self, path: Path, n: int, dim: int, l2: bool) -> np.ndarray:
+        """File-reading algorithms: cluster the rows of the (N, D) ``.npy`` file at ``path`` (L2-normalised when
+        ``l2``) -> labels (N,) int64."""
+        raise NotImplementedError(f"{type(self).__name__} does not read files")
 
     def resolved_backend(self, n: int) -> str | None:
         """The library that fits ``n`` points (for algorithms with a ``backend`` choice), else None."""

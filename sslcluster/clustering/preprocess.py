@@ -8,6 +8,7 @@ dimensions makes density-based clustering (HDBSCAN) work on high-dimensional fea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -57,17 +58,66 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
 
 
-def preprocess(x: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """(N, D) float -> (N, D') float32, after refusing non-finite rows."""
+def _finite(x: np.ndarray, offset: int = 0) -> np.ndarray:
+    """``x`` (N, D) as float32 after refusing non-finite rows (named by position + ``offset``)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise SSLClusterError(f"expected a non-empty (N, D) array of embeddings, got shape {x.shape}")
-    cfg.check(*x.shape)
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
-        rows = np.flatnonzero(bad)
+        rows = np.flatnonzero(bad) + offset
         raise SSLClusterError(f"{len(rows)} embedding rows contain NaN or inf (first rows: {rows[:5].tolist()}); "
                               "refusing to cluster them")
+    return x
+
+
+class Preprocessor:
+    """The chain fitted on a sample and applied to any block of rows: L2 (per row), then the PCA and UMAP fitted
+    on the sample (scikit-learn's ``PCA.transform``, umap-learn's ``UMAP.transform``). The cluster stage streams
+    embeddings through it block by block."""
+
+    def __init__(self, cfg: PreprocessConfig) -> None:
+        self.cfg = cfg
+        self.pca: Any = None
+        self.umap: Any = None
+
+    def fit_transform(self, sample: np.ndarray) -> np.ndarray:
+        """Fit PCA / UMAP on ``sample`` (T, D) and return it transformed (T, D') float32."""
+        cfg = self.cfg
+        x = _finite(sample)
+        cfg.check(*x.shape)
+        if cfg.l2:
+            x = l2_normalize(x)
+        if cfg.pca_dim:
+            from sklearn.decomposition import PCA
+
+            dim = min(cfg.pca_dim, x.shape[0], x.shape[1])
+            self.pca = PCA(n_components=dim, whiten=cfg.whiten, random_state=cfg.seed)
+            x = self.pca.fit_transform(x).astype(np.float32)
+        if cfg.umap_dim:
+            import umap
+
+            self.umap = umap.UMAP(n_components=cfg.umap_dim, n_neighbors=min(cfg.umap_neighbors, x.shape[0] - 1),
+                                  min_dist=cfg.umap_min_dist, random_state=cfg.seed)
+            x = self.umap.fit_transform(x).astype(np.float32)
+        return np.ascontiguousarray(x)
+
+    def transform(self, block: np.ndarray, offset: int = 0) -> np.ndarray:
+        """A block of rows (B, D) (``offset``: its first row's position, for error messages) -> (B, D') float32."""
+        x = _finite(block, offset)
+        if self.cfg.l2:
+            x = l2_normalize(x)
+        if self.pca is not None:
+            x = self.pca.transform(x).astype(np.float32)
+        if self.umap is not None:
+            x = self.umap.transform(x).astype(np.float32)
+        return np.ascontiguousarray(x)
+
+
+def preprocess(x: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """(N, D) float -> (N, D') float32, after refusing non-finite rows."""
+    x = _finite(x)
+    cfg.check(*x.shape)
     if cfg.l2:
         x = l2_normalize(x)
     if cfg.pca_dim:

@@ -26,15 +26,17 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from sslcluster.clustering.algorithms import fit_predict_shuffled, precheck, row_permutation
+from sslcluster.clustering.algorithms import (ASSIGN_BLOCK, fit_predict_shuffled, precheck, row_permutation,
+                                              train_rows)
 from sslcluster.clustering.base import ClusteringAlgorithm
-from sslcluster.clustering.preprocess import PreprocessConfig, preprocess
+from sslcluster.clustering.preprocess import Preprocessor, PreprocessConfig, preprocess
 from sslcluster.clustering.select_k import SelectKConfig, check_config, sweep_k
 from sslcluster.errors import SSLClusterError
-from sslcluster.evaluation.metrics import QUALITY_SPACE, cluster_metrics, quality_space
+from sslcluster.evaluation.metrics import (QUALITY_SPACE, cluster_metrics, internal_metrics, internal_rows,
+                                           quality_space)
 from sslcluster.evaluation.plots import k_selection_curves
 from sslcluster.factory import build
-from sslcluster.store.embeddings import read_embeddings
+from sslcluster.store.embeddings import ARRAY, RowFile, open_streaming
 from sslcluster.store.io import read_json, write_json, write_npy
 from sslcluster.store.rundir import RunDir
 
@@ -90,7 +92,57 @@ def checked_algorithm(cfg: DictConfig, shape: tuple[int, ...], pre_cfg: Preproce
         precheck(algo, n)
     else:
         algo.check()
+    algo.resolved_train_size(n)  # a train_size above n is refused here, before any folder is made
+    if algo.reads_files and (pre_cfg.pca_dim or pre_cfg.umap_dim or sel_cfg is not None):
+        raise SSLClusterError(f"clustering={cfg.clustering.name} reads the embeddings file on its workers: only "
+                              "clustering.preprocess.l2 applies (set pca_dim and umap_dim to null, "
+                              "select_k.method to null)")
     return algo
+
+
+def _select_k(cfg: DictConfig, algo: ClusteringAlgorithm, x: np.ndarray, sel_cfg: SelectKConfig,
+              record: dict[str, Any], out: Path) -> None:
+    """Choose k by a sweep on ``x`` (N, D), rows already in a seeded random order; sets ``algo.k``."""
+    sweep = sweep_k(algo, x, sel_cfg, seed=cfg.seed, progress=lambda m: log.info("select_k %s", m))
+    algo.k = sweep["chosen_k"]  # type: ignore[attr-defined]  # choosable_k: it has k
+    record["select_k"] = sweep
+    k_selection_curves(sweep, out / "plots" / "select_k.png")
+    log.info("select_k: %s chose k=%d", sweep["method"], sweep["chosen_k"])
+
+
+def _cluster_streamed(cfg: DictConfig, array: RowFile, algo: ClusteringAlgorithm, pre_cfg: PreprocessConfig,
+                      sel_cfg: SelectKConfig | None, record: dict[str, Any],
+                      out: Path) -> tuple[np.ndarray, int, float, float]:
+    """Streaming clustering of ``array`` (N, D), read from its file block by block: the preprocessing and the algorithm are fitted on
+    a seeded sample of ``train_size`` rows (random order), then every row is preprocessed and assigned block by
+    block. Memory: the sample, one block, and the labels (N,) int64. Returns labels, the clustered dimension and
+    the times preprocessing and k selection ended."""
+    n = int(array.shape[0])
+    rows = train_rows(n, algo.resolved_train_size(n), cfg.seed)
+    order = np.argsort(rows)
+    sample = np.empty((len(rows), array.shape[1]), dtype=np.float32)
+    sample[order] = array[rows[order]]  # read in file order, kept in the random order
+    bad = ~np.isfinite(sample).all(axis=1)
+    if bad.any():  # named by their rows in the file (the sample's own order is random)
+        first = np.sort(rows[bad])
+        raise SSLClusterError(f"{len(first)} embedding rows contain NaN or inf (first rows: {first[:5].tolist()}); "
+                              "refusing to cluster them")
+    pre = Preprocessor(pre_cfg)
+    xs = pre.fit_transform(sample)
+    del sample
+    t1 = time.perf_counter()
+    if sel_cfg is not None:
+        _select_k(cfg, algo, xs, sel_cfg, record, out)
+    t_sel = time.perf_counter()
+    algo.fit(xs)
+    dim = int(xs.shape[1])
+    del xs
+    algo.start_assign()
+    labels = np.empty(n, dtype=np.int64)
+    for s in range(0, n, ASSIGN_BLOCK):
+        labels[s:s + ASSIGN_BLOCK] = algo.assign(pre.transform(array[s:s + ASSIGN_BLOCK], offset=s))
+    record["train_rows"] = int(len(rows))
+    return labels, dim, t1, t_sel
 
 
 def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite: bool = False,
@@ -99,10 +151,10 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
 
     ``representation`` (``learned``, ``pixels``) and ``primary`` (the run's own clustering of that representation,
     which its ``metrics.json`` summarises) are recorded in ``record.json``."""
-    es = read_embeddings(embeddings, with_labels=False)
+    manifest, array, ids_sha256 = open_streaming(embeddings)  # neither the array nor the index held in memory
     pre_cfg = PreprocessConfig(**OmegaConf.to_container(cfg.clustering.preprocess, resolve=True), seed=cfg.seed)
     sel_cfg = select_k_config(cfg)
-    algo = checked_algorithm(cfg, es.array.shape, pre_cfg, sel_cfg)
+    algo = checked_algorithm(cfg, array.shape, pre_cfg, sel_cfg)
     out = prepare_cluster_dir(run, key, overwrite)
     record: dict[str, Any] = {
         "key": key,
@@ -111,11 +163,11 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         "preprocess": pre_cfg.describe(),
         "config": OmegaConf.to_container(cfg.clustering, resolve=True),
         "embeddings": run.store_path(embeddings),
-        "features": es.manifest.get("features"),
+        "features": manifest.get("features"),
         "representation": representation,
         "primary": primary,
-        "ids_sha256": es.index.ids_sha256(),
-        "n_points": int(es.array.shape[0]),
+        "ids_sha256": ids_sha256,
+        "n_points": int(array.shape[0]),
         "seed": cfg.seed,
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -123,24 +175,32 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
     write_json(out / "record.json", record)
     try:
         t0 = time.perf_counter()
-        x = preprocess(np.asarray(es.array), pre_cfg)
-        t1 = time.perf_counter()
-        if sel_cfg is not None:
-            sweep = sweep_k(algo, x[row_permutation(len(x), cfg.seed)], sel_cfg, seed=cfg.seed,
-                            progress=lambda m: log.info("select_k %s", m))
-            algo.k = sweep["chosen_k"]  # type: ignore[attr-defined]  # choosable_k: it has k
-            record["select_k"] = sweep
-            k_selection_curves(sweep, out / "plots" / "select_k.png")
-            log.info("select_k: %s chose k=%d", sweep["method"], sweep["chosen_k"])
-        t_sel = time.perf_counter()
-        labels = fit_predict_shuffled(algo, x, seed=cfg.seed)
+        if algo.reads_files:  # a distributed engine: its workers read the file in blocks
+            t1 = t_sel = time.perf_counter()
+            labels = algo.fit_predict_file(embeddings / ARRAY, int(array.shape[0]), int(array.shape[1]),
+                                           l2=pre_cfg.l2)
+            dim = int(array.shape[1])
+        elif algo.streams:
+            labels, dim, t1, t_sel = _cluster_streamed(cfg, array, algo, pre_cfg, sel_cfg, record, out)
+        else:
+            x = preprocess(array[:], pre_cfg)
+            dim = int(x.shape[1])
+            t1 = time.perf_counter()
+            if sel_cfg is not None:
+                _select_k(cfg, algo, x[row_permutation(len(x), cfg.seed)], sel_cfg, record, out)
+            t_sel = time.perf_counter()
+            labels = fit_predict_shuffled(algo, x, seed=cfg.seed)
+            del x
         t2 = time.perf_counter()
-        if labels.shape != (x.shape[0],):
-            raise SSLClusterError(f"{cfg.clustering.name} returned {labels.shape} labels for {x.shape[0]} points")
-        quality = cluster_metrics(quality_space(es.array), labels, None)
+        n = int(array.shape[0])
+        if labels.shape != (n,):
+            raise SSLClusterError(f"{cfg.clustering.name} returned {labels.shape} labels for {n} points")
+        quality = cluster_metrics(None, labels, None)
         if quality["n_clusters"] == 0:
             raise SSLClusterError(f"{cfg.clustering.name} labelled every point as noise; nothing was clustered "
                                   "(try other parameters)")
+        rows = internal_rows(labels)  # a fixed sample: only those rows of the embeddings are read
+        quality.update(internal_metrics(quality_space(array[rows]), labels[rows]))
         t3 = time.perf_counter()
         artifacts = algo.artifacts()
         for name, arr in artifacts.items():
@@ -151,8 +211,8 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         raise
     record.update({
         "params": algorithm_params(algo),
-        "backend": algo.resolved_backend(x.shape[0]),
-        "clustered_dim": int(x.shape[1]),
+        "backend": algo.resolved_backend(n),
+        "clustered_dim": dim,
         "quality_space": QUALITY_SPACE,
         "row_order": f"seeded permutation (seed {cfg.seed})",
         "fit_info": algo.fit_info(),
@@ -163,6 +223,6 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     write_json(out / "record.json", record)
-    log.info("clustered %d points into %d clusters (%s) in %.2fs", x.shape[0], quality["n_clusters"],
+    log.info("clustered %d points into %d clusters (%s) in %.2fs", n, quality["n_clusters"],
              cfg.clustering.name, t2 - t_sel)
     return out

@@ -36,10 +36,10 @@ def check_data_config(cfg: DictConfig) -> None:
         check_holdout_fraction(cfg.data.holdout_fraction)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, key: str = "export.device") -> torch.device:
     """``auto`` (CUDA when available), or the named device, refused when it is CUDA and none is present."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SSLClusterError(f"export.device={name!r} but no CUDA device is available")
+        raise SSLClusterError(f"{key}={name!r} but no CUDA device is available")
     return torch.device(name)

@@ -22,6 +22,7 @@ from sslcluster.data.resolve import load_image
 from sslcluster.evaluation import plots
 from sslcluster.evaluation.browse import write_cluster_folders
 from sslcluster.naming import read_names
+from sslcluster.stages.common import resolve_device
 from sslcluster.store.clusters import Clustering, labels_from_csv, load_clustering  # noqa: F401  (importable here)
 from sslcluster.store.embeddings import EmbeddingIndex, read_embeddings
 from sslcluster.store.io import write_json
@@ -164,15 +165,37 @@ def validation_metrics(cfg: DictConfig, clustered_train: Path, backbone_train: P
     return out
 
 
+def probe_settings(cfg: DictConfig) -> dict[str, Any]:
+    """``evaluate.probe`` as keyword arguments of :func:`~sslcluster.evaluation.probes.linear_probe_accuracy`
+    (backend, device, and for the torch probe its weight-decay grid, validation fraction and iterations)."""
+    node = OmegaConf.to_container(cfg.evaluate.get("probe") or {}, resolve=True)
+    assert isinstance(node, dict)
+    backend = str(node.pop("backend", "torch"))
+    device = resolve_device(str(node.pop("device", "auto")), key="evaluate.probe.device")
+    if backend == "sklearn":
+        return {"backend": backend, "device": device}
+    known = {"weight_decays", "val_fraction", "max_iter"}
+    unknown = set(node) - known
+    if unknown:
+        raise SSLClusterError(f"evaluate.probe: unknown keys {sorted(unknown)} (known: backend, device, "
+                              f"{', '.join(sorted(known))})")
+    if "weight_decays" in node:
+        node["weight_decays"] = tuple(float(v) for v in node["weight_decays"])
+    return {"backend": backend, "device": device, **node}
+
+
 def evaluate_representation(cfg: DictConfig, train_dir: Path, test_dir: Path) -> dict[str, float]:
-    """kNN (train split as bank) and linear-probe top-1 on the test split."""
+    """kNN (train split as bank) and linear-probe top-1 on the test split. The arrays stay memory-mapped: kNN
+    reads them in blocks, the probe copies the labelled rows once onto its device."""
     train = read_embeddings(train_dir, with_labels=True)
     test = read_embeddings(test_dir, with_labels=True)
     if train.array.shape[1] != test.array.shape[1]:
         raise SSLClusterError(f"{train_dir} and {test_dir} have different dimensions")
-    tx, ty = np.asarray(train.array, dtype=np.float32), train.index.labels
-    qx, qy = np.asarray(test.array, dtype=np.float32), test.index.labels
+    assert train.index.labels is not None and test.index.labels is not None
+    tx, ty = train.array, train.index.labels
+    qx, qy = test.array, test.index.labels
+    probe = probe_settings(cfg) if cfg.evaluate.linear_probe else None  # bad settings fail before any work
     out = {"knn_top1": knn_accuracy(tx, ty, qx, qy, k=cfg.evaluate.knn_k, t=cfg.evaluate.knn_t)}
-    if cfg.evaluate.linear_probe:
-        out["linear_top1"] = linear_probe_accuracy(tx, ty, qx, qy, seed=cfg.seed)
+    if probe is not None:
+        out["linear_top1"] = linear_probe_accuracy(tx, ty, qx, qy, seed=cfg.seed, **probe)
     return out

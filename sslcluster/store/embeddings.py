@@ -8,9 +8,10 @@
 The manifest is written last; a folder whose manifest is missing or not ``complete`` is not an embeddings set.
 
 Large exports go through :class:`ShardedWriter`: the manifest is first written with ``status: running``, rows
-are computed in shards of ``shard_size`` saved atomically as ``shards/00000.npy``, ``shards/00001.npy``, ... next
-to a ``shards/plan.json`` that identifies the export (checkpoint hash, features, data config, ids, ...). An
-interrupted export rerun with the same plan computes only the missing shards. The shards are then streamed into
+are computed in shards of ``shard_size`` saved atomically as ``shards/00000.npy``, ``shards/00001.npy``, ... (each
+with ``rows_<k>.npy``, the row positions it holds) next to a ``shards/plan.json`` that identifies the export (checkpoint hash, features, data config, ids, ...). An
+interrupted export rerun with the same plan computes only the missing shards, whichever process (rank) computes
+them: a distributed export deals the missing shards to its ranks, each writing its own. The shards are then streamed into
 ``embeddings.npy`` (through a memory map, one shard at a time: never the whole array in memory), the index
 written, the manifest rewritten ``complete``, and the shards removed.
 """
@@ -177,6 +178,96 @@ def read_embeddings(folder: str | Path, with_labels: bool = False, mmap: bool = 
     return EmbeddingSet(array, index, manifest, folder)
 
 
+class RowFile:
+    """The rows of an (N, D) ``.npy`` file read with plain file reads, not a memory map: resident memory holds only
+    the rows asked for (a memory map keeps every page it touched resident while it is open, so streaming a file
+    through one grows the process to the file's size). ``x[start:end]`` reads a block, ``x[rows]`` (int array)
+    reads those rows in file order, returned in the order asked."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran or len(shape) != 2:
+            raise SSLClusterError(f"{self.path}: expected a C-ordered (N, D) array, got shape {shape}")
+        self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(dtype)
+        self.ndim = 2
+        self._row_bytes = self.shape[1] * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read(self, f: Any, start: int, count: int) -> np.ndarray:
+        f.seek(self.offset + start * self._row_bytes)
+        out = np.fromfile(f, dtype=self.dtype, count=count * self.shape[1])
+        return out.reshape(count, self.shape[1])
+
+    def __getitem__(self, item: Any) -> np.ndarray:
+        with open(self.path, "rb") as f:
+            if isinstance(item, slice):
+                start, stop, step = item.indices(self.shape[0])
+                if step != 1:
+                    raise IndexError("RowFile reads contiguous blocks (step 1)")
+                return self._read(f, start, max(0, stop - start))
+            rows = np.asarray(item, dtype=np.int64).reshape(-1)
+            order = np.argsort(rows, kind="stable")
+            out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
+            sorted_rows = rows[order]
+            # runs of consecutive rows are read at once
+            breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
+            for run in np.split(np.arange(len(rows)), breaks):
+                if len(run):
+                    out[order[run]] = self._read(f, int(sorted_rows[run[0]]), len(run))
+            return out
+
+
+def streamed_ids_digest(folder: str | Path) -> tuple[int, str]:
+    """The number of rows of ``index.csv`` and the sha256 of its ids (as :func:`ids_digest`), read row by row
+    without holding the index in memory."""
+    path = Path(folder) / INDEX
+    if not path.exists():
+        raise SSLClusterError(f"index file missing: {path}")
+    h = hashlib.sha256()
+    n = 0
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or header[:2] != ["id", "path"]:
+            raise SSLClusterError(f"{path}: expected header 'id,path,label', got {header}")
+        for row in reader:
+            h.update(str(row[0]).encode("utf-8", "surrogateescape"))
+            h.update(b"\n")
+            n += 1
+    return n, h.hexdigest()
+
+
+def open_streaming(folder: str | Path) -> tuple[dict[str, Any], RowFile, str]:
+    """A complete embeddings set for streaming: its manifest, its array as a :class:`RowFile` and the ids' sha256,
+    validated as :func:`read_embeddings` does but holding neither the array nor the index in memory."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    apath = folder / ARRAY
+    if not apath.exists():
+        raise SSLClusterError(f"embeddings array missing: {apath}")
+    try:
+        rows = RowFile(apath)
+    except (ValueError, EOFError, OSError) as e:
+        raise SSLClusterError(f"{apath}: not a readable .npy array ({e})") from None
+    if rows.shape[0] == 0 or rows.shape[1] == 0:
+        raise SSLClusterError(f"{apath}: expected a non-empty (N, D) array, got shape {rows.shape}")
+    n, digest = streamed_ids_digest(folder)
+    if n != rows.shape[0]:
+        raise SSLClusterError(f"{folder}: {INDEX} has {n} rows but {ARRAY} has {rows.shape[0]}")
+    if manifest.get("ids_sha256") and manifest["ids_sha256"] != digest:
+        raise SSLClusterError(f"{folder}: ids in {INDEX} do not match the manifest's ids_sha256")
+    return manifest, rows, digest
+
+
 def _plain(obj: Any) -> Any:
     """``obj`` as it reads back from JSON (tuples become lists, ...), for comparing plans."""
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
@@ -216,6 +307,10 @@ class ShardedWriter:
         """Path of shard ``k``."""
         return self.shards_dir / f"{k:05d}.npy"
 
+    def rows_path(self, k: int) -> Path:
+        """Path of the row positions (the sample ids) shard ``k`` holds, written beside it."""
+        return self.shards_dir / f"rows_{k:05d}.npy"
+
     def shard_rows(self, k: int) -> tuple[int, int]:
         """Row range ``[start, end)`` of shard ``k``."""
         start = k * self.shard_size
@@ -224,10 +319,16 @@ class ShardedWriter:
     def _shard_ok(self, k: int) -> bool:
         try:
             a = np.load(self.shard_path(k), mmap_mode="r")
+            rows = np.load(self.rows_path(k))
         except (OSError, ValueError):
             return False
         start, end = self.shard_rows(k)
-        return a.ndim == 2 and a.shape[0] == end - start and a.dtype == self.dtype
+        return (a.ndim == 2 and a.shape[0] == end - start and a.dtype == self.dtype
+                and np.array_equal(rows, np.arange(start, end)))
+
+    def missing(self) -> list[int]:
+        """The shards not yet on disk (read only: any rank may ask, after :meth:`begin` on one of them)."""
+        return [k for k in range(self.n_shards) if not self._shard_ok(k)]
 
     def begin(self) -> list[int]:
         """Mark the set ``running`` and return the shards still to compute (all of them unless an interrupted
@@ -248,23 +349,30 @@ class ShardedWriter:
             self.shards_dir.mkdir(parents=True)
             write_json(plan_path, self.plan)
             return list(range(self.n_shards))
-        missing = [k for k in range(self.n_shards) if not self._shard_ok(k)]
+        missing = self.missing()
         if len(missing) < self.n_shards:
             log.info("resuming export into %s: %d of %d shards already done", self.folder,
                      self.n_shards - len(missing), self.n_shards)
         return missing
 
-    def write_shard(self, k: int, array: np.ndarray) -> None:
-        """Save shard ``k`` (atomically) after checking its shape and that every value is finite."""
+    def write_shard(self, k: int, array: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Save shard ``k`` (atomically) after checking its shape, its rows (the positions (B,) of the samples it
+        holds, when given: each must be the shard's own, in order, once) and that every value is finite. The rows
+        are saved beside it (``rows_<k>.npy``, after the shard: a shard counts as done only with both)."""
         start, end = self.shard_rows(k)
         if array.ndim != 2 or array.shape[0] != end - start:
             raise SSLClusterError(f"shard {k} of {self.folder}: expected {end - start} rows, got shape {array.shape}")
+        expected = np.arange(start, end)
+        if rows is not None and not np.array_equal(np.asarray(rows), expected):
+            raise SSLClusterError(f"shard {k} of {self.folder}: rows {np.asarray(rows)[:5].tolist()}... are not "
+                                  f"rows {start}..{end - 1} in order")
         bad = ~np.isfinite(array.astype(np.float32, copy=False)).all(axis=1)
         if bad.any():
             rows = (np.flatnonzero(bad) + start)[:5].tolist()
             raise SSLClusterError(f"{int(bad.sum())} exported rows of {self.folder} contain NaN or inf (first rows: "
                                   f"{rows}); nothing was marked complete")
         write_npy(self.shard_path(k), np.ascontiguousarray(array, dtype=self.dtype))
+        write_npy(self.rows_path(k), expected)
 
     def finish(self, index: EmbeddingIndex, keep_shards: bool = False, **manifest: Any) -> Path:
         """Assemble the shards into ``embeddings.npy`` one at a time, write the index, then the ``complete``

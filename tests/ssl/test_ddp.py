@@ -209,8 +209,9 @@ def test_non_zero_rank_needs_a_run_key(tiny, monkeypatch):
 
 
 def test_train_py_with_two_devices(tmp_path):
-    """``train.py trainer.devices=2`` (Lightning picks DDP): both processes train into one run directory; rank 0 alone exports,
-    clusters and reports."""
+    """``train.py trainer.devices=2`` (Lightning picks DDP): both processes train into one run directory and export
+    (each its share of the shards; here one shard per split, so rank 1 computes a dropped padding batch); rank 0
+    alone assembles, clusters and reports."""
     args = [sys.executable, str(ROOT / "train.py"), f"run.root={tmp_path / 'runs'}", "run.key=ddp",
             "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_epochs=1",
             "data.batch_size=32", "backbone.module.width=8", "backbone.module.depth=2", "logger=none",
@@ -219,6 +220,8 @@ def test_train_py_with_two_devices(tmp_path):
     proc = subprocess.run(args, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("run key: ddp") == 1
+    log = proc.stdout + proc.stderr
+    assert "rank 0 of 2 computes shards [0]" in log and "rank 1 of 2 computes shards []" in log
     runs = list((tmp_path / "runs").iterdir())
     assert [r.name for r in runs] == ["ddp"]
     assert (runs[0] / "checkpoints" / "last.ckpt").is_file() and (runs[0] / "metrics.json").is_file()

@@ -1,0 +1,101 @@
+"""Linear probe: sslcluster's torch probe (L-BFGS, weight decay chosen on a validation part of train) against
+scikit-learn's ``LogisticRegression`` (lbfgs, C=1, max_iter=1000, on standardised features), side by side in one
+run: test top-1 and wall time of each, and kNN (k=200, T=0.1, faiss, blocked) for reference.
+
+    python benchmarks/probe_speed.py --cifar /work/data/cifar10        # 60,000 x 3,072 CIFAR-10 pixels
+    python benchmarks/probe_speed.py --embeddings RUN/embeddings/train RUN/embeddings/test   # learned features
+    python benchmarks/probe_speed.py --digits                           # seconds (as the tests run it)
+
+CIFAR-10 pixels are read from the JPEG folders (train/<class>/*.jpg, test/<class>/*.jpg) once and kept as .npy
+under ``--cache`` for later runs (reading 60,000 JPEGs is not what is measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from _common import machine  # noqa: E402  (also puts the repository on sys.path)
+
+from sslcluster.evaluation.probes import knn_accuracy, linear_probe, sklearn_linear_probe
+
+
+def cifar_pixels(root: Path, split: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3072) float32 pixels in [0, 1] and (N,) labels of a CIFAR-10 JPEG folder split."""
+    xs, ys = cache / f"cifar10_{split}_x.npy", cache / f"cifar10_{split}_y.npy"
+    if xs.exists() and ys.exists():
+        return np.load(xs, mmap_mode="r"), np.load(ys)
+    from PIL import Image
+
+    classes = sorted(p.name for p in (root / split).iterdir() if p.is_dir())
+    files = [(f, c) for c, name in enumerate(classes) for f in sorted((root / split / name).glob("*.jpg"))]
+    x = np.empty((len(files), 32 * 32 * 3), dtype=np.float32)
+    for i, (f, _) in enumerate(files):
+        x[i] = np.asarray(Image.open(f).convert("RGB"), dtype=np.float32).reshape(-1) / 255.0
+    y = np.array([c for _, c in files], dtype=np.int64)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(xs, x)
+    np.save(ys, y)
+    return x, y
+
+
+def compare(name: str, tx: np.ndarray, ty: np.ndarray, qx: np.ndarray, qy: np.ndarray, knn: bool) -> dict:
+    print(f"## {name}: train {tx.shape}, test {qx.shape}", flush=True)
+    t0 = time.perf_counter()
+    r = linear_probe(tx, ty, qx, qy, seed=0)
+    torch_s = time.perf_counter() - t0
+    print(f"torch probe   top-1 {r.accuracy:.4f}  {torch_s:8.1f} s  (weight decay {r.weight_decay:g}, validation "
+          f"top-1 {r.val_accuracy})", flush=True)
+    t0 = time.perf_counter()
+    s = sklearn_linear_probe(tx, ty, qx, qy, seed=0)
+    sk_s = time.perf_counter() - t0
+    print(f"sklearn probe top-1 {s.accuracy:.4f}  {sk_s:8.1f} s", flush=True)
+    print(f"difference {100 * (r.accuracy - s.accuracy):+.2f} points; torch {sk_s / torch_s:.1f}x faster",
+          flush=True)
+    row = {"case": name, "torch_acc": r.accuracy, "torch_s": torch_s, "sklearn_acc": s.accuracy, "sklearn_s": sk_s}
+    if knn:
+        t0 = time.perf_counter()
+        row["knn"] = knn_accuracy(tx, ty, qx, qy, k=200, t=0.1)
+        print(f"kNN (k=200, T=0.1, faiss blocks) top-1 {row['knn']:.4f}  {time.perf_counter() - t0:.1f} s",
+              flush=True)
+    return row
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cifar", type=Path, help="CIFAR-10 JPEG folder (train/, test/)")
+    p.add_argument("--cache", type=Path, default=Path("/tmp/sslcluster-bench"), help="where pixel arrays are kept")
+    p.add_argument("--embeddings", type=Path, nargs=2, metavar=("TRAIN", "TEST"), help="embeddings folders")
+    p.add_argument("--digits", action="store_true", help="scikit-learn's digits, 70/30 split (seconds)")
+    p.add_argument("--no-knn", action="store_true")
+    a = p.parse_args(argv)
+    print(f"# probe_speed | {machine()}", flush=True)
+    rows = []
+    if a.digits:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        x, y = load_digits(return_X_y=True)
+        tx, qx, ty, qy = train_test_split(x.astype(np.float32), y, test_size=0.3, random_state=0)
+        rows.append(compare("digits pixels", tx, ty, qx, qy, not a.no_knn))
+    if a.embeddings:
+        from sslcluster.store.embeddings import read_embeddings
+
+        tr, te = (read_embeddings(f, with_labels=True) for f in a.embeddings)
+        assert tr.index.labels is not None and te.index.labels is not None
+        rows.append(compare(f"embeddings {a.embeddings[0].parent.parent.name}", tr.array, tr.index.labels,
+                            te.array, te.index.labels, not a.no_knn))
+    if a.cifar:
+        tx, ty = cifar_pixels(a.cifar, "train", a.cache)
+        qx, qy = cifar_pixels(a.cifar, "test", a.cache)
+        rows.append(compare("CIFAR-10 pixels", tx, ty, qx, qy, not a.no_knn))
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,145 @@
+"""Streaming clustering at scale: the cluster stage (default k-means: a seeded sample, then every row assigned in
+blocks read from the file) on N x D planted blobs written to disk as an embeddings set, beside a direct faiss call
+doing the same work (the same sample, k-means++ seeds, the same iterations, assignment in blocks of a memory map),
+each in its own process: wall time, peak resident memory above a bare ``import sslcluster, torch`` (measured in a
+third process), NMI against the planted labels. The data file is deleted at the end.
+
+    python benchmarks/streaming_cluster.py                                 # 2,000,000 x 128, k=100 (a 1 GB file)
+    python benchmarks/streaming_cluster.py --n 10000000                    # 10,000,000 x 128 (5 GB; check df first)
+    python benchmarks/streaming_cluster.py --n 50000 --k 10                # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from _common import ROOT, machine  # noqa: E402  (also puts the repository on sys.path)
+
+# VmHWM: this process's peak resident memory (getrusage's ru_maxrss would carry over the parent's peak across fork)
+PEAK = ("peak = lambda: int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) / 1024"
+        "  # MiB\n")
+
+BARE = PEAK + "import sslcluster, torch\nprint(json.dumps({'peak_mib': peak()}))\n"
+
+PROJECT = PEAK + textwrap.dedent("""
+    import sslcluster, torch, sys, time
+    from sslcluster.config import compose
+    from sslcluster.pipeline import stage_cluster
+    root, k = sys.argv[1], sys.argv[2]
+    t = time.perf_counter()
+    stage_cluster(compose([f"run.root={root}", "run.key=bench", "logger=none", f"clustering.algorithm.k={k}",
+                           "clustering.preprocess.l2=false", "cluster.overwrite=true"]))
+    print(json.dumps({"seconds": time.perf_counter() - t, "peak_mib": peak()}))
+""")
+
+DIRECT = PEAK + textwrap.dedent("""
+    import sys, time
+    import numpy as np, faiss
+    from sklearn.cluster import kmeans_plusplus
+    path, k, train_size, iters, block, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \\
+        int(sys.argv[5]), sys.argv[6]
+    t = time.perf_counter()
+    x = np.load(path, mmap_mode="r")
+    n = len(x)
+    rows = np.sort(np.random.default_rng(0).choice(n, train_size, replace=False))
+    sample = np.ascontiguousarray(x[rows], dtype=np.float32)
+    init, _ = kmeans_plusplus(sample, k, random_state=0)
+    km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=0, max_points_per_centroid=train_size // k + 1)
+    km.train(sample, init_centroids=init.astype(np.float32))
+    labels = np.empty(n, dtype=np.int64)
+    for s in range(0, n, block):
+        labels[s:s + block] = km.index.search(np.ascontiguousarray(x[s:s + block]), 1)[1][:, 0]
+    np.save(out, labels)
+    print(json.dumps({"seconds": time.perf_counter() - t, "peak_mib": peak()}))
+""")
+
+
+def write_set(folder: Path, n: int, dim: int, k: int, seed: int = 0) -> np.ndarray:
+    """An embeddings set of planted blobs (centres N(0, 4^2 I), unit noise), written in chunks; the labels (N,)."""
+    from sslcluster.store.embeddings import ARRAY, INDEX, MANIFEST, ids_digest
+    from sslcluster.store.io import write_json
+
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, dim)).astype(np.float32) * 4
+    labels = rng.permutation(np.arange(n, dtype=np.int64) % k)
+    folder.mkdir(parents=True)
+    arr = np.lib.format.open_memmap(folder / ARRAY, mode="w+", dtype=np.float32, shape=(n, dim))
+    step = 1 << 18
+    for s in range(0, n, step):
+        e = min(s + step, n)
+        arr[s:e] = centres[labels[s:e]] + rng.standard_normal((e - s, dim), dtype=np.float32)
+    arr.flush()
+    del arr
+    ids = [str(i) for i in range(n)]
+    with open(folder / INDEX, "w") as f:
+        f.write("id,path,label\n")
+        f.writelines(f"{i},,\n" for i in ids)
+    write_json(folder / MANIFEST, {"count": n, "dim": dim, "dtype": "float32", "ids_sha256": ids_digest(ids),
+                                   "classes": None, "features": "backbone", "status": "complete"})
+    return labels
+
+
+def child(code: str, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", "import json\n" + code, *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=2_000_000)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--dir", type=Path, default=None, help="where the data file goes (default: a temporary folder)")
+    a = p.parse_args(argv)
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from sslcluster.clustering.algorithms import ASSIGN_BLOCK, KMeans
+
+    print(f"# streaming_cluster | {machine()}", flush=True)
+    tmp = Path(tempfile.mkdtemp(dir=a.dir, prefix="sslcluster-stream-"))
+    try:
+        folder = tmp / "runs" / "bench" / "embeddings" / "test"
+        t = time.perf_counter()
+        y = write_set(folder, a.n, a.dim, a.k)
+        size = (folder / "embeddings.npy").stat().st_size
+        print(f"{a.n:,} x {a.dim} float32 ({size / 2**30:.2f} GiB), k={a.k}; written in "
+              f"{time.perf_counter() - t:.0f} s", flush=True)
+        d = KMeans(k=a.k)
+        ts = d.resolved_train_size(a.n)
+        bare = child(BARE)
+        print(f"bare `import sslcluster, torch`: peak RSS {bare['peak_mib']:.0f} MiB", flush=True)
+        proj = child(PROJECT, str(tmp / "runs"), str(a.k))
+        labels = np.load(tmp / "runs" / "bench" / "clusters" / "kmeans-test" / "labels.npy")
+        times = json.loads((tmp / "runs" / "bench" / "clusters" / "kmeans-test" / "record.json").read_text())["times_s"]
+        print(f"sslcluster cluster stage (default k-means: sample {ts:,}, {d.max_iter} it, l2 off): "
+              f"{proj['seconds']:.1f} s, peak RSS {proj['peak_mib']:.0f} MiB = {proj['peak_mib'] - bare['peak_mib']:.0f} "
+              f"MiB above the bare import, NMI {normalized_mutual_info_score(y, labels):.4f}; stage parts (s): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in times.items()), flush=True)
+        del labels
+        direct = child(DIRECT, str(folder / "embeddings.npy"), str(a.k), str(ts), str(d.max_iter),
+                       str(ASSIGN_BLOCK), str(tmp / "direct.npy"))
+        labels = np.load(tmp / "direct.npy")
+        print(f"direct faiss (same sample, k-means++, {d.max_iter} it, memory-mapped blocks): "
+              f"{direct['seconds']:.1f} s, peak RSS {direct['peak_mib']:.0f} MiB (a process without torch), "
+              f"NMI {normalized_mutual_info_score(y, labels):.4f}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,104 @@
+"""kNN through faiss in blocks (bank never read whole, same predictions as lightly's ``knn_predict``) and the torch
+linear probe (weight decay chosen on train only, within 0.5 point of scikit-learn on digits)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from lightly.utils.benchmarking import knn_predict
+from omegaconf import OmegaConf
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from sslcluster.errors import SSLClusterError
+from sslcluster.evaluation import probes
+
+
+class RowReader:
+    """An (N, D) array that records the largest number of rows any single read returned (stands in for a memory
+    map: reading a block of it is what costs memory)."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+        self.shape = a.shape
+        self.dtype = a.dtype
+        self.max_rows = 0
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def __getitem__(self, item):
+        out = self.a[item]
+        self.max_rows = max(self.max_rows, len(out) if out.ndim else 1)
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        self.max_rows = len(self.a)
+        return self.a if dtype is None else self.a.astype(dtype)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = load_digits(return_X_y=True)
+    return train_test_split(x.astype(np.float32), y.astype(np.int64), test_size=0.3, random_state=0)
+
+
+def lightly_top1(tx, ty, qx, qy, k=200, t=0.1) -> float:
+    keep_b, keep_q = ty >= 0, qy >= 0
+    bank = torch.nn.functional.normalize(torch.from_numpy(tx[keep_b]), dim=1).t().contiguous()
+    q = torch.nn.functional.normalize(torch.from_numpy(qx[keep_q]), dim=1)
+    pred = knn_predict(q, bank, torch.from_numpy(ty[keep_b]), int(max(ty.max(), qy.max())) + 1,
+                       knn_k=min(k, int(keep_b.sum())), knn_t=t)
+    return float((pred[:, 0].numpy() == qy[keep_q]).mean())
+
+
+def test_blocked_knn_equals_lightly_and_reads_the_bank_in_blocks(digits, monkeypatch):
+    tx, qx, ty, qy = digits
+    ty = ty.copy()
+    ty[::7] = -1  # unlabelled bank rows are left out of the bank
+    monkeypatch.setattr(probes, "KNN_BANK_BLOCK", 256, raising=False)
+    monkeypatch.setattr(probes, "KNN_QUERY_BLOCK", 100, raising=False)
+    bank = RowReader(tx)
+    got = probes.knn_accuracy(bank, ty, qx, qy, k=200, t=0.1)
+    assert got == pytest.approx(lightly_top1(tx, ty, qx, qy), abs=1 / len(qy))  # at most one tie differs
+    assert bank.max_rows <= 256, f"the bank was read {bank.max_rows} rows at once"
+
+
+def test_knn_k_larger_than_the_bank(digits):
+    tx, qx, ty, qy = digits
+    got = probes.knn_accuracy(tx[:50], ty[:50], qx, qy, k=200, t=0.1)
+    assert got == pytest.approx(lightly_top1(tx[:50], ty[:50], qx, qy), abs=1 / len(qy))
+
+
+def test_torch_probe_within_half_a_point_of_sklearn_on_digits(digits):
+    tx, qx, ty, qy = digits
+    r = probes.linear_probe(tx, ty, qx, qy, seed=0)
+    s = probes.sklearn_linear_probe(tx, ty, qx, qy, seed=0)
+    assert r.accuracy >= s.accuracy - 0.005, (r, s)
+    assert r.weight_decay in probes.PROBE_WEIGHT_DECAYS and len(r.val_accuracy) == len(probes.PROBE_WEIGHT_DECAYS)
+
+
+def test_probe_choice_never_sees_the_test_labels(digits):
+    """The weight decay and the validation figures are the same whatever the test labels are."""
+    tx, qx, ty, qy = digits
+    a = probes.linear_probe(tx, ty, qx, qy, seed=0, weight_decays=(1e-2, 1e-4), max_iter=30)
+    shuffled = np.random.default_rng(0).permutation(qy)
+    b = probes.linear_probe(tx, ty, qx, shuffled, seed=0, weight_decays=(1e-2, 1e-4), max_iter=30)
+    assert a.weight_decay == b.weight_decay and a.val_accuracy == b.val_accuracy
+    assert a.accuracy != b.accuracy  # the test labels are only scored against
+
+
+def test_probe_settings_refuse_unknown_keys_and_cuda_without_gpu():
+    from sslcluster.stages.evaluate import probe_settings
+
+    cfg = OmegaConf.create({"evaluate": {"probe": {"backend": "torch", "device": "cpu", "lr": 0.1}}})
+    with pytest.raises(SSLClusterError, match=r"evaluate.probe: unknown keys \['lr'\]"):
+        probe_settings(cfg)
+    if not torch.cuda.is_available():
+        cfg = OmegaConf.create({"evaluate": {"probe": {"device": "cuda"}}})
+        with pytest.raises(SSLClusterError, match="evaluate.probe.device='cuda'"):
+            probe_settings(cfg)
+    with pytest.raises(SSLClusterError, match="evaluate.probe.backend='svm'"):
+        probes.linear_probe_accuracy(np.zeros((4, 2)), np.arange(4) % 2, np.zeros((2, 2)), np.arange(2),
+                                     backend="svm")
