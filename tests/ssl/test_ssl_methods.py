@@ -40,8 +40,8 @@ FOLDER = {
              "method.module.key_bn_splits=2"],  # batch 16: 8 images per key BatchNorm sub-batch
     # DINO's own multi-crop views at 16 px: 2 local crops of 8 px, colour off as MILD
     "dino": ["augmentation.views.local_crop_size=8", "augmentation.views.n_local_views=2", "method.views=4",
-             "augmentation.views.cj_prob=0.0", "augmentation.views.random_gray_scale=0.0",
-             "augmentation.views.solarization_prob=0.0", "augmentation.views.global_crop_scale=[0.6,1.0]",
+             "+augmentation.views.cj_prob=0.0", "+augmentation.views.random_gray_scale=0.0",
+             "+augmentation.views.solarization_prob=0.0", "+augmentation.views.global_crop_scale=[0.6,1.0]",
              "method.optim.lr=0.003", "method.optim.warmup_epochs=0"],
     # VICReg's own views (two BYOL view transforms), colour off as MILD
     "vicreg": [f"augmentation.views.view_{i}_transform.{k}" for i in (1, 2) for k in
