@@ -296,3 +296,38 @@ def test_dino_weight_decay_schedule_and_undecayed_norm_and_bias(tiny):
 def test_dino_refuses_bad_temperatures():
     with pytest.raises(SSLClusterError, match="teacher_temp=0"):
         DINO(TinyCNN(1), teacher_temp=0.0)
+
+
+# -- CIFAR-10 presets ---------------------------------------------------------------------------------------------
+
+LIGHTLY_CIFAR10 = {"name": "sgd", "lr": 0.06, "base_batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4,
+                   "warmup_epochs": 0}
+
+
+@pytest.mark.parametrize("method,heads", [("byol", (1024, 256)), ("barlowtwins", (2048, 2048)),
+                                          ("dino", (2048, 2048))])
+def test_cifar10_presets_follow_lightlys_benchmark(method, heads):
+    cfg = compose([f"+experiment=cifar10_{method}", "data.source.root=x"])
+    optim = dict(cfg.method.optim)
+    assert {k: optim[k] for k in LIGHTLY_CIFAR10} == LIGHTLY_CIFAR10
+    assert optim.get("weight_decay_end") is None and not optim.get("no_decay_norm_bias")
+    assert (cfg.method.module.hidden_dim, cfg.method.module.output_dim) == heads
+    assert cfg.data.batch_size == 128 and cfg.trainer.max_epochs == 200
+    assert cfg.backbone.name == "resnet18" and cfg.backbone.module.cifar_stem
+    if method == "dino":  # two 32-px global crops, no local crops, no blur; the loss's defaults
+        v = cfg.augmentation.views
+        assert (v.global_crop_size, v.n_local_views, list(v.gaussian_blur)) == (32, 0, [0.0, 0.0, 0.0])
+        m = cfg.method.module
+        assert (m.bottleneck_dim, m.batch_norm, m.teacher_temp, m.student_temp, m.freeze_last_layer) == \
+            (256, True, 0.04, 0.1, -1)
+    else:  # the benchmark's SimCLR views without blur
+        assert cfg.augmentation.name == "simclr" and cfg.augmentation.views.gaussian_blur == 0.0
+
+
+def test_cifar10_vicreg_preset_follows_solo_learn():
+    cfg = compose(["+experiment=cifar10_vicreg", "data.source.root=x"])
+    m, o = cfg.method.module, cfg.method.optim
+    assert (m.lambda_param, m.mu_param, m.nu_param, m.hidden_dim, m.output_dim) == (25.0, 25.0, 1.0, 2048, 2048)
+    assert (o.name, o.lr, o.base_batch_size, o.weight_decay, o.warmup_epochs) == ("lars", 0.3, 256, 1e-4, 10)
+    for view in (cfg.augmentation.views.view_1_transform, cfg.augmentation.views.view_2_transform):
+        assert (view.min_scale, view.solarization_prob, view.gaussian_blur, view.cj_sat) == (0.2, 0.1, 0.0, 0.2)
