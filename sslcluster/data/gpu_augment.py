@@ -134,16 +134,18 @@ def crop_params_from_uniform(u: torch.Tensor, height: int | torch.Tensor, width:
 
 
 def resize_weights(start: torch.Tensor, length: torch.Tensor, out: int, src: int,
-                   antialias: bool = True) -> torch.Tensor:
-    """Interpolation matrices of PIL's bilinear resize of the pixel range [start, start + length) of an axis of
-    ``src`` pixels to ``out`` pixels, one per sample (written by hand: a per-sample crop box within a padded
-    batch has no library equivalent).
+                   antialias: bool = True, interpolation: str = "bilinear") -> torch.Tensor:
+    """Interpolation matrices of PIL's bilinear (or bicubic) resize of the pixel range [start, start + length) of
+    an axis of ``src`` pixels to ``out`` pixels, one per sample (written by hand: a per-sample crop box within a
+    padded batch has no library equivalent).
 
     As PIL's ``Image.resize(..., BILINEAR)`` (and ``F.interpolate(..., antialias=True)``): output pixel i is
     centred at start + (i + 0.5) * scale (scale = length / out), its weights a triangle of half-width
     max(scale, 1) in source pixels (wider than one pixel when downscaling: the antialiasing), restricted to
-    the range and normalised. ``antialias=False`` keeps the half-width at 1 pixel (plain bilinear sampling,
-    which aliases when downscaling; a deliberately wrong variant for the tests).
+    the range and normalised. ``interpolation="bicubic"``: PIL's BICUBIC filter instead of the triangle (Keys'
+    cubic with a = -0.5, support 2, stretched by max(scale, 1) the same way; DINO's crops). ``antialias=False``
+    keeps the stretch at 1 pixel (plain sampling, which aliases when downscaling; a deliberately wrong variant
+    for the tests).
 
     Args:
         start, length: (B,) the range of each sample, in pixels.
@@ -157,13 +159,21 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, out: int, src: int
     i = torch.arange(out, device=start.device, dtype=torch.float32).view(1, -1, 1)
     j = torch.arange(src, device=start.device, dtype=torch.float32).view(1, 1, -1) + 0.5  # source pixel centres
     centre = start + (i + 0.5) * scale
-    w = (1.0 - ((j - centre) / support).abs()).clamp(min=0.0)
+    d = ((j - centre) / support).abs()
+    if interpolation == "bicubic":
+        a = -0.5  # PIL's bicubic_filter
+        w = torch.where(d < 1.0, ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0,
+                        torch.where(d < 2.0, (((d - 5.0) * d + 8.0) * d - 4.0) * a, torch.zeros_like(d)))
+    elif interpolation == "bilinear":
+        w = (1.0 - d).clamp(min=0.0)
+    else:
+        raise SSLClusterError(f"interpolation {interpolation!r}: the GPU path has bilinear and bicubic")
     w = w * ((j > start) & (j < start + length)).to(w.dtype)
     return w / w.sum(dim=2, keepdim=True).clamp(min=1e-12)
 
 
 def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, int],
-                 antialias: bool = True) -> torch.Tensor:
+                 antialias: bool = True, interpolation: str = "bilinear") -> torch.Tensor:
     """Crop each image to its integer box and resize it as PIL's bilinear resize does (antialiased when
     downscaling, as lightly's ``RandomResizedCrop`` on a PIL image; equal to cropping then
     ``F.interpolate(..., mode='bilinear', antialias=True)``): two batched matrix products with
@@ -175,16 +185,21 @@ def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int | tuple[in
         boxes: (B, 4) int64 top, left, h, w.
         size: output side, or (out_h, out_w).
         antialias: False: plain bilinear sampling (aliases when downscaling; the tests' wrong variant).
+        interpolation: "bilinear" or "bicubic" (PIL's filters; bicubic overshoots, and is clipped to [0, 1]
+            after each pass as PIL clips its 8-bit intermediate image).
     Returns:
         (B, C, out_h, out_w) float.
     """
     out_h, out_w = (size, size) if isinstance(size, int) else size
     _, _, height, width = images.shape
     b = boxes.to(images.device)
-    wy = resize_weights(b[:, 0], b[:, 2], out_h, height, antialias).to(images.dtype)  # (B, out_h, H)
-    wx = resize_weights(b[:, 1], b[:, 3], out_w, width, antialias).to(images.dtype)   # (B, out_w, W)
-    x = torch.matmul(images, wx.transpose(1, 2).unsqueeze(1))  # (B, C, H, out_w)
-    return torch.matmul(wy.unsqueeze(1), x)  # (B, C, out_h, out_w)
+    wy = resize_weights(b[:, 0], b[:, 2], out_h, height, antialias, interpolation).to(images.dtype)  # (B, out_h, H)
+    wx = resize_weights(b[:, 1], b[:, 3], out_w, width, antialias, interpolation).to(images.dtype)   # (B, out_w, W)
+    x = torch.matmul(images, wx.transpose(1, 2).unsqueeze(1))  # (B, C, H, out_w): PIL's horizontal pass first
+    if interpolation == "bicubic":
+        x = x.clamp(0.0, 1.0)
+    x = torch.matmul(wy.unsqueeze(1), x)  # (B, C, out_h, out_w)
+    return x.clamp(0.0, 1.0) if interpolation == "bicubic" else x
 
 
 # -- geometry ------------------------------------------------------------------------------------------------
@@ -446,6 +461,8 @@ class ViewSpec:
     #: rotation before the flips (lightly before 1.6, whose pull request 1865 moved it after them); read from the
     #: installed lightly's own Compose by :func:`lightly_rotates_first`
     rotate_first: bool = False
+    #: the crop's resize filter: "bilinear" (torchvision's default) or "bicubic" (lightly's DINO views)
+    interpolation: str = "bilinear"
 
 
 class GPUViewTransform(torch.nn.Module):
@@ -518,7 +535,7 @@ class GPUViewTransform(torch.nn.Module):
         if s.crop == "resized":
             boxes = crop_params_from_uniform(u[:, :k], hs, ws, (s.min_scale, s.max_scale), s.ratio,
                                              self.log_uniform_ratio)
-            x = resized_crop(x, boxes, s.input_size, self.antialias)
+            x = resized_crop(x, boxes, s.input_size, self.antialias, s.interpolation)
             if q:
                 x = to_8bit(x)
         else:
@@ -771,11 +788,61 @@ def _spec_from_compose(items: Sequence[Any]) -> ViewSpec:
     return ViewSpec(input_size=size, **spec)
 
 
+def _spec_from_lightly_view(view: Any) -> ViewSpec:
+    """A :class:`ViewSpec` read from a built lightly view transform (its ``transform``, a torchvision Compose):
+    the values lightly itself passes to each view of a multi-view transform such as ``DINOTransform``, whose
+    views differ (blur, solarisation, crop size and scale)."""
+    spec: dict[str, Any] = dict(hf_prob=0.0, vf_prob=0.0, rr_prob=0.0, cj_prob=0.0, random_gray_scale=0.0,
+                                gaussian_blur=0.0, solarization_prob=0.0, normalize=None)
+    names: list[str] = []
+    for t in view.transform.transforms:
+        name = type(t).__name__
+        names.append(name)
+        if name == "RandomResizedCrop":
+            interp = str(getattr(t.interpolation, "value", t.interpolation))
+            if interp not in ("bilinear", "bicubic") or not t.antialias:
+                raise SSLClusterError(f"augmentation.views: RandomResizedCrop interpolation {interp} has no GPU "
+                                      "equivalent; use data.pipeline=cpu")
+            spec.update(input_size=int(t.size[0]), min_scale=float(t.scale[0]), max_scale=float(t.scale[1]),
+                        ratio=(float(t.ratio[0]), float(t.ratio[1])), interpolation=interp)
+        elif name in ("RandomHorizontalFlip", "RandomVerticalFlip"):
+            spec["hf_prob" if "Horizontal" in name else "vf_prob"] = float(t.p)
+        elif name == "RandomRotateDegrees":  # RandomApply(RandomRotation(degrees))
+            spec.update(rr_prob=float(t.transform.p), rr_degrees=tuple(float(d) for d in
+                                                                       t.transform.transforms[0].degrees))
+        elif name == "RandomRotate":  # quarter turns
+            spec["rr_prob"] = float(t.prob)
+        elif name == "RandomApply" and type(t.transforms[0]).__name__ == "ColorJitter":
+            cj = t.transforms[0]
+            spec.update(cj_prob=float(t.p), cj_bright=round(cj.brightness[1] - 1, 12),
+                        cj_contrast=round(cj.contrast[1] - 1, 12), cj_sat=round(cj.saturation[1] - 1, 12),
+                        cj_hue=round(cj.hue[1], 12))
+        elif name == "RandomGrayscale":
+            spec["random_gray_scale"] = float(t.p)
+        elif name == "GaussianBlur":
+            spec.update(gaussian_blur=float(t.prob), sigmas=(float(t.sigmas[0]), float(t.sigmas[1])))
+        elif name == "RandomSolarization":
+            if float(t.threshold) != 128:
+                raise SSLClusterError("augmentation.views: solarisation threshold other than 128 has no GPU equivalent")
+            spec["solarization_prob"] = float(t.prob)
+        elif name == "Normalize":
+            spec["normalize"] = {"mean": [float(v) for v in t.mean], "std": [float(v) for v in t.std]}
+        elif name != "ToTensor":
+            raise SSLClusterError(f"augmentation.views: {name} in {type(view).__name__} has no GPU equivalent; "
+                                  "use data.pipeline=cpu")
+    if "input_size" not in spec:
+        raise SSLClusterError(f"augmentation.views: {type(view).__name__} has no RandomResizedCrop")
+    rot = [i for i, n in enumerate(names) if n.startswith("RandomRotate")]
+    flips = [i for i, n in enumerate(names) if n in ("RandomHorizontalFlip", "RandomVerticalFlip")]
+    return ViewSpec(rotate_first=bool(rot and flips and rot[0] < flips[0]), **spec)
+
+
 def view_specs_from_config(node: Any) -> list[ViewSpec]:
     """The view specs of an ``augmentation.views`` node (dict or DictConfig with ``_target_``).
 
     Supported: lightly's SimCLR / MoCo transforms (two identical views), ``BYOLTransform`` with
-    ``view_1_transform`` / ``view_2_transform`` nodes, and a torchvision ``Compose`` (one view) of Resize,
+    ``view_1_transform`` / ``view_2_transform`` nodes, ``DINOTransform`` (2 global + N local crops, each view's
+    settings read from the transform lightly builds), and a torchvision ``Compose`` (one view) of Resize,
     RandomResizedCrop, RandomCrop (integer padding), flips, (RandomApply of) ColorJitter,
     RandomGrayscale, ToTensor, Normalize. Anything else raises :class:`SSLClusterError` (the
     caller then keeps the CPU path).
@@ -797,6 +864,12 @@ def view_specs_from_config(node: Any) -> list[ViewSpec]:
         return [_spec_from_kwargs(cls, node)]
     if name == "Compose":
         return [_spec_from_compose(node.get("transforms") or [])]
+    if name == "DINOTransform":
+        try:
+            built = cls(**node)
+        except (TypeError, ValueError) as e:
+            raise SSLClusterError(f"augmentation.views: {target}: {e}") from None
+        return [_spec_from_lightly_view(view) for view in built.transforms]
     if name == "BYOLTransform":
         specs = []
         for key, default in (("view_1_transform", "BYOLView1Transform"), ("view_2_transform", "BYOLView2Transform")):

@@ -104,7 +104,7 @@ def test_path_choice_and_one_line_fallback(compose, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not fit" in err and "0.00 GB" in err and "budget_gb=0.0001" in err
     data = _data(compose, tmp_path, "data.pipeline=device",
-                 "method.default_views._target_=lightly.transforms.DINOTransform")
+                 "method.default_views._target_=lightly.transforms.SwaVTransform")
     assert data.choose(cpu)[0] == "cpu" and "no GPU equivalent" in data.choose(cpu)[1]
     with pytest.raises(Exception, match="data.pipeline"):
         _data(compose, tmp_path, "data.pipeline=gpu")
@@ -119,6 +119,18 @@ def test_device_path_batches_become_views(compose, tmp_path):
     views, idx = data.on_after_batch_transfer(batch, 0)
     assert len(views) == 2 and views[0].shape == (64, 1, 16, 16) and views[0].dtype == torch.float32
     assert torch.equal(idx, batch[2])
+
+
+@pytest.mark.parametrize("method,shapes", [("byol", [16] * 2), ("barlowtwins", [16] * 2), ("vicreg", [16] * 2),
+                                           ("dino", [16] * 2 + [8] * 4)])
+def test_each_methods_default_views_on_the_device_path(compose, tmp_path, method, shapes):
+    """Every method's digits views (DINO's multi-crop included) come from the device path, no CPU fallback."""
+    data = _data(compose, tmp_path, "data.pipeline=device", f"method={method}")
+    data.setup("fit")
+    assert data.used == "device"
+    batch = next(iter(data.train_dataloader()))
+    views, _ = data.on_after_batch_transfer(batch, 0)
+    assert [v.shape[-1] for v in views] == shapes and all(v.shape[:2] == (64, 1) for v in views)
 
 
 def test_pretrain_trains_on_the_device_path(compose, tiny, tmp_path, monkeypatch):

@@ -338,7 +338,7 @@ def test_byol_views_and_unsupported_targets():
     specs = G.view_specs_from_config({"_target_": "lightly.transforms.BYOLTransform"})
     assert len(specs) == 2 and specs[0].solarization_prob == 0.0 and specs[1].solarization_prob == 0.2
     with pytest.raises(SSLClusterError, match="no GPU equivalent"):
-        G.view_specs_from_config({"_target_": "lightly.transforms.DINOTransform"})
+        G.view_specs_from_config({"_target_": "lightly.transforms.SwaVTransform"})
     with pytest.raises(SSLClusterError, match="no parameter"):
         G.view_specs_from_config({"_target_": "lightly.transforms.SimCLRTransform", "bogus": 1})
 
@@ -657,3 +657,39 @@ def test_rotation_and_flips_in_the_installed_lightlys_order():
 
     assert same(ref, ours) > P_OK
     assert same(ref, other) < P_WRONG
+
+
+# -- DINO multi-crop ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("box,size", [((3, 5, 20, 14), 8), ((0, 0, 32, 32), 16), ((7, 2, 6, 9), 16)])
+def test_bicubic_crops_equal_pils_bicubic_resize(box, size):
+    """DINO's crops resize with PIL's BICUBIC (lightly's DINOViewTransform): the GPU weights give PIL's pixels
+    (to 8-bit rounding) when downscaling (antialiased) and upscaling; bilinear ones would not."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    top, left, h, w = box
+    want = np.asarray(Image.fromarray(img).crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC))
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    boxes = torch.tensor([box])
+    got = G.resized_crop(x, boxes, size, interpolation="bicubic")[0].permute(1, 2, 0).numpy() * 255
+    assert np.abs(got - want).max() <= 1.0  # PIL rounds (and clips) its 8-bit passes
+    bilinear = G.resized_crop(x, boxes, size)[0].permute(1, 2, 0).numpy() * 255
+    assert np.abs(bilinear - want).max() > 2.0
+
+
+def test_dino_multi_crop_views_are_read_from_lightlys_own_transform():
+    node = {"_target_": "lightly.transforms.DINOTransform", "global_crop_size": 32, "local_crop_size": 16,
+            "n_local_views": 3, "cj_strength": 1.0, "normalize": {"mean": [0.5] * 3, "std": [0.5] * 3}}
+    specs = G.view_specs_from_config(node)
+    assert [s.input_size for s in specs] == [32, 32, 16, 16, 16]
+    assert [(s.min_scale, s.max_scale) for s in specs] == [(0.4, 1.0)] * 2 + [(0.05, 0.4)] * 3
+    assert [s.gaussian_blur for s in specs] == [1.0, 0.1, 0.5, 0.5, 0.5]  # DINO's per-view blur
+    assert [s.solarization_prob for s in specs] == [0.0, 0.2, 0.0, 0.0, 0.0]  # solarised: second global view only
+    assert all(s.interpolation == "bicubic" for s in specs)
+    # lightly passes cj_strength to the first global and the local views, not to the second global view
+    assert [s.cj_bright for s in specs] == [0.8, 0.4, 0.8, 0.8, 0.8]
+    views = G.from_views_config(node)
+    out = views(torch.randint(0, 256, (5, 3, 40, 40), dtype=torch.uint8), torch.Generator().manual_seed(0))
+    assert [tuple(v.shape) for v in out] == [(5, 3, 32, 32)] * 2 + [(5, 3, 16, 16)] * 3
+    assert views.groups == [[0], [1], [2, 3, 4]]  # the local crops share one call
+    assert not torch.allclose(out[2], out[3])  # ... each with its own draws

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from ssl_helpers import METHODS
+from ssl_helpers import METHODS, augmentation_for
 
 from sslcluster.config import compose
 from sslcluster.pipeline import run_pipeline
@@ -56,11 +56,12 @@ def cifar10_subset(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_runs_on_cifar10_folder(method, cifar10_subset, tmp_path):
     cfg = compose([
-        f"run.root={tmp_path}", f"run.key={method}", f"method={method}", f"augmentation={method}",
+        f"run.root={tmp_path}", f"run.key={method}", f"method={method}", f"augmentation={augmentation_for(method)}",
         "data=cifar10_folder", f"data.source.root={cifar10_subset}", "data.batch_size=64", "data.num_workers=0",
         "backbone.module.width=16", "backbone.module.depth=2", "trainer.max_epochs=2", "logger=csv",
         "clustering.algorithm.n_init=1", "evaluate.linear_probe=false", "monitor.linear_epochs=2",
         *(["method.module.queue_size=512"] if method == "moco" else []),
+        *(["augmentation.views.local_crop_size=16", "method.views=8"] if method == "dino" else []),
     ])
     run = run_pipeline(cfg)
     metrics = json.loads((run.path / "metrics.json").read_text())

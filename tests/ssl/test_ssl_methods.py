@@ -40,6 +40,15 @@ FOLDER = {
     # initial keys (with 32 it starts at 2.52 and the task then hardens as real keys fill it: no 3 % fall in 8 epochs)
     "moco": MILD + ["method.module.queue_size=16", "method.module.momentum=0.9", "method.module.hidden_dim=128",
              "method.module.key_bn_splits=2"],  # batch 16: 8 images per key BatchNorm sub-batch
+    # DINO's own multi-crop views at 16 px: 2 local crops of 8 px, colour off as MILD
+    "dino": ["augmentation.views.local_crop_size=8", "augmentation.views.n_local_views=2", "method.views=4",
+             "+augmentation.views.cj_prob=0.0", "+augmentation.views.random_gray_scale=0.0",
+             "+augmentation.views.solarization_prob=0.0", "+augmentation.views.global_crop_scale=[0.6,1.0]",
+             "method.optim.lr=0.003", "method.optim.warmup_epochs=0"],
+    # VICReg's own views (two BYOL view transforms), colour off as MILD
+    "vicreg": [f"augmentation.views.view_{i}_transform.{k}" for i in (1, 2) for k in
+               ("cj_prob=0.0", "random_gray_scale=0.0", "solarization_prob=0.0", "min_scale=0.6")]
+              + MILD[3:],
 }
 
 

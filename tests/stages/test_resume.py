@@ -21,7 +21,10 @@ from ssl_helpers import TINY
 
 RESUME = [*TINY, "trainer.max_epochs=2", "data.batch_size=32", "+trainer.limit_train_batches=4",
           "trainer.deterministic=true"]
-METHOD_OVERRIDES = {"simclr": [], "moco": ["method.module.queue_size=64"], "rotation": []}
+METHOD_OVERRIDES = {"simclr": [], "moco": ["method.module.queue_size=64"], "rotation": [], "byol": [],
+                    "barlowtwins": [], "vicreg": [],
+                    # 1 epoch of last-layer freezing and of temperature warm-up: both change at the resumed epoch
+                    "dino": ["method.module.warmup_teacher_temp=0.02", "method.module.warmup_teacher_temp_epochs=2"]}
 
 
 class StopAt(pl.Callback):
@@ -41,7 +44,7 @@ def weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco"])
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol", "barlowtwins", "vicreg", "dino"])
 def test_resume_gives_the_weights_of_the_uninterrupted_run(method, tmp_path):
     overrides = [f"run.root={tmp_path}", f"method={method}", *RESUME, *METHOD_OVERRIDES[method]]
     straight = stage_pretrain(compose(overrides + ["run.key=straight"]))

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from sslcluster.ssl.optim import OptimConfig, build_optimizer, build_scheduler
+from sslcluster.ssl.optim import OptimConfig, apply_weight_decay_schedule, build_optimizer, build_scheduler
 
 CONFIG_KEY = "sslcluster_config"
 
@@ -61,10 +61,19 @@ class SSLMethod(pl.LightningModule):
         scheduler = build_scheduler(optimizer, self.optim_cfg, total, steps_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The weight-decay schedule (``optim.weight_decay_end``) for this step; nothing without one."""
+        apply_weight_decay_schedule(optimizer, self.optim_cfg, self.global_step,
+                                    int(self.trainer.estimated_stepping_batches))
+
     def host_scalars(self) -> dict[str, float]:
         """Python-number curves, logged on the logger's steps by :class:`~sslcluster.ssl.callbacks.HostScalars`
         (not with ``self.log``, which would copy them to the device every step, a synchronisation on CUDA)."""
-        return {"train/lr": float(self.trainer.optimizers[0].param_groups[0]["lr"])}
+        group = self.trainer.optimizers[0].param_groups[0]
+        scalars = {"train/lr": float(group["lr"])}
+        if self.optim_cfg.weight_decay_end is not None:
+            scalars["train/weight_decay"] = float(group["weight_decay"])
+        return scalars
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Save the resolved run config into the checkpoint."""

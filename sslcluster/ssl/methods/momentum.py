@@ -27,9 +27,12 @@ class MomentumEncoder:
     momentum_end: float | None
     _momentum_pairs: list[tuple[str, str]]
 
-    def init_momentum(self, names: list[str], momentum: float, momentum_end: float | None) -> None:
+    def init_momentum(self, names: list[str], momentum: float, momentum_end: float | None,
+                      fresh: dict[str, nn.Module] | None = None) -> None:
         """Make ``<name>_momentum`` (a frozen deep copy) for every module ``name``; check the schedule
-        (``momentum_end=None``: constant momentum)."""
+        (``momentum_end=None``: constant momentum). ``fresh[name]``, where given, is a new module of the same
+        architecture used as the copy (it is given the online module's weights) for modules that cannot be
+        deep-copied (torch's ``weight_norm`` in DINO's head)."""
         if not 0.0 <= momentum <= (1.0 if momentum_end is None else momentum_end) <= 1.0:
             raise SSLClusterError(f"method.module.momentum={momentum}, momentum_end={momentum_end}: need "
                                   "0 <= momentum <= momentum_end <= 1")
@@ -38,7 +41,11 @@ class MomentumEncoder:
         self._momentum_pairs = []
         for name in names:
             online: nn.Module = getattr(self, name)
-            copy_ = copy.deepcopy(online)
+            if fresh is not None and name in fresh:
+                copy_ = fresh[name]
+                copy_.load_state_dict(online.state_dict())
+            else:
+                copy_ = copy.deepcopy(online)
             deactivate_requires_grad(copy_)
             setattr(self, f"{name}_momentum", copy_)
             self._momentum_pairs.append((name, f"{name}_momentum"))
