@@ -292,10 +292,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
             results[f"{dev}_minus_cpu_points"] = diff
             results[f"{dev}_minus_cpu_se"] = se
-            results[f"{dev}_within_tolerance"] = diff >= -TOLERANCE_POINTS
+            # equivalence (two one-sided tests at 5 %): the 90 % confidence interval of the paired mean difference
+            # lies inside +-TOLERANCE_POINTS; a mean inside it with a wide interval shows nothing
+            from scipy.stats import t as student_t
+
+            half = float(student_t.ppf(0.95, len(diffs) - 1)) * se if len(diffs) > 1 else float("nan")
+            low, high = diff - half, diff + half
+            verdict = ("equivalent" if -TOLERANCE_POINTS <= low and high <= TOLERANCE_POINTS else
+                       "device worse" if high < -TOLERANCE_POINTS else
+                       "device better" if low > TOLERANCE_POINTS else "not decided (interval too wide)")
+            results[f"{dev}_minus_cpu_ci90"] = [low, high]
+            results[f"{dev}_verdict"] = verdict
             print(f"fidelity: {dev} - cpu = {diff:+.2f} +- {se:.2f} points (paired over {len(diffs)} seed(s), "
-                  f"standard error; target: >= -{TOLERANCE_POINTS}) "
-                  f"{'met' if diff >= -TOLERANCE_POINTS else 'NOT met'}; speed-up "
+                  f"standard error; 90% interval [{low:+.2f}, {high:+.2f}]; equivalence margin "
+                  f"+-{TOLERANCE_POINTS}): {verdict}; speed-up "
                   f"{summary['cpu']['train_s'] / summary[dev]['train_s']:.2f}x", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
