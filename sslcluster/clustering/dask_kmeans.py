@@ -10,6 +10,8 @@ node with faiss is enough.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,8 +76,16 @@ class DaskKMeans(ClusteringAlgorithm):
         from distributed import Client, LocalCluster
 
         if self.address is None:
-            cluster = LocalCluster(n_workers=int(self.local_workers), threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+            # the local cluster's nannies set OMP/MKL/OPENBLAS_NUM_THREADS=1 (and more) in this process's own
+            # environment before spawning their workers; put it back, so later subprocesses of the user's process
+            # (DDP ranks, data workers) do not inherit one-thread settings and train differently
+            environ = dict(os.environ)
+            try:
+                cluster = LocalCluster(n_workers=int(self.local_workers), threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+            finally:
+                os.environ.clear()
+                os.environ.update(environ)
             return Client(cluster), cluster
         try:
             return Client(self.address, timeout=float(self.connect_timeout)), None

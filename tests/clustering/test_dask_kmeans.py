@@ -93,3 +93,18 @@ def test_pca_with_the_dask_engine_is_refused(tmp_path, base):
         stage_cluster(compose(base + ["clustering.algorithm.k=3", "clustering.preprocess.pca_dim=4"]))
     assert_nothing_written(run, "dask_kmeans-test")
     assert DaskKMeans().reads_files
+
+
+def test_local_cluster_leaves_the_process_environment_as_it_was(monkeypatch):
+    """dask's nannies write OMP/MKL/OPENBLAS_NUM_THREADS=1 into the parent's environment: every later subprocess
+    (a DDP rank, a resumed training) would then run single-threaded and compute other bits."""
+    import os
+
+    from sslcluster.clustering.dask_kmeans import DaskKMeans
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = dict(os.environ)
+    client, cluster = DaskKMeans(k=2, local_workers=1).client()
+    client.close()
+    cluster.close()
+    assert dict(os.environ) == before
