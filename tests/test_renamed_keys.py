@@ -5,6 +5,7 @@ still works, on every command and in multiruns, rewritten with one warning line.
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,18 @@ def test_train_py_takes_the_old_spelling(tmp_path):
     assert yaml.safe_load(p.stdout)["clustering"]["features"] == "backbone"
     lines = [ln for ln in p.stderr.splitlines() if "cluster.features" in ln]
     assert len(lines) == 1 and "clustering.features" in lines[0], p.stderr
+
+
+def test_a_config_tree_of_the_old_layout_is_refused_in_one_line(tmp_path, monkeypatch):
+    from sslcluster.errors import SSLClusterError
+
+    tree = tmp_path / "configs"
+    shutil.copytree(ROOT / "configs", tree)
+    text = (tree / "config.yaml").read_text()
+    assert "\nclustering:\n  split:" in text
+    (tree / "config.yaml").write_text(text.replace("\nclustering:\n  split:", "\ncluster:\n  split:"))
+    monkeypatch.setenv("SSLCLUSTER_CONFIG_DIR", str(tree))
+    with pytest.raises(SSLClusterError) as e:
+        compose([])
+    msg = str(e.value)
+    assert "clustering.split" in msg and "cluster:" in msg and "\n" not in msg
