@@ -64,7 +64,7 @@ def project_stage(x: np.ndarray, k: int, workdir: Path, extra: Sequence[str] = (
 
     root = workdir / "runs"
     cfg = compose([f"run.root={root}", "run.key=bench", "logger=none", f"clustering.algorithm.k={k}",
-                   "clustering.preprocess.l2=false", "cluster.overwrite=true", *extra])
+                   "clustering.preprocess.l2=false", "clustering.overwrite=true", *extra])
     stage_cluster(cfg)
     out = root / "bench" / "clusters" / "kmeans-test"
     return np.load(out / "labels.npy"), read_json(out / "record.json")

@@ -40,7 +40,7 @@ PROJECT = PEAK + textwrap.dedent("""
     root, k = sys.argv[1], sys.argv[2]
     t = time.perf_counter()
     stage_cluster(compose([f"run.root={root}", "run.key=bench", "logger=none", f"clustering.algorithm.k={k}",
-                           "clustering.preprocess.l2=false", "cluster.overwrite=true"]))
+                           "clustering.preprocess.l2=false", "clustering.overwrite=true"]))
     print(json.dumps({"seconds": time.perf_counter() - t, "peak_mib": peak()}))
 """)
 

@@ -5,8 +5,8 @@ same config tree as ``train.py``.
     sslcluster pretrain [overrides]
     sslcluster export   run.key=KEY | checkpoint=PATH [overrides]
     sslcluster cluster  run.key=KEY | embeddings=PATH [clustering=...]
-    sslcluster evaluate run.key=KEY [cluster.key=...]
-    sslcluster name     run.key=KEY [cluster.key=...] [naming.model=...] [naming.dry_run=true]
+    sslcluster evaluate run.key=KEY [clustering.key=...]
+    sslcluster name     run.key=KEY [clustering.key=...] [naming.model=...] [naming.dry_run=true]
     sslcluster report   run.key=KEY                   write runs/<key>/report.html again
     sslcluster runs     [KEY] [run.root=runs]
     sslcluster compare  RUN_DIR... | GLOB | MULTIRUN_FOLDER [--out DIR] [--by KEY,...] [--metrics M,...|all]
@@ -52,9 +52,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "embeddings/<split>/; an interrupted export resumes."),
     "cluster": ("run.key=KEY | embeddings=PATH [clustering=OPTION] [overrides]", "Cluster a run's embeddings "
                 "into clusters/<key>/ (labels are never read)."),
-    "evaluate": ("run.key=KEY [cluster.key=KEY] [overrides]", "Score a run's clusterings and representation "
+    "evaluate": ("run.key=KEY [clustering.key=KEY] [overrides]", "Score a run's clusterings and representation "
                  "against held-out labels; pictures, metrics.json and report.html."),
-    "name": ("run.key=KEY [cluster.key=KEY] [naming.model=...] [naming.dry_run=true]", "Name a clustering's "
+    "name": ("run.key=KEY [clustering.key=KEY] [naming.model=...] [naming.dry_run=true]", "Name a clustering's "
              "clusters with a vision LLM into clusters/<key>/names.json."),
     "report": ("run.key=KEY [report.images_per_cluster=N] [overrides]", "Write runs/<key>/report.html from what "
                "the run holds: metrics, pictures, a gallery per cluster, config and stage times."),
@@ -99,7 +99,7 @@ def _multirun(argv: Sequence[str]) -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from sslcluster.config import check, config_dir
+    from sslcluster.config import check, config_dir, rename_old_keys
     from sslcluster.pipeline import run_pipeline
     from sslcluster.tracking.multirun import write_job_pointer
 
@@ -124,7 +124,7 @@ def _multirun(argv: Sequence[str]) -> int:
             return
         write_job_pointer(job_dir, sweep_dir, "complete", overrides, hc.job.num, run_path=run.path)
 
-    sys.argv = ["sslcluster", *argv]
+    sys.argv = ["sslcluster", *rename_old_keys(argv)]
     try:
         job()
     except SystemExit as e:  # hydra reports a bad override itself and exits

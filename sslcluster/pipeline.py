@@ -59,7 +59,7 @@ class Representation:
         return cls(name, metric_prefix(name), key_prefix(name))
 
     def cluster_key(self, cfg: DictConfig) -> str:
-        """The clustering's key: ``cluster.key``, else ``<algorithm>-<split>``, after ``prefix``."""
+        """The clustering's key: ``clustering.key``, else ``<algorithm>-<split>``, after ``prefix``."""
         return self.key_prefix + cluster_key(cfg)
 
 
@@ -103,7 +103,7 @@ def frozen_learned(cfg: DictConfig) -> Representation:
     if bb.get("eval") is None or not (bb.get("pretrained") or bb.get("weights")):
         raise SSLClusterError("stages.pretrain=false without a checkpoint needs a pretrained backbone "
                               "(backbone=timm backbone.pretrained=true, or backbone.weights=PATH) or checkpoint=PATH")
-    for key in ("export.features", "cluster.features"):
+    for key in ("export.features", "clustering.features"):
         section, option = key.split(".")
         if cfg[section][option] != "backbone":
             log.warning("%s=%s: a backbone used without training has no projection head; using backbone features",
@@ -189,13 +189,13 @@ def open_run(cfg: DictConfig, stage: str, reuse: bool = True, must_exist: bool =
 
 def clustered_embeddings_name(cfg: DictConfig) -> str:
     """``embeddings/<name>`` holding the features the cluster stage uses by default."""
-    split = cfg.cluster.split
-    return split if cfg.cluster.features == cfg.export.features else f"{split}_{cfg.cluster.features}"
+    split = cfg.clustering.split
+    return split if cfg.clustering.features == cfg.export.features else f"{split}_{cfg.clustering.features}"
 
 
 def cluster_key(cfg: DictConfig, prefix: str = "") -> str:
-    """The clustering's key: ``cluster.key``, else ``<algorithm>-<split>``, after ``prefix``."""
-    base = cfg.cluster.key or f"{cfg.clustering.name}-{cfg.cluster.split}"
+    """The clustering's key: ``clustering.key``, else ``<algorithm>-<split>``, after ``prefix``."""
+    base = cfg.clustering.key or f"{cfg.clustering.name}-{cfg.clustering.split}"
     return f"{prefix}{base}"
 
 
@@ -224,7 +224,7 @@ def export_representations(cfg: DictConfig, run: RunDir, checkpoint: Path | None
     Under a multi-process launch (DDP training, or ``trainer.devices``/``num_nodes`` above 1) every process exports
     its share of the learned features; the baselines are exported by global rank 0 alone, after the other
     processes have returned."""
-    split = cfg.cluster.split
+    split = cfg.clustering.split
     learned = learned or Representation.named_as(LEARNED)
     learned.named = cfg.get("naming") is not None and bool(cfg.naming.enabled)
     if embeddings is not None:
@@ -235,8 +235,8 @@ def export_representations(cfg: DictConfig, run: RunDir, checkpoint: Path | None
                 learned.splits[s] = export_split(cfg, run, s, checkpoint, cfg.export.features, model=learned.model,
                                                  eval_node=learned.eval_node, info=learned.info, distributed=True)
             learned.clustered = learned.splits[split]
-            if cfg.cluster.features != cfg.export.features:
-                learned.clustered = export_split(cfg, run, split, checkpoint, cfg.cluster.features,
+            if cfg.clustering.features != cfg.export.features:
+                learned.clustered = export_split(cfg, run, split, checkpoint, cfg.clustering.features,
                                                  name=clustered_embeddings_name(cfg), distributed=True)
     reps = [learned]
     if not is_global_rank_zero():
@@ -286,9 +286,9 @@ def validation_figures(cfg: DictConfig, run: RunDir, checkpoint: Path | None, le
         return {}
     with timed("evaluate"):
         train_clustered = learned.splits["train"]
-        if cfg.cluster.features != cfg.export.features:
-            train_clustered = export_split(cfg, run, "train", checkpoint, cfg.cluster.features,
-                                           name=f"train_{cfg.cluster.features}")
+        if cfg.clustering.features != cfg.export.features:
+            train_clustered = export_split(cfg, run, "train", checkpoint, cfg.clustering.features,
+                                           name=f"train_{cfg.clustering.features}")
         return validation_metrics(cfg, train_clustered, learned.splits["train"])
 
 
@@ -367,8 +367,8 @@ def stage_export(cfg: DictConfig) -> RunDir:
                                          info=frozen.info, distributed=True))
             else:
                 done.append(export_split(cfg, run, s, checkpoint, cfg.export.features, distributed=True))
-        if cfg.cluster.features != cfg.export.features and frozen_model is None:  # what the cluster stage reads
-            done.append(export_split(cfg, run, cfg.cluster.split, checkpoint, cfg.cluster.features,
+        if cfg.clustering.features != cfg.export.features and frozen_model is None:  # what the cluster stage reads
+            done.append(export_split(cfg, run, cfg.clustering.split, checkpoint, cfg.clustering.features,
                                      name=clustered_embeddings_name(cfg), distributed=True))
         if is_global_rank_zero():  # every process of a multi-process launch exported its share
             print("\n".join(f"exported: {d}" for d in done))
@@ -377,33 +377,33 @@ def stage_export(cfg: DictConfig) -> RunDir:
 
 
 def stage_cluster(cfg: DictConfig) -> RunDir:
-    """Cluster the run's embeddings (or ``embeddings=PATH``) into ``clusters/<cluster.key>/``."""
+    """Cluster the run's embeddings (or ``embeddings=PATH``) into ``clusters/<clustering.key>/``."""
     emb = Path(cfg.embeddings).expanduser() if cfg.embeddings else None
     if emb is not None:
         read_manifest(emb)
     with open_run(cfg, "cluster") as run:
         if emb is None:
             emb = run.embeddings_dir(clustered_embeddings_name(cfg))
-            if not emb.is_dir():  # no export of cluster.features: the split's own embeddings, whatever they hold
-                fallback = run.embeddings_dir(cfg.cluster.split)
+            if not emb.is_dir():  # no export of clustering.features: the split's own embeddings, whatever they hold
+                fallback = run.embeddings_dir(cfg.clustering.split)
                 if not fallback.is_dir():
                     raise SSLClusterError(f"no embeddings to cluster in {run.path / 'embeddings'} (looked for "
                                           f"{emb.name}, {fallback.name}): run `sslcluster export run.key={run.key}` "
                                           "or set embeddings=PATH")
-                log.warning("no %s; clustering %s (cluster.features=%s)", emb, fallback, cfg.cluster.features)
+                log.warning("no %s; clustering %s (clustering.features=%s)", emb, fallback, cfg.clustering.features)
                 emb = fallback
         # the first clustering of a representation is the run's own (its summary); later ones are additions
         rep, key = representation_of(Embeddings(emb)), cluster_key(cfg)
         others = [c for c in run.clusterings() if c.key != key and c.read_record().get("primary")
                   and c.read_record().get("representation") == rep]
-        out = cluster(cfg, run, emb, key, overwrite=cfg.run.overwrite or cfg.cluster.overwrite,
+        out = cluster(cfg, run, emb, key, overwrite=cfg.run.overwrite or cfg.clustering.overwrite,
                       representation=rep, primary=not others)
         print(f"clusters: {out}\nrun key: {run.key}\nrun dir: {run.path}")
     return run
 
 
 def stage_name(cfg: DictConfig) -> RunDir:
-    """Name the clusters of ``cluster.key`` (default: the pipeline's learned clustering) with ``cfg.naming``,
+    """Name the clusters of ``clustering.key`` (default: the pipeline's learned clustering) with ``cfg.naming``,
     whether or not ``naming.enabled``; writes ``clusters/<key>/names.json``."""
     from sslcluster.naming import name_clustering
 
@@ -412,7 +412,7 @@ def stage_name(cfg: DictConfig) -> RunDir:
         cdir = run.cluster_dir(key)
         if not run.clustering(key).exists():
             have = [c.key for c in run.clusterings()]
-            raise SSLClusterError(f"no clustering {key!r} in run {run.key} (cluster.key=...; have: "
+            raise SSLClusterError(f"no clustering {key!r} in run {run.key} (clustering.key=...; have: "
                                   f"{', '.join(have) or 'none'})")
         path = name_clustering(cfg, cdir)
         if path is not None:
@@ -424,10 +424,10 @@ def stage_name(cfg: DictConfig) -> RunDir:
 
 
 def stage_evaluate(cfg: DictConfig) -> RunDir:
-    """Score the run's clusterings (``cluster.key``, or all) and representations; the run's summary describes its
+    """Score the run's clusterings (``clustering.key``, or all) and representations; the run's summary describes its
     primary clustering of each representation (as recorded in ``record.json``)."""
     with open_run(cfg, "evaluate", must_exist=True) as run, tracking_session(cfg, run) as tracker:
-        chosen = [run.clustering(cfg.cluster.key)] if cfg.cluster.key else run.clusterings()
+        chosen = [run.clustering(cfg.clustering.key)] if cfg.clustering.key else run.clusterings()
         if not chosen:
             raise SSLClusterError(f"no clusterings in {run.path / 'clusters'}; run the cluster stage first")
         metrics: dict[str, Any] = {}

@@ -23,7 +23,7 @@ def tiny(tmp_path):
         "clustering.algorithm.n_init=1",
         "evaluate.linear_probe=false",
         "export.batch_size=256",
-        "cluster.features=backbone",  # cluster embeddings/<split>; test_pipeline covers the projection default
+        "clustering.features=backbone",  # cluster embeddings/<split>; test_pipeline covers the projection default
         "evaluate.plots.enabled=false",  # pictures are tested in tests/evaluation/test_plots.py (UMAP compiles for a minute)
     ]
 

@@ -32,7 +32,7 @@ def test_train_py_help_lists_groups_options_and_main_overrides(tmp_path):
         line = next(ln for ln in out.splitlines() if ln.strip().startswith(group + " "))
         assert all(o in line for o in options), (group, line)
     assert "simclr*" in out and "kmeans*" in out  # the defaults marked
-    for key in ("run.key", "cluster.split", "trainer.max_epochs", "report.images_per_cluster"):
+    for key in ("run.key", "clustering.split", "trainer.max_epochs", "report.images_per_cluster"):
         assert f"  {key} " in out
     assert not (tmp_path / "runs").exists()
 

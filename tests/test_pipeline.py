@@ -15,7 +15,7 @@ REQUIRED_METRICS = ("nmi", "ari", "acc", "intra_var", "inter_var", "knn_top1", "
 
 
 def test_end_to_end_run_directory(tiny, capsys):
-    run = run_pipeline(compose(tiny + ["run.key=e2e", "cluster.features=projection"]))
+    run = run_pipeline(compose(tiny + ["run.key=e2e", "clustering.features=projection"]))
     out = capsys.readouterr().out
     assert "run key: e2e" in out and "nmi" in out and "pixels" in out
     p = run.path
@@ -71,7 +71,7 @@ def test_each_stage_alone_on_another_runs_output(tiny, tmp_path, capsys):
     assert "nmi" in m and "knn_top1" in m
     # cluster another run's embeddings by path into a fresh run
     stage_cluster(compose(tiny + ["run.key=c", f"embeddings={b / 'embeddings' / 'test'}",
-                                  "cluster.key=from-b", "clustering.algorithm.k=5"]))
+                                  "clustering.key=from-b", "clustering.algorithm.k=5"]))
     rec = json.loads((tmp_path / "runs" / "c" / "clusters" / "from-b" / "record.json").read_text())
     assert rec["params"]["k"] == 5
 
@@ -132,8 +132,8 @@ def test_new_run_with_existing_key_is_refused(tiny, tmp_path, capsys):
 def test_evaluating_another_clustering_keeps_the_runs_summary(tiny, tmp_path, capsys):
     run = run_pipeline(compose(tiny + ["run.key=s"]))
     before = json.loads((run.path / "metrics.json").read_text())
-    stage_cluster(compose(tiny + ["run.key=s", "clustering=gmm", "cluster.key=gmm5", "clustering.algorithm.k=5"]))
-    stage_evaluate(compose(tiny + ["run.key=s", "cluster.key=gmm5"]))
+    stage_cluster(compose(tiny + ["run.key=s", "clustering=gmm", "clustering.key=gmm5", "clustering.algorithm.k=5"]))
+    stage_evaluate(compose(tiny + ["run.key=s", "clustering.key=gmm5"]))
     after = json.loads((run.path / "metrics.json").read_text())
     for key in ("nmi", "ari", "acc", "n_clusters", "pixels_nmi"):
         assert after[key] == before[key], key  # still the run's own k-means and its baseline

@@ -52,8 +52,8 @@ def test_frozen_features_without_a_checkpoint_same_file_same_embeddings(tiny_tim
     w1, w2 = weights_file(tmp_path / "a.pth", 1), weights_file(tmp_path / "b.pth", 2)
     frozen = tiny_timm + ["stages.pretrain=false", "stages.baseline=false"]
     only_export = ["stages.cluster=false", "stages.evaluate=false"]
-    # cluster.features=projection (the default) is switched to the backbone's features: there is no head
-    a = run_pipeline(compose(frozen + ["run.key=a", f"backbone.weights={w1}", "cluster.features=projection"])).path
+    # clustering.features=projection (the default) is switched to the backbone's features: there is no head
+    a = run_pipeline(compose(frozen + ["run.key=a", f"backbone.weights={w1}", "clustering.features=projection"])).path
     metrics = json.loads((a / "metrics.json").read_text())
     assert {"nmi", "acc", "knn_top1"} <= set(metrics) and "time_pretrain_s" not in metrics
     assert not any((a / "checkpoints").glob("*.ckpt"))

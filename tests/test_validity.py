@@ -56,8 +56,8 @@ def test_internal_metrics_are_measured_in_one_declared_space(tmp_path):
     x = (rng.standard_normal((n, 16)) + 3 * np.eye(16)[classes]).astype(np.float32) * 5.0  # far from the sphere
     run = make_run(tmp_path / "runs", x, classes)
     base = [f"run.root={tmp_path / 'runs'}", "run.key=r", "logger=none", "clustering.algorithm.k=3"]
-    stage_cluster(compose(base + ["cluster.key=plain"]))
-    stage_cluster(compose(base + ["cluster.key=pca", "clustering.preprocess.pca_dim=2"]))
+    stage_cluster(compose(base + ["clustering.key=plain"]))
+    stage_cluster(compose(base + ["clustering.key=pca", "clustering.preprocess.pca_dim=2"]))
     recs = {k: json.loads((run / "clusters" / k / "record.json").read_text()) for k in ("plain", "pca")}
     for k, rec in recs.items():
         labels = np.load(run / "clusters" / k / "labels.npy")
@@ -147,7 +147,7 @@ def test_cluster_split_all_clusters_every_image(tmp_path, tiny):
     from sslcluster.pipeline import run_pipeline
 
     root = make_digits_folder(tmp_path / "digits", per_class=10, classes=3)
-    run = run_pipeline(compose(tiny + FOLDER_RUN + [f"data.source.root={root}", "run.key=a", "cluster.split=all",
+    run = run_pipeline(compose(tiny + FOLDER_RUN + [f"data.source.root={root}", "run.key=a", "clustering.split=all",
                                                     "clustering.algorithm.k=3", "evaluate.folders=symlink",
                                                     "stages.baseline=false"]))
     labels = np.load(run.path / "clusters" / "kmeans-all" / "labels.npy")

@@ -220,7 +220,7 @@ class PretrainedFeatures(SSLMethod):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Refused: a backbone used without training has no projection head."""
         raise SSLClusterError("a pretrained backbone used without training has no projection head; use "
-                              "export.features=backbone and cluster.features=backbone")
+                              "export.features=backbone and clustering.features=backbone")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Refused: these features are not trained."""

@@ -58,7 +58,7 @@ def prepare_cluster_dir(run: RunDir, key: str, overwrite: bool) -> Path:
         status = read_json(rec).get("status") if rec.exists() else None
         if status == "complete" and not overwrite:
             raise SSLClusterError(f"cluster key {key!r} already exists in {run.path} "
-                                  "(pass cluster.overwrite=true to replace it, or choose cluster.key)")
+                                  "(pass clustering.overwrite=true to replace it, or choose clustering.key)")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     return out

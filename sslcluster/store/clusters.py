@@ -5,6 +5,13 @@
 stages add: ``metrics.json``, ``names.json``, ``plots/``. :class:`Clustering` is the one reader every stage,
 naming and W&B use: it resolves the embeddings the clustering was made from (stored relative to the run), checks
 that they are the same rows, and resolves the held-out labels.
+
+Records of runs made before they named their ``representation`` and whether the clustering is the ``primary`` one
+of that representation (the one the run's ``metrics.json`` summarises) get both filled in when read
+(:meth:`Clustering.read_record`, :meth:`Clustering.record`), as those versions decided them: a clustering of raw
+pixels (key ``pixels-...``, or pixel features) is the ``pixels`` representation, any other ``learned``; the
+primary one is the clustering the run's own ``config.yaml`` made (``clustering.key``, else
+``<algorithm>-<split>``, after the representation's key prefix).
 """
 
 from __future__ import annotations
@@ -15,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from sslcluster.errors import SSLClusterError
 from sslcluster.store.embeddings import EmbeddingIndex, Embeddings, EmbeddingSet
 from sslcluster.store.io import read_json
+from sslcluster.store.representations import LEARNED, PIXELS, key_prefix
+from sslcluster.store.runconfig import own_cluster_key, read_run_config
 
 RECORD = "record.json"
 LABELS = "labels.npy"
@@ -66,17 +74,48 @@ class Clustering:
         return self.record_path.is_file()
 
     def read_record(self) -> dict[str, Any]:
-        """``record.json`` whatever its status; empty when there is none."""
-        return read_json(self.record_path) if self.record_path.is_file() else {}
+        """``record.json`` whatever its status (``representation`` and ``primary`` filled in for older runs);
+        empty when there is none."""
+        return self._with_representation(read_json(self.record_path)) if self.record_path.is_file() else {}
 
     def record(self) -> dict[str, Any]:
-        """``record.json`` of a complete clustering, or a one-line error."""
+        """``record.json`` of a complete clustering (``representation`` and ``primary`` filled in for older runs),
+        or a one-line error."""
         if not self.record_path.is_file():
             raise SSLClusterError(f"no clustering at {self.path} ({RECORD} missing); run the cluster stage first")
         record = read_json(self.record_path)
         if record.get("status") != "complete":
             raise SSLClusterError(f"{self.record_path}: status is {record.get('status')!r}, not 'complete'")
+        return self._with_representation(record)
+
+    def _with_representation(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` with ``representation`` and ``primary`` as older versions, which did not record them,
+        decided them (see the module's description); a record that has them is returned as it is."""
+        if "representation" in record and "primary" in record:
+            return record
+        record = dict(record)
+        record.setdefault("representation", self._legacy_representation(record))
+        if "primary" not in record:
+            record["primary"] = self._legacy_primary(str(record["representation"]))
         return record
+
+    def _legacy_representation(self, record: dict[str, Any]) -> str:
+        """``pixels`` for a clustering of raw pixels (``pixels-`` key, or pixel features), else ``learned``: the
+        representations of runs made before records named them."""
+        if record.get("representation"):
+            return str(record["representation"])
+        return PIXELS if self.key.startswith(key_prefix(PIXELS)) or record.get("features") == "pixels" else LEARNED
+
+    def _legacy_primary(self, representation: str) -> bool:
+        """Whether this clustering is the one the run made itself: its key is the run config's cluster key after
+        the representation's prefix. A run without a (readable) config: the only clustering of its
+        representation."""
+        own = own_cluster_key(read_run_config(self.run_path))
+        if own is not None:
+            return self.key == key_prefix(representation) + own
+        same = [c for c in clusterings(self.run_path) if c._legacy_representation(read_json(c.record_path))
+                == representation]
+        return [c.key for c in same] == [self.key]
 
     def labels(self) -> np.ndarray:
         """The cluster labels (N,) int64, -1 for noise."""
@@ -145,14 +184,12 @@ class Clustering:
     def data_root(self, fallback: str | None = None) -> str | None:
         """The data set root (for ``torchvision:`` index paths): the run's own ``config.yaml`` first, else
         ``fallback``."""
-        cfg_path = self.run_path / "config.yaml"
-        if cfg_path.is_file():
-            try:
-                root = ((yaml.safe_load(cfg_path.read_text()) or {}).get("data") or {}).get("source", {}).get("root")
-                if root:
-                    return str(root)
-            except (yaml.YAMLError, AttributeError):
-                pass
+        try:
+            root = (read_run_config(self.run_path).get("data") or {}).get("source", {}).get("root")
+            if root:
+                return str(root)
+        except AttributeError:  # a config of another shape
+            pass
         return str(fallback) if fallback else None
 
 

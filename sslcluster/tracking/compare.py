@@ -30,6 +30,7 @@ import yaml
 from sslcluster.errors import SSLClusterError
 from sslcluster.store.io import atomic_path, read_json, write_csv, write_text
 from sslcluster.store.representations import baseline_prefixes
+from sslcluster.store.runconfig import current_layout
 from sslcluster.tracking.multirun import is_multirun_folder, read_job_pointers
 
 #: metrics shown in the printed table and the plot when present (``--metrics all`` shows every one).
@@ -105,6 +106,7 @@ def load_run(path: Path) -> RunResult:
         raise SSLClusterError(f"{path}: unreadable config.yaml or metrics.json ({e}), left out") from None
     if not isinstance(raw, dict) or not isinstance(cfg, dict):
         raise SSLClusterError(f"{path}: config.yaml or metrics.json is not a mapping, left out")
+    cfg = current_layout(cfg)  # an older run's cluster.split is compared as clustering.split
     metrics = {k: float(v) for k, v in raw.items()
                if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)}
     if not metrics:
@@ -350,7 +352,10 @@ def compare_command(args: Sequence[str]) -> int:
     if not runs:
         raise SSLClusterError(f"nothing to compare in {', '.join(ns.inputs)}: "
                               f"{problems[0] if problems else 'no runs found'}")
-    comp = compare_runs(runs, by=_split(ns.by), metrics=_split(ns.metrics))
+    from sslcluster.config import rename_old_keys
+
+    by = _split(ns.by)
+    comp = compare_runs(runs, by=rename_old_keys(by) if by else None, metrics=_split(ns.metrics))
     for line in comp.warnings:
         print(f"sslcluster: warning: {line}", file=sys.stderr)
     if ns.out:

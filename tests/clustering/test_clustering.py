@@ -24,7 +24,7 @@ def tiny_overrides(root) -> list[str]:
     """The ``tiny`` fixture's overrides without the k-means-only ones (module scope cannot use ``tiny``)."""
     return [f"run.root={root}", "trainer.max_epochs=1", "data.batch_size=64", "backbone.module.width=8",
             "backbone.module.depth=2", "logger=none", "evaluate.linear_probe=false", "export.batch_size=256",
-            "evaluate.plots.enabled=false", "cluster.features=backbone"]
+            "evaluate.plots.enabled=false", "clustering.features=backbone"]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_every_algorithm_on_exported_digits(digits_run, case):
         overrides = [f"clustering={name}", *overrides]
     if name == "dbscan":
         overrides = [*overrides, f"clustering.algorithm.eps={dbscan_eps(root / 'digits' / 'embeddings' / 'test')}"]
-    cfg = compose(base + ["run.key=digits", f"cluster.key={case}", *overrides])
+    cfg = compose(base + ["run.key=digits", f"clustering.key={case}", *overrides])
     stage_cluster(cfg)
     cdir = root / "digits" / "clusters" / case
     record = json.loads((cdir / "record.json").read_text())
@@ -167,7 +167,7 @@ def test_kmeans_inertia_and_wcss_agree_and_backends_match():
 def test_hdbscan_default_chain_with_umap_on_digits(digits_run):
     """The shipped hdbscan config (L2 -> UMAP 10-d -> HDBSCAN) on exported digits; slow: UMAP compiles."""
     root, base = digits_run
-    cfg = compose(base + ["run.key=digits", "cluster.key=hdbscan-umap", "clustering=hdbscan"])
+    cfg = compose(base + ["run.key=digits", "clustering.key=hdbscan-umap", "clustering=hdbscan"])
     stage_cluster(cfg)
     cdir = root / "digits" / "clusters" / "hdbscan-umap"
     record = json.loads((cdir / "record.json").read_text())

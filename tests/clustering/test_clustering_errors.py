@@ -165,9 +165,9 @@ def test_bad_algorithm_parameters_name_the_key(tmp_path, base):
 
 def test_failed_recluster_of_an_existing_run_keeps_the_run(tmp_path, base):
     run = make_run(tmp_path / "runs", blobs(30))
-    stage_cluster(compose(base + ["clustering.algorithm.k=3", "cluster.key=good"]))
+    stage_cluster(compose(base + ["clustering.algorithm.k=3", "clustering.key=good"]))
     with pytest.raises(SSLClusterError):
-        stage_cluster(compose(base + ["clustering.algorithm.k=99", "cluster.key=bad"]))
+        stage_cluster(compose(base + ["clustering.algorithm.k=99", "clustering.key=bad"]))
     assert (run / "embeddings" / "test" / "manifest.json").exists()
     assert json.loads((run / "clusters" / "good" / "record.json").read_text())["status"] == "complete"
     assert not (run / "clusters" / "bad").exists()
@@ -182,12 +182,12 @@ def test_labels_never_reach_clustering(tmp_path, base):
     lines = index.read_text().splitlines()
     index.write_text("\n".join([lines[0]] + [ln.rsplit(",", 1)[0] + ",not-a-label" for ln in lines[1:]]) + "\n")
     stage_cluster(compose(base + ["clustering=som", "clustering.algorithm.k=3", "clustering.algorithm.grid=[4,4]",
-                                  "clustering.algorithm.iterations=300", "cluster.key=a"]))
+                                  "clustering.algorithm.iterations=300", "clustering.key=a"]))
     other = make_run(tmp_path / "runs", x, labels=np.arange(30) % 5, key="r2")
     stage_cluster(compose([o.replace("run.key=r", "run.key=r2") for o in base]
                           + ["clustering=som", "clustering.algorithm.k=3", "clustering.algorithm.grid=[4,4]",
-                             "clustering.algorithm.iterations=300", "cluster.key=a"]))
+                             "clustering.algorithm.iterations=300", "clustering.key=a"]))
     assert np.array_equal(np.load(run / "clusters" / "a" / "labels.npy"),
                           np.load(other / "clusters" / "a" / "labels.npy"))
     with pytest.raises(SSLClusterError, match="'not-a-label'"):
-        stage_evaluate(compose(base + ["cluster.key=a"]))
+        stage_evaluate(compose(base + ["clustering.key=a"]))

@@ -456,7 +456,7 @@ def test_bad_settings_are_one_line_errors(tiny, tmp_path, llm):
     with pytest.raises(SSLClusterError, match="naming.timeout_s must be positive"):
         stage_name(naming_cfg(tiny, llm, "naming.timeout_s=0"))
     with pytest.raises(SSLClusterError, match="no clustering 'nope'.*kmeans-test"):
-        stage_name(naming_cfg(tiny, llm, "cluster.key=nope"))
+        stage_name(naming_cfg(tiny, llm, "clustering.key=nope"))
     assert llm.requests == []
 
 

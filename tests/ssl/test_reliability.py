@@ -135,7 +135,7 @@ def test_nan_embeddings_are_refused_before_clustering(tiny, tmp_path):
     write_embeddings(run.embeddings_dir("test"), x, EmbeddingIndex(ids, ids), split="test")
     run.release()
     with pytest.raises(SSLClusterError, match=r"3 embedding rows contain NaN or inf \(first rows: \[3, 17, 20\]\)"):
-        stage_cluster(compose(tiny + ["run.key=nanemb", "cluster.features=backbone"]))
+        stage_cluster(compose(tiny + ["run.key=nanemb", "clustering.features=backbone"]))
     assert not (run.path / "clusters" / "kmeans-test").exists()  # nothing written as if it succeeded
 
 
@@ -165,7 +165,7 @@ def test_killed_clustering_leaves_no_record_claiming_success(tiny, tmp_path, cap
     run.release()
     script = tmp_path / "cluster_child.py"
     script.write_text(CLUSTER_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), *tiny, "run.key=c", "cluster.features=backbone"], env=child_env(), cwd=str(tmp_path),
+    proc = subprocess.Popen([sys.executable, str(script), *tiny, "run.key=c", "clustering.features=backbone"], env=child_env(), cwd=str(tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     rec_path = run.path / "clusters" / "kmeans-test" / "record.json"
     t0 = time.monotonic()
@@ -185,7 +185,7 @@ def test_killed_clustering_leaves_no_record_claiming_success(tiny, tmp_path, cap
     assert main(["runs", f"run.root={tmp_path / 'runs'}", "c"]) == 0
     assert "status=running" in capsys.readouterr().out
     # rerunning the same key replaces the unfinished clustering
-    stage_cluster(compose(tiny + ["run.key=c", "cluster.features=backbone"]))
+    stage_cluster(compose(tiny + ["run.key=c", "clustering.features=backbone"]))
     assert json.loads(rec_path.read_text())["status"] == "complete"
     assert np.load(rec_path.parent / "labels.npy").shape == (360,)
 

@@ -49,7 +49,7 @@ def exports(tmp_path_factory):
     ckpt = make_checkpoint(compose(base), tmp / "tiny.ckpt")
     common = [*base, f"checkpoint={ckpt}", "trainer.accelerator=cpu", "stages.cluster=false",
               "stages.evaluate=false", "stages.baseline=false", "report.enabled=false", "export.shard_size=300",
-              "export.batch_size=64", "cluster.features=backbone"]
+              "export.batch_size=64", "clustering.features=backbone"]
     one = train_py(tmp, *common, "run.key=one", "trainer.devices=1")
     two = train_py(tmp, *common, "run.key=two", "trainer.devices=2")
     return tmp / "runs", common, ckpt, one, two

@@ -91,7 +91,7 @@ def ckpt(tiny, tmp_path):
 
 def test_killed_export_is_refused_then_resumes_to_identical_bytes(tiny, tmp_path, ckpt, monkeypatch):
     common = tiny + [f"checkpoint={ckpt}", "export.splits=[test]", "export.shard_size=64", "export.batch_size=16",
-              "cluster.features=backbone"]
+              "clustering.features=backbone"]
     folder = tmp_path / "runs" / "killed" / "embeddings" / "test"
     done = run_killed_export(tmp_path, common + ["run.key=killed"], folder, n=2, delay=0.01)
     assert 2 <= done < 6  # 360 test digits in shards of 64: 6 shards; killed mid-export
@@ -103,7 +103,7 @@ def test_killed_export_is_refused_then_resumes_to_identical_bytes(tiny, tmp_path
     with pytest.raises(SSLClusterError, match="interrupted"):
         read_embeddings(folder)
     with pytest.raises(SSLClusterError, match="status is 'running'"):
-        stage_cluster(compose(tiny + ["run.key=killed", "cluster.features=backbone"]))
+        stage_cluster(compose(tiny + ["run.key=killed", "clustering.features=backbone"]))
 
     # rerun: finished shards are not recomputed
     from sslcluster.data import sources
@@ -124,7 +124,7 @@ def test_killed_export_is_refused_then_resumes_to_identical_bytes(tiny, tmp_path
     assert (folder / "index.csv").read_bytes() == (whole / "index.csv").read_bytes()
     assert resumed.array.shape[0] == 360 and np.isfinite(resumed.array).all()
     # and the cluster stage now takes it
-    stage_cluster(compose(tiny + ["run.key=killed", "cluster.features=backbone"]))
+    stage_cluster(compose(tiny + ["run.key=killed", "clustering.features=backbone"]))
 
 
 def test_shards_of_a_different_export_are_not_reused(tiny, tmp_path, ckpt):

@@ -41,7 +41,7 @@ class SSLMethod(pl.LightningModule):
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """The method's own embedding (B, P) of images (B, C, H, W): the output of the head the loss acts on
-        (``export.features=projection``, ``cluster.features=projection``). Every method defines it."""
+        (``export.features=projection``, ``clustering.features=projection``). Every method defines it."""
         raise NotImplementedError(f"{type(self).__name__} does not define project()")
 
     def compile_targets(self) -> list[nn.Module]:
