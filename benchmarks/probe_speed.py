@@ -4,6 +4,8 @@ run: test top-1 and wall time of each, and kNN (k=200, T=0.1, faiss, blocked) fo
 
     python benchmarks/probe_speed.py --cifar /work/data/cifar10        # 60,000 x 3,072 CIFAR-10 pixels
     python benchmarks/probe_speed.py --embeddings RUN/embeddings/train RUN/embeddings/test   # learned features
+    python benchmarks/probe_speed.py --runs RUN_A RUN_B ...              # each run's embeddings/{train,test}
+    python benchmarks/probe_speed.py --cifar DIR --no-sklearn             # torch only (scikit-learn takes an hour)
     python benchmarks/probe_speed.py --digits                           # seconds (as the tests run it)
 
 CIFAR-10 pixels are read from the JPEG folders (train/<class>/*.jpg, test/<class>/*.jpg) once and kept as .npy
@@ -44,20 +46,23 @@ def cifar_pixels(root: Path, split: str, cache: Path) -> tuple[np.ndarray, np.nd
     return x, y
 
 
-def compare(name: str, tx: np.ndarray, ty: np.ndarray, qx: np.ndarray, qy: np.ndarray, knn: bool) -> dict:
+def compare(name: str, tx: np.ndarray, ty: np.ndarray, qx: np.ndarray, qy: np.ndarray, knn: bool,
+            sklearn: bool = True) -> dict:
     print(f"## {name}: train {tx.shape}, test {qx.shape}", flush=True)
     t0 = time.perf_counter()
     r = linear_probe(tx, ty, qx, qy, seed=0)
     torch_s = time.perf_counter() - t0
     print(f"torch probe   top-1 {r.accuracy:.4f}  {torch_s:8.1f} s  (weight decay {r.weight_decay:g}, validation "
           f"top-1 {r.val_accuracy})", flush=True)
-    t0 = time.perf_counter()
-    s = sklearn_linear_probe(tx, ty, qx, qy, seed=0)
-    sk_s = time.perf_counter() - t0
-    print(f"sklearn probe top-1 {s.accuracy:.4f}  {sk_s:8.1f} s", flush=True)
-    print(f"difference {100 * (r.accuracy - s.accuracy):+.2f} points; torch {sk_s / torch_s:.1f}x faster",
-          flush=True)
-    row = {"case": name, "torch_acc": r.accuracy, "torch_s": torch_s, "sklearn_acc": s.accuracy, "sklearn_s": sk_s}
+    row = {"case": name, "torch_acc": r.accuracy, "torch_s": torch_s}
+    if sklearn:
+        t0 = time.perf_counter()
+        s = sklearn_linear_probe(tx, ty, qx, qy, seed=0)
+        sk_s = time.perf_counter() - t0
+        print(f"sklearn probe top-1 {s.accuracy:.4f}  {sk_s:8.1f} s", flush=True)
+        print(f"difference {100 * (r.accuracy - s.accuracy):+.2f} points; torch {sk_s / torch_s:.1f}x faster",
+              flush=True)
+        row.update(sklearn_acc=s.accuracy, sklearn_s=sk_s)
     if knn:
         t0 = time.perf_counter()
         row["knn"] = knn_accuracy(tx, ty, qx, qy, k=200, t=0.1)
@@ -71,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     p.add_argument("--cifar", type=Path, help="CIFAR-10 JPEG folder (train/, test/)")
     p.add_argument("--cache", type=Path, default=Path("/tmp/sslcluster-bench"), help="where pixel arrays are kept")
     p.add_argument("--embeddings", type=Path, nargs=2, metavar=("TRAIN", "TEST"), help="embeddings folders")
+    p.add_argument("--runs", type=Path, nargs="+", default=[], help="run folders (RUN/embeddings/{train,test})")
     p.add_argument("--digits", action="store_true", help="scikit-learn's digits, 70/30 split (seconds)")
     p.add_argument("--no-knn", action="store_true")
+    p.add_argument("--no-sklearn", action="store_true", help="torch probe only")
     a = p.parse_args(argv)
     print(f"# probe_speed | {machine()}", flush=True)
     rows = []
@@ -82,18 +89,20 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
         x, y = load_digits(return_X_y=True)
         tx, qx, ty, qy = train_test_split(x.astype(np.float32), y, test_size=0.3, random_state=0)
-        rows.append(compare("digits pixels", tx, ty, qx, qy, not a.no_knn))
-    if a.embeddings:
+        rows.append(compare("digits pixels", tx, ty, qx, qy, not a.no_knn, not a.no_sklearn))
+    pairs = ([tuple(a.embeddings)] if a.embeddings else []) + [(r / "embeddings" / "train", r / "embeddings" / "test")
+                                                             for r in a.runs]
+    for train_dir, test_dir in pairs:
         from sslcluster.store.embeddings import read_embeddings
 
-        tr, te = (read_embeddings(f, with_labels=True) for f in a.embeddings)
+        tr, te = (read_embeddings(f, with_labels=True) for f in (train_dir, test_dir))
         assert tr.index.labels is not None and te.index.labels is not None
-        rows.append(compare(f"embeddings {a.embeddings[0].parent.parent.name}", tr.array, tr.index.labels,
-                            te.array, te.index.labels, not a.no_knn))
+        rows.append(compare(f"embeddings {train_dir.parent.parent.name}", tr.array, tr.index.labels,
+                            te.array, te.index.labels, not a.no_knn, not a.no_sklearn))
     if a.cifar:
         tx, ty = cifar_pixels(a.cifar, "train", a.cache)
         qx, qy = cifar_pixels(a.cifar, "test", a.cache)
-        rows.append(compare("CIFAR-10 pixels", tx, ty, qx, qy, not a.no_knn))
+        rows.append(compare("CIFAR-10 pixels", tx, ty, qx, qy, not a.no_knn, not a.no_sklearn))
     return rows
 
 

@@ -7,7 +7,8 @@
 - ``device``: the train split decoded once to uint8 (N, C, H, W) (each image whole, aspect kept, at its own
   size up to a cap on its long side, ``data.device_cache.max_side``, default 6 x the training side, lowered to
   fit the memory budget; zero-padded to the largest; its (h, w) kept beside it) (a cache file, written
-  atomically, reused by later runs), moved to the training device, batches drawn there by index, and augmented there by
+  atomically, reused by later runs; under DDP written once per node by its local rank 0 and read memory-mapped by
+  the node's other processes, which wait for it: :func:`node_cache`), moved to the training device, batches drawn there by index, and augmented there by
   :mod:`sslcluster.data.gpu_augment` with the same ``augmentation.views`` config, right after the (no-op) batch
   transfer. On a CPU trainer "the device" is CPU memory.
 - ``auto``: ``device`` when training on CUDA, the views config has a GPU equivalent and the split fits the
@@ -23,10 +24,12 @@ Both paths yield the same batch structure to the method: ``(views, indices)`` wi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -40,9 +43,10 @@ from torch.utils.data import DataLoader
 
 from sslcluster.data.datasets import ViewsDataset
 from sslcluster.data.sources import ImageSource
+from sslcluster.distributed import local_rank as local_rank_of_process
 from sslcluster.errors import SSLClusterError
 from sslcluster.factory import build
-from sslcluster.store.io import atomic_path, write_json
+from sslcluster.store.io import atomic_path, write_json, write_text
 
 PIPELINES = ("cpu", "device", "auto")
 
@@ -128,25 +132,39 @@ def decode_source(source: ImageSource, max_side: int, channels: int, workers: in
     return out, sizes
 
 
-def load_or_build_cache(source: ImageSource, max_side: int, channels: int, cache_dir: str | Path,
-                        workers: int = 1) -> tuple[np.ndarray, np.ndarray, Path, bool]:
-    """The decoded split from ``cache_dir/<key>.npy`` (and ``<key>.sizes.npy``), decoding and writing it
-    (atomically: temporary names, then renames; a ``.json`` sidecar last) when absent.
+def _sidecars(path: Path) -> tuple[Path, Path, Path]:
+    """The sizes array, the JSON sidecar (written last: its presence means complete) and the failure note of the
+    cache ``path``."""
+    return path.with_suffix(".sizes.npy"), path.with_suffix(".json"), path.with_suffix(".failed")
 
-    Returns:
-        (N, C, H, W) uint8 images (memory-mapped when read back), (N, 2) int64 sizes (h, w) of each image in
-        its slot, the cache path, whether it was reused.
-    """
-    key = cache_key(source, max_side, channels)
-    path = Path(cache_dir).expanduser() / f"{key}.npy"
-    sizes_path = path.with_suffix(".sizes.npy")
-    meta = path.with_suffix(".json")
-    if path.is_file() and sizes_path.is_file() and meta.is_file():
+
+def read_cache(path: Path, count: int, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The complete cache at ``path`` ((N, C, H, W) uint8 memory-mapped, (N, 2) sizes) when it holds ``count``
+    images of ``channels`` channels; None when it is absent, unfinished or of another shape."""
+    sizes_path, meta, _ = _sidecars(path)
+    if not (path.is_file() and sizes_path.is_file() and meta.is_file()):
+        return None
+    try:
         arr = np.load(path, mmap_mode="r")
         sizes = np.load(sizes_path)
-        if (arr.ndim == 4 and arr.shape[:2] == (len(source), channels) and arr.dtype == np.uint8
-                and sizes.shape == (len(source), 2)):
-            return arr, sizes, path, True
+    except (OSError, ValueError):
+        return None
+    if (arr.ndim == 4 and arr.shape[:2] == (count, channels) and arr.dtype == np.uint8
+            and sizes.shape == (count, 2)):
+        return arr, sizes
+    return None
+
+
+def _cache_path(source: ImageSource, max_side: int, channels: int, cache_dir: str | Path) -> Path:
+    return Path(cache_dir).expanduser() / f"{cache_key(source, max_side, channels)}.npy"
+
+
+def _build_cache(source: ImageSource, max_side: int, channels: int, path: Path,
+                 workers: int) -> tuple[np.ndarray, np.ndarray, Path, bool]:
+    got = read_cache(path, len(source), channels)
+    if got is not None:
+        return got[0], got[1], path, True
+    sizes_path, meta, _ = _sidecars(path)
     arr, sizes = decode_source(source, max_side, channels, workers)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -154,10 +172,92 @@ def load_or_build_cache(source: ImageSource, max_side: int, channels: int, cache
     with atomic_path(sizes_path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, sizes)
-    write_json(meta, {"key": key, "count": len(source), "shape": list(arr.shape), "dtype": "uint8",
+    write_json(meta, {"key": path.stem, "count": len(source), "shape": list(arr.shape), "dtype": "uint8",
                       "max_side": max_side, "source": type(source).__name__, "first_path": source.paths[0],
                       "status": "complete"})
     return arr, sizes, path, False
+
+
+def load_or_build_cache(source: ImageSource, max_side: int, channels: int, cache_dir: str | Path,
+                        workers: int = 1) -> tuple[np.ndarray, np.ndarray, Path, bool]:
+    """The decoded split from ``cache_dir/<key>.npy`` (and ``<key>.sizes.npy``), decoding and writing it
+    (atomically: temporary names, then renames; a ``.json`` sidecar last) when absent. One process; several
+    processes on a node share one cache through :func:`node_cache`.
+
+    Returns:
+        (N, C, H, W) uint8 images (memory-mapped when read back), (N, 2) int64 sizes (h, w) of each image in
+        its slot, the cache path, whether it was reused.
+    """
+    return _build_cache(source, max_side, channels, _cache_path(source, max_side, channels, cache_dir), workers)
+
+
+#: how long (seconds) a process that is not its node's local rank 0 waits for the cache when no torch.distributed
+#: process group links the processes (``data.device_cache.wait_s``); with one, it waits as long as decoding takes
+DEFAULT_WAIT_S = 3600.0
+
+
+def node_cache(source: ImageSource, max_side: int, channels: int, cache_dir: str | Path, workers: int = 1,
+               local_rank: int = 0, group: object | None = None,
+               wait_s: float = DEFAULT_WAIT_S) -> tuple[np.ndarray, np.ndarray, Path, bool]:
+    """:func:`load_or_build_cache` once per node: local rank 0 decodes and writes the cache (or reuses it), the
+    node's other processes wait for it and read it memory-mapped; none of them decodes.
+
+    With ``group`` (a gloo group over every rank of a torch.distributed launch, e.g.
+    :func:`sslcluster.distributed.untimed_group`) every rank waits in one collective until each node's local rank 0
+    is done, and learns there whether one failed. Without, the others poll the cache folder until the cache is
+    complete, local rank 0 leaves a ``<key>.failed`` note (its error) or ``wait_s`` seconds have passed.
+
+    Returns:
+        as :func:`load_or_build_cache` (``reused`` is True for every process but the one that decoded).
+    """
+    from sslcluster.distributed import STARTED, any_rank
+
+    path = _cache_path(source, max_side, channels, cache_dir)
+    failed = _sidecars(path)[2]
+    if group is not None:
+        error: BaseException | None = None
+        result = None
+        if local_rank == 0:
+            try:
+                result = _build_cache(source, max_side, channels, path, workers)
+            except BaseException as e:  # noqa: BLE001  (told to the other ranks, then raised)
+                error = e
+        some_failed = any_rank(error is not None, group)
+        if error is not None:
+            raise error
+        if some_failed:
+            raise SSLClusterError(f"the decoded-image cache {path}: local rank 0 of a node failed to write it (its "
+                                  "error is in that process's output)")
+        if result is not None:
+            return result
+        got = read_cache(path, len(source), channels)
+        if got is None:
+            raise SSLClusterError(f"the decoded-image cache {path} is not there after local rank 0 wrote it: "
+                                  f"data.device_cache.dir={cache_dir} must be a folder every process of a node sees")
+        return got[0], got[1], path, True
+    if local_rank == 0:
+        with contextlib.suppress(FileNotFoundError):
+            failed.unlink()  # an earlier launch's
+        try:
+            return _build_cache(source, max_side, channels, path, workers)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                write_text(failed, f"{type(e).__name__}: {e}\n")
+            raise
+    deadline = time.monotonic() + wait_s
+    while True:
+        got = read_cache(path, len(source), channels)
+        if got is not None:
+            return got[0], got[1], path, True
+        with contextlib.suppress(OSError):
+            if failed.stat().st_mtime >= STARTED:  # this launch's, not an earlier one's
+                raise SSLClusterError(f"the decoded-image cache {path}: local rank 0 failed to write it: "
+                                      f"{failed.read_text().strip()}")
+        if time.monotonic() >= deadline:
+            raise SSLClusterError(f"data.device_cache.wait_s={wait_s:g}: local rank 0 did not write the decoded-image "
+                                  f"cache {path} in that time (data.device_cache.dir must be a folder every process "
+                                  "of a node sees)")
+        time.sleep(0.2)
 
 
 # -- the order of each epoch -----------------------------------------------------------------------------------
@@ -293,6 +393,14 @@ class PretrainData(pl.LightningDataModule):
                                   f"{self.image_size}")
         self.cache_side = self.max_side
         self.budget_gb = dc.get("budget_gb") if dc is not None else None
+        #: seconds a process other than its node's local rank 0 waits for the cache without a process group
+        wait_s = _cfg_get(dc, "wait_s", DEFAULT_WAIT_S)
+        try:
+            self.wait_s = float(wait_s)
+        except (TypeError, ValueError):
+            self.wait_s = float("nan")
+        if not self.wait_s > 0:
+            raise SSLClusterError(f"data.device_cache.wait_s={wait_s!r} must be a positive number of seconds")
         aug = cfg.get("augmentation") if hasattr(cfg, "get") else None
         #: 8-bit rounding after each op of the device path's views (augmentation.quantize)
         self.quantize = bool(_cfg_get(aug, "quantize", False))
@@ -337,24 +445,44 @@ class PretrainData(pl.LightningDataModule):
         return "device", None
 
     def setup(self, stage: str | None = None) -> None:
-        """Choose the device or CPU data path once; on the device path load the uint8 image cache onto the device."""
+        """Choose the device or CPU data path once; on the device path load the uint8 image cache onto the device.
+
+        Under DDP every process takes the same path and cache side (the smallest any process can hold), and the
+        cache is decoded once per node, by its local rank 0, and read by the node's other processes
+        (:func:`node_cache`)."""
         if self.used is not None:
             return
+        from sslcluster.distributed import min_over_ranks, process_group_size, untimed_group
+
         device = self._device()
         self.used, reason = self.choose(device)
         if reason is not None:
             fallback_message(reason)
-        if self.used == "device":
-            channels = int(self.cfg.data.channels)
-            arr, sizes, self.cache_path, _ = load_or_build_cache(self.source, self.cache_side, channels,
-                                                                 self.cache_dir,
-                                                                 workers=max(1, int(self.cfg.data.num_workers)))
-            self.images = torch.from_numpy(np.array(arr, copy=True)).to(device)  # read the cache in
-            self.sizes = torch.from_numpy(np.asarray(sizes, dtype=np.int64)).to(device)
-            assert self.gpu_transform is not None
-            self.gpu_transform.to(device)
-            if self.compile:
-                self.gpu_transform.compile_apply()
+        if process_group_size() > 1 and self.pipeline != "cpu":
+            with untimed_group() as group:
+                side = min_over_ranks(self.cache_side if self.used == "device" else 0, group)
+                if self.used == "device" and side == 0:
+                    self.used = "cpu"
+                    fallback_message("another process of this launch cannot use the device path (its line says why)")
+                if self.used == "device":
+                    self.cache_side = side
+                    self._load(device, group)
+        elif self.used == "device":
+            self._load(device, None)
+
+    def _load(self, device: torch.device, group: object | None) -> None:
+        trainer = getattr(self, "trainer", None)
+        rank = int(trainer.local_rank) if trainer is not None else local_rank_of_process()
+        channels = int(self.cfg.data.channels)
+        arr, sizes, self.cache_path, _ = node_cache(self.source, self.cache_side, channels, self.cache_dir,
+                                                    workers=max(1, int(self.cfg.data.num_workers)),
+                                                    local_rank=rank, group=group, wait_s=self.wait_s)
+        self.images = torch.from_numpy(np.array(arr, copy=True)).to(device)  # read the cache in
+        self.sizes = torch.from_numpy(np.asarray(sizes, dtype=np.int64)).to(device)
+        assert self.gpu_transform is not None
+        self.gpu_transform.to(device)
+        if self.compile:
+            self.gpu_transform.compile_apply()
 
     # loaders ----------------------------------------------------------------------------------------------
     def train_dataloader(self) -> Any:
@@ -395,6 +523,7 @@ def build_pretrain_data(cfg: DictConfig, source: ImageSource) -> PretrainData:
     return PretrainData(cfg, source)
 
 
-__all__ = ["PretrainData", "DeviceBatches", "EpochOrder", "build_pretrain_data", "load_or_build_cache",
+__all__ = ["PretrainData", "DeviceBatches", "EpochOrder", "build_pretrain_data", "load_or_build_cache", "node_cache",
+           "read_cache", "DEFAULT_WAIT_S",
            "decode_source", "cache_key", "device_budget_bytes", "fit_uint8", "to_square_uint8", "epoch_seed",
            "epoch_permutation", "PIPELINES", "DEFAULT_SIDE_FACTOR"]

@@ -79,6 +79,30 @@ def test_torch_probe_within_half_a_point_of_sklearn_on_digits(digits):
     assert r.weight_decay in probes.PROBE_WEIGHT_DECAYS and len(r.val_accuracy) == len(probes.PROBE_WEIGHT_DECAYS)
 
 
+def test_probe_fit_stops_where_sklearn_does_and_scores_as_it_does(digits):
+    """A fit at scikit-learn's C=1 (wd = 1/N) with the probe's default settings ends at scikit-learn's convergence
+    criterion (max |gradient| of the mean objective <= its tol, 1e-4) and has the test top-1 of scikit-learn's
+    LogisticRegression fitted to the same standardised rows (float32 against float64: two near-tied test rows of
+    540 are predicted differently, either way)."""
+    from sklearn.linear_model import LogisticRegression
+
+    tx, qx, ty, qy = digits
+    x, y = torch.from_numpy(tx), torch.from_numpy(ty)
+    mean, std = probes._standardiser(x)
+    x = (x - mean) / std
+    wd = 1.0 / len(x)
+    w, b = probes._fit_lbfgs(x, y, 10, wd, probes.PROBE_MAX_ITER)
+    w.requires_grad_(True)
+    b.requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(x, w, b), y) + 0.5 * wd * (w * w).sum()
+    loss.backward()
+    assert float(torch.cat([w.grad.flatten(), b.grad]).abs().max()) <= 1e-4
+    q = (torch.from_numpy(qx) - mean) / std
+    ours = float((torch.nn.functional.linear(q, w, b).argmax(dim=1).numpy() == qy).mean())
+    theirs = float((LogisticRegression(C=1.0).fit(x.numpy(), ty).predict(q.numpy()) == qy).mean())
+    assert ours == theirs == 518 / 540
+
+
 def test_probe_choice_never_sees_the_test_labels(digits):
     """The weight decay and the validation figures are the same whatever the test labels are."""
     tx, qx, ty, qy = digits
@@ -99,6 +123,11 @@ def test_probe_settings_refuse_unknown_keys_and_cuda_without_gpu():
         cfg = OmegaConf.create({"evaluate": {"probe": {"device": "cuda"}}})
         with pytest.raises(SSLClusterError, match="evaluate.probe.device='cuda'"):
             probe_settings(cfg)
+    x, y = np.zeros((4, 2), np.float32), np.arange(4) % 2
+    with pytest.raises(SSLClusterError, match=r"^evaluate.probe.tol=0 must be a positive number$"):
+        probes.linear_probe(x, y, x, y, tol=0)
+    with pytest.raises(SSLClusterError, match=r"^evaluate.probe.max_iter=2.5 must be a whole number of iterations"):
+        probes.linear_probe(x, y, x, y, max_iter=2.5)
     with pytest.raises(SSLClusterError, match="evaluate.probe.backend='svm'"):
         probes.linear_probe_accuracy(np.zeros((4, 2)), np.arange(4) % 2, np.zeros((2, 2)), np.arange(2),
                                      backend="svm")
