@@ -68,3 +68,22 @@ def test_umap_before_clustering_says_what_it_does_and_how_long_it_took(caplog, m
     lines = [r.getMessage() for r in caplog.records if r.name == "sslcluster.progress"]
     assert lines[0] == "clustering preprocess: UMAP of 60 x 8 features to 3-D", lines
     assert re.fullmatch(r"clustering preprocess: UMAP done in \d+:\d\d", lines[1]), lines
+
+
+def test_linear_probe_reports_progress_with_rate_and_time_left(caplog, monkeypatch):
+    """The torch probe's fits (one per weight decay, then the refit) count towards one bar that ends at 100%."""
+    import numpy as np
+
+    from sslcluster.evaluation.probes import lbfgs_evaluations, linear_probe
+
+    monkeypatch.setenv("SSLCLUSTER_PROGRESS", "log")
+    caplog.set_level(logging.INFO, logger="sslcluster.progress")
+    rng = np.random.default_rng(0)
+    x, tx = rng.normal(size=(400, 16)).astype(np.float32), rng.normal(size=(100, 16)).astype(np.float32)
+    y, ty = (x[:, :3].sum(1) > 0).astype(np.int64), (tx[:, :3].sum(1) > 0).astype(np.int64)
+    linear_probe(x, y, tx, ty, weight_decays=(1e-2, 1e-4), max_iter=40)
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == "sslcluster.progress" and r.getMessage().startswith("linear probe:")]
+    budget = 3 * lbfgs_evaluations(40)
+    assert lines and lines[-1].startswith(f"linear probe: 100% ({budget}/{budget} eval)"), lines
+    assert all(re.search(r"[\d.]+ eval/s, \d+:\d\d elapsed, \d+:\d\d left", m) for m in lines)
