@@ -20,6 +20,10 @@ A tiny CPU setting (digits, the small CNN, 2 epochs):
 
 Anything after ``--`` is a Hydra override of the project config (``configs/``).
 
+``summary``: the comparison over the JSONs of several runs (seeds run in parts, or an interrupted run; pairs by
+seed), with the same verdict: ``python benchmarks/fidelity.py summary a.json b.json``. The data sets of the
+CPU figures in ``benchmarks/RESULTS.md`` are built by ``benchmarks/fidelity_data.py``.
+
 ``sharpness``: the views themselves, without training. The same images (a folder, any sizes) go through
 lightly's ``SimCLRTransform`` (PIL, in this process) and through the device path (the decoded cache and
 :mod:`sslcluster.data.gpu_augment`), both built from the project's ``augmentation`` config at
@@ -245,10 +249,78 @@ def sharpness(argv: list[str]) -> dict[str, Any]:
     return res
 
 
+def compare(results: dict[str, Any]) -> dict[str, Any]:
+    """Add to ``results`` (``runs``: pipeline -> list of run records) each pipeline's means and, for each device
+    pipeline trained beside ``cpu``, the paired difference (by seed), its 90 % interval and the verdict; print them."""
+    runs_of = results["runs"]
+    summary = {pipe: {"knn_top1": statistics.mean(r["knn_top1"] for r in runs),
+                      "knn_top1_sd": statistics.stdev([r["knn_top1"] for r in runs]) if len(runs) > 1 else None,
+                      "train_s": statistics.mean(r["train_s"] for r in runs), "seeds": len(runs)}
+               for pipe, runs in runs_of.items()}
+    results["summary"] = summary
+    for pipe, m in summary.items():
+        print(f"fidelity: {pipe:6s} mean kNN top-1 {m['knn_top1']:.4f} over {m['seeds']} seed(s), "
+              f"training {m['train_s']:.1f} s", flush=True)
+    for dev in ("device", "device8"):
+        if {"cpu", dev} <= set(summary):
+            # paired by seed: both paths share the seed's model initialisation and per-epoch data order
+            cpu = {r["seed"]: r["knn_top1"] for r in runs_of["cpu"]}
+            pairs = [(r["seed"], 100 * (r["knn_top1"] - cpu[r["seed"]])) for r in runs_of[dev] if r["seed"] in cpu]
+            if not pairs:
+                continue
+            diffs = [d for _, d in pairs]
+            results[f"{dev}_minus_cpu_per_seed"] = dict(pairs)
+            diff = statistics.mean(diffs)
+            se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+            results[f"{dev}_minus_cpu_points"] = diff
+            results[f"{dev}_minus_cpu_se"] = se
+            # equivalence (two one-sided tests at 5 %): the 90 % confidence interval of the paired mean difference
+            # lies inside +-TOLERANCE_POINTS; a mean inside it with a wide interval shows nothing
+            from scipy.stats import t as student_t
+
+            half = float(student_t.ppf(0.95, len(diffs) - 1)) * se if len(diffs) > 1 else float("nan")
+            low, high = diff - half, diff + half
+            verdict = ("equivalent" if -TOLERANCE_POINTS <= low and high <= TOLERANCE_POINTS else
+                       "device worse" if high < -TOLERANCE_POINTS else
+                       "device better" if low > TOLERANCE_POINTS else "not decided (interval too wide)")
+            results[f"{dev}_minus_cpu_ci90"] = [low, high]
+            results[f"{dev}_verdict"] = verdict
+            print(f"fidelity: {dev} - cpu = {diff:+.2f} +- {se:.2f} points (paired over {len(diffs)} seed(s), "
+                  f"standard error; 90% interval [{low:+.2f}, {high:+.2f}]; equivalence margin "
+                  f"+-{TOLERANCE_POINTS}): {verdict}; speed-up "
+                  f"{summary['cpu']['train_s'] / summary[dev]['train_s']:.2f}x", flush=True)
+    return results
+
+
+def summarise(argv: list[str]) -> dict[str, Any]:
+    """``summary A.json [B.json ...]``: the comparison over the runs of one or more JSONs written by ``--json``
+    (e.g. seeds run in parts, or an interrupted run: a seed counts once both of its runs are in)."""
+    p = argparse.ArgumentParser(prog="fidelity.py summary", description=summarise.__doc__)
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", help="write the merged results here")
+    args = p.parse_args(argv)
+    merged: dict[str, Any] = {"files": args.files, "runs": {}}
+    for f in args.files:
+        part = json.loads(Path(f).read_text())
+        for key in ("overrides", "epochs"):
+            if merged.setdefault(key, part[key]) != part[key]:
+                raise SystemExit(f"fidelity summary: {f}: {key} differ from the first file's")
+        for pipe, runs in part["runs"].items():
+            have = {r["seed"] for r in merged["runs"].get(pipe, [])}
+            merged["runs"].setdefault(pipe, []).extend(r for r in runs if r["seed"] not in have)
+    merged["seeds"] = sorted({r["seed"] for runs in merged["runs"].values() for r in runs})
+    compare(merged)
+    if args.json:
+        Path(args.json).write_text(json.dumps(merged, indent=2) + "\n")
+    return merged
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["sharpness"]:
         return sharpness(argv[1:])
+    if argv[:1] == ["summary"]:
+        return summarise(argv[1:])
     overrides: list[str] = []
     if "--" in argv:
         k = argv.index("--")
@@ -275,38 +347,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   flush=True)
             if args.json:  # after every run: an interrupted comparison keeps what it finished
                 Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    summary = {pipe: {"knn_top1": statistics.mean(r["knn_top1"] for r in runs),
-                      "knn_top1_sd": statistics.stdev([r["knn_top1"] for r in runs]) if len(runs) > 1 else None,
-                      "train_s": statistics.mean(r["train_s"] for r in runs)}
-               for pipe, runs in results["runs"].items()}
-    results["summary"] = summary
-    for pipe, m in summary.items():
-        print(f"fidelity: {pipe:6s} mean kNN top-1 {m['knn_top1']:.4f} over {len(seeds)} seed(s), "
-              f"training {m['train_s']:.1f} s", flush=True)
-    for dev in ("device", "device8"):
-        if {"cpu", dev} <= set(summary):
-            # paired by seed: both paths share the seed's model initialisation and per-epoch data order
-            diffs = [100 * (d["knn_top1"] - c["knn_top1"])
-                     for d, c in zip(results["runs"][dev], results["runs"]["cpu"])]
-            diff = statistics.mean(diffs)
-            se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
-            results[f"{dev}_minus_cpu_points"] = diff
-            results[f"{dev}_minus_cpu_se"] = se
-            # equivalence (two one-sided tests at 5 %): the 90 % confidence interval of the paired mean difference
-            # lies inside +-TOLERANCE_POINTS; a mean inside it with a wide interval shows nothing
-            from scipy.stats import t as student_t
-
-            half = float(student_t.ppf(0.95, len(diffs) - 1)) * se if len(diffs) > 1 else float("nan")
-            low, high = diff - half, diff + half
-            verdict = ("equivalent" if -TOLERANCE_POINTS <= low and high <= TOLERANCE_POINTS else
-                       "device worse" if high < -TOLERANCE_POINTS else
-                       "device better" if low > TOLERANCE_POINTS else "not decided (interval too wide)")
-            results[f"{dev}_minus_cpu_ci90"] = [low, high]
-            results[f"{dev}_verdict"] = verdict
-            print(f"fidelity: {dev} - cpu = {diff:+.2f} +- {se:.2f} points (paired over {len(diffs)} seed(s), "
-                  f"standard error; 90% interval [{low:+.2f}, {high:+.2f}]; equivalence margin "
-                  f"+-{TOLERANCE_POINTS}): {verdict}; speed-up "
-                  f"{summary['cpu']['train_s'] / summary[dev]['train_s']:.2f}x", flush=True)
+    compare(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return results

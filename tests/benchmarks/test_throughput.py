@@ -89,3 +89,49 @@ def test_fidelity_tiny_cpu_trains_both_pipelines(tmp_path, capsys):
         assert run["knn_top1"] > 0.3  # 10 classes: well above chance (0.1)
     assert "device - cpu" in capsys.readouterr().out and json.loads(out.read_text())["epochs"] == 1
     assert list((tmp_path / "cache").glob("*.npy"))  # the device run really took the device path
+
+
+def test_fidelity_summary_pairs_by_seed_and_merges_parts(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("fidelity", SCRIPT.parent / "fidelity.py")
+    fid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fid)
+
+    def run(pipe, seed, acc):
+        return {"pipeline": pipe, "seed": seed, "knn_top1": acc, "train_s": 1.0}
+
+    common = {"overrides": ["a=1"], "epochs": 2}
+    a = {**common, "seeds": [1, 2], "runs": {"cpu": [run("cpu", 1, 0.50), run("cpu", 2, 0.40)],
+                                             "device": [run("device", 1, 0.51)]}}  # seed 2 interrupted
+    b = {**common, "seeds": [3, 4], "runs": {"cpu": [run("cpu", 3, 0.30), run("cpu", 4, 0.20)],
+                                             "device": [run("device", 3, 0.302), run("device", 4, 0.198)]}}
+    for name, part in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(part))
+    res = fid.main(["summary", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert res["device_minus_cpu_per_seed"] == pytest.approx({1: 1.0, 3: 0.2, 4: -0.2})
+    assert res["device_minus_cpu_points"] == pytest.approx(1.0 / 3)
+    low, high = res["device_minus_cpu_ci90"]
+    assert low < res["device_minus_cpu_points"] < high and res["device_verdict"].startswith("not decided")
+    assert "device - cpu" in capsys.readouterr().out
+    (tmp_path / "c.json").write_text(json.dumps({**b, "epochs": 3}))
+    with pytest.raises(SystemExit):
+        fid.main(["summary", str(tmp_path / "a.json"), str(tmp_path / "c.json")])
+
+
+def test_fidelity_data_links_the_subset_and_resizes_the_photos(tmp_path):
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("fidelity_data", SCRIPT.parent / "fidelity_data.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / "src" / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(tmp_path / "src" / split / cls / f"{i:04d}.jpg")
+    mod.main(["--src", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--train", "2", "--low", "40",
+              "--high", "44"])
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "cifar" / "train" / "a").iterdir()) == ["0000.jpg", "0001.jpg"]
+    assert len(list((out / "cifar" / "test").rglob("*.jpg"))) == 6 and (out / "cifar/test/b/0002.jpg").is_symlink()
+    sizes = [Image.open(p).size for p in sorted((out / "photo").rglob("*.png"))]
+    assert len(sizes) == 10 and all(40 <= w <= 44 and 40 <= h <= 44 and w != h for w, h in sizes)
