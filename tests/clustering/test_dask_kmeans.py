@@ -86,6 +86,7 @@ def test_missing_extra_is_one_line(tmp_path, base, monkeypatch):
     assert_nothing_written(run, "dask_kmeans-test")
 
 
+@needs_dask
 def test_pca_with_the_dask_engine_is_refused(tmp_path, base):
     x, y = planted(300, 8, 3)
     run = make_run(tmp_path / "runs", x, y)
@@ -95,6 +96,7 @@ def test_pca_with_the_dask_engine_is_refused(tmp_path, base):
     assert DaskKMeans().reads_files
 
 
+@needs_dask
 def test_local_cluster_leaves_the_process_environment_as_it_was(monkeypatch):
     """dask's nannies write OMP/MKL/OPENBLAS_NUM_THREADS=1 into the parent's environment: every later subprocess
     (a DDP rank, a resumed training) would then run single-threaded and compute other bits."""
