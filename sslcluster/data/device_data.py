@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from sslcluster.data.datasets import ViewsDataset
 from sslcluster.data.sources import ImageSource
+from sslcluster.distributed import STARTED, any_rank, min_over_ranks, process_group_size, untimed_group
 from sslcluster.distributed import local_rank as local_rank_of_process
 from sslcluster.errors import SSLClusterError
 from sslcluster.factory import build
@@ -210,8 +211,6 @@ def node_cache(source: ImageSource, max_side: int, channels: int, cache_dir: str
     Returns:
         as :func:`load_or_build_cache` (``reused`` is True for every process but the one that decoded).
     """
-    from sslcluster.distributed import STARTED, any_rank
-
     path = _cache_path(source, max_side, channels, cache_dir)
     failed = _sidecars(path)[2]
     if group is not None:
@@ -452,8 +451,6 @@ class PretrainData(pl.LightningDataModule):
         (:func:`node_cache`)."""
         if self.used is not None:
             return
-        from sslcluster.distributed import min_over_ranks, process_group_size, untimed_group
-
         device = self._device()
         self.used, reason = self.choose(device)
         if reason is not None:

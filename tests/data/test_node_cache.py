@@ -6,7 +6,6 @@ function counts its calls per rank in marker files."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -19,17 +18,11 @@ import torch.multiprocessing as mp
 from sslcluster.data import device_data as D
 from sslcluster.data.sources import DigitsSource
 from sslcluster.errors import SSLClusterError
+from tests.gloo import free_port, needs_gloo
 
 WORLD = 2
 
-gloo = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                          reason="torch.distributed with gloo is not available")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+gloo = needs_gloo
 
 
 def _setup(out: str, cache: str, rank: int) -> dict:

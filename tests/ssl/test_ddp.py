@@ -4,7 +4,6 @@ queue is the same on every rank after a step; ``train.py trainer.devices=2`` run
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,19 +18,13 @@ from lightly.models.utils import update_momentum
 from sslcluster.ssl.backbones import TinyCNN
 from sslcluster.ssl.methods.moco import MoCo
 from sslcluster.ssl.methods.simclr import SimCLR
+from tests.gloo import free_port, needs_gloo
 
 ROOT = Path(__file__).resolve().parents[2]
 B = 4  # images per rank
 WORLD = 2
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = needs_gloo
 
 
 def data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,9 +191,9 @@ def test_launch_rank_from_environment(monkeypatch):
 
 
 def test_non_zero_rank_needs_a_run_key(tiny, monkeypatch):
+    from sslcluster.config import compose
     from sslcluster.errors import SSLClusterError
     from sslcluster.pipeline import stage_pretrain
-    from sslcluster.config import compose
 
     monkeypatch.setenv("RANK", "1")
     monkeypatch.delenv("SSLCLUSTER_RUN_KEY", raising=False)

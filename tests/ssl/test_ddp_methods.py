@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -20,18 +18,12 @@ from sslcluster.ssl.backbones import TinyCNN
 from sslcluster.ssl.methods.barlowtwins import BarlowTwins
 from sslcluster.ssl.methods.dino import DINO
 from sslcluster.ssl.methods.vicreg import VICReg
+from tests.gloo import free_port, needs_gloo
 
 B = 4  # images per rank
 WORLD = 2
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = needs_gloo
 
 
 def data(n: int, size: int = 8, seed: int = 123) -> tuple[torch.Tensor, torch.Tensor]:
