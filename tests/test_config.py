@@ -39,3 +39,10 @@ def test_missing_required_value_is_named():
     with pytest.raises(SSLClusterError) as e:
         compose(["data=image_folder"])
     assert "root" in str(e.value)
+
+
+def test_a_method_sets_its_clustered_features_and_the_command_line_wins():
+    assert compose([]).clustering.features == "projection"  # a method saying nothing: the projection head's
+    assert compose(["method=vicreg"]).clustering.features == "backbone"  # chosen on val_nmi in vicreg.yaml
+    assert compose(["method=vicreg", "clustering.features=projection"]).clustering.features == "projection"
+    assert compose(["method=simclr", "clustering.features=backbone"]).clustering.features == "backbone"
