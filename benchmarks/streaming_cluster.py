@@ -1,6 +1,6 @@
 """Streaming clustering at scale: the cluster stage (default k-means: a seeded sample, then every row assigned in
 blocks read from the file) on N x D planted blobs written to disk as an embeddings set, beside a direct faiss call
-doing the same work (the same sample, k-means++ seeds, the same iterations, assignment in blocks of a memory map),
+doing the same work (the same sample, the same k-means++ restarts and iterations, assignment in blocks of a memory map),
 each in its own process: wall time, peak resident memory above a bare ``import sslcluster, torch`` (measured in a
 third process), NMI against the planted labels. The data file is deleted at the end.
 
@@ -48,19 +48,27 @@ DIRECT = PEAK + textwrap.dedent("""
     import sys, time
     import numpy as np, faiss
     from sklearn.cluster import kmeans_plusplus
-    path, k, train_size, iters, block, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \\
-        int(sys.argv[5]), sys.argv[6]
+    path, k, train_size, iters, block, n_init, pp_sample, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
+        int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
     t = time.perf_counter()
     x = np.load(path, mmap_mode="r")
     n = len(x)
-    rows = np.sort(np.random.default_rng(0).choice(n, train_size, replace=False))
-    sample = np.ascontiguousarray(x[rows], dtype=np.float32)
-    init, _ = kmeans_plusplus(sample, k, random_state=0)
-    km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=0, max_points_per_centroid=train_size // k + 1)
-    km.train(sample, init_centroids=init.astype(np.float32))
+    rows = np.random.default_rng(0).choice(n, train_size, replace=False)   # the stage's sample (seed 0) ...
+    order = np.argsort(rows)
+    sample = np.empty((train_size, x.shape[1]), dtype=np.float32)
+    sample[order] = x[rows[order]]                                          # ... read in file order
+    best = None
+    for r in range(n_init):                                                 # the stage's restarts: seeds 0..n_init-1
+        pp = np.sort(np.random.default_rng(r).permutation(train_size)[:pp_sample])
+        init, _ = kmeans_plusplus(sample[pp] if train_size > pp_sample else sample, k, random_state=r)
+        km = faiss.Kmeans(x.shape[1], k, niter=iters, nredo=1, seed=r, max_points_per_centroid=max(256, train_size // k + 1),
+                          min_points_per_centroid=1)
+        km.train(sample, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
+        if best is None or km.obj[-1] < best[0]:
+            best = (km.obj[-1], km.centroids.copy())
     labels = np.empty(n, dtype=np.int64)
     for s in range(0, n, block):
-        labels[s:s + block] = km.index.search(np.ascontiguousarray(x[s:s + block]), 1)[1][:, 0]
+        labels[s:s + block] = faiss.knn(np.ascontiguousarray(x[s:s + block]), best[1], 1)[1][:, 0]
     np.save(out, labels)
     print(json.dumps({"seconds": time.perf_counter() - t, "peak_mib": peak()}))
 """)
@@ -132,9 +140,9 @@ def main(argv: Sequence[str] | None = None) -> None:
               + ", ".join(f"{k} {v:.1f}" for k, v in times.items()), flush=True)
         del labels
         direct = child(DIRECT, str(folder / "embeddings.npy"), str(a.k), str(ts), str(d.max_iter),
-                       str(ASSIGN_BLOCK), str(tmp / "direct.npy"))
+                       str(ASSIGN_BLOCK), str(d.n_init), str(d.kmeanspp_sample), str(tmp / "direct.npy"))
         labels = np.load(tmp / "direct.npy")
-        print(f"direct faiss (same sample, k-means++, {d.max_iter} it, memory-mapped blocks): "
+        print(f"direct faiss (same sample, {d.n_init} k-means++ restarts, {d.max_iter} it, memory-mapped blocks): "
               f"{direct['seconds']:.1f} s, peak RSS {direct['peak_mib']:.0f} MiB (a process without torch), "
               f"NMI {normalized_mutual_info_score(y, labels):.4f}", flush=True)
     finally:
