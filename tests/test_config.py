@@ -46,3 +46,12 @@ def test_a_method_sets_its_clustered_features_and_the_command_line_wins():
     assert compose(["method=vicreg"]).clustering.features == "backbone"  # chosen on val_nmi in vicreg.yaml
     assert compose(["method=vicreg", "clustering.features=projection"]).clustering.features == "projection"
     assert compose(["method=simclr", "clustering.features=backbone"]).clustering.features == "backbone"
+
+
+def test_a_method_sets_its_digits_length_and_batch_and_experiments_and_the_command_line_win():
+    plain, byol = compose([]), compose(["method=byol"])
+    assert (plain.trainer.max_epochs, plain.data.batch_size) == (60, 128)
+    assert (byol.trainer.max_epochs, byol.data.batch_size) == (100, 64)  # byol.yaml, chosen on val_nmi
+    assert compose(["method=byol", "trainer.max_epochs=3", "data.batch_size=32"]).trainer.max_epochs == 3
+    cifar = compose(["+experiment=cifar10_byol"])
+    assert (cifar.trainer.max_epochs, cifar.data.batch_size) == (200, 128)  # lightly's benchmark values
