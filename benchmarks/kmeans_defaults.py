@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from _common import machine, planted_blobs  # noqa: E402  (also puts the repository on sys.path)
+from _common import faiss_restarts, machine, planted_blobs  # noqa: E402  (also puts the repository on sys.path)
 
 from sklearn.metrics import normalized_mutual_info_score
 
@@ -52,22 +52,11 @@ def direct_faiss_equal(x: np.ndarray, k: int, seed: int, train_size: int, iters:
     (scikit-learn, on at most ``pp_sample`` rows) with the same seeds, ``iters`` iterations, the lowest inertia
     kept, every point assigned."""
     import faiss
-    from sklearn.cluster import kmeans_plusplus
 
     rows = np.random.default_rng(seed).choice(len(x), train_size, replace=False) \
         if train_size < len(x) else np.random.default_rng(seed).permutation(len(x))
-    sample = np.ascontiguousarray(x[rows])
-    best: tuple[float, np.ndarray] | None = None
-    for r in range(n_init):
-        pp = np.sort(np.random.default_rng(seed + r).permutation(len(sample))[:pp_sample])
-        init, _ = kmeans_plusplus(sample[pp] if len(sample) > pp_sample else sample, k, random_state=seed + r)
-        km = faiss.Kmeans(x.shape[1], k, niter=iters, nredo=1, seed=seed + r, min_points_per_centroid=1,
-                          max_points_per_centroid=max(256, len(sample) // k + 1))
-        km.train(sample, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
-        if best is None or km.obj[-1] < best[0]:
-            best = (float(km.obj[-1]), km.centroids.copy())
-    assert best is not None
-    return faiss.knn(np.ascontiguousarray(x), best[1], 1)[1][:, 0]
+    centroids = faiss_restarts(np.ascontiguousarray(x[rows]), k, iters, n_init, pp_sample, seed)
+    return faiss.knn(np.ascontiguousarray(x), centroids, 1)[1][:, 0]
 
 
 def project_stage(x: np.ndarray, k: int, workdir: Path, extra: Sequence[str] = ()) -> tuple[np.ndarray, dict]:

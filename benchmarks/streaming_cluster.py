@@ -47,7 +47,7 @@ PROJECT = PEAK + textwrap.dedent("""
 DIRECT = PEAK + textwrap.dedent("""
     import sys, time
     import numpy as np, faiss
-    from sklearn.cluster import kmeans_plusplus
+    from _common import faiss_restarts
     path, k, train_size, iters, block, n_init, pp_sample, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
         int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
     t = time.perf_counter()
@@ -57,18 +57,10 @@ DIRECT = PEAK + textwrap.dedent("""
     order = np.argsort(rows)
     sample = np.empty((train_size, x.shape[1]), dtype=np.float32)
     sample[order] = x[rows[order]]                                          # ... read in file order
-    best = None
-    for r in range(n_init):                                                 # the stage's restarts: seeds 0..n_init-1
-        pp = np.sort(np.random.default_rng(r).permutation(train_size)[:pp_sample])
-        init, _ = kmeans_plusplus(sample[pp] if train_size > pp_sample else sample, k, random_state=r)
-        km = faiss.Kmeans(x.shape[1], k, niter=iters, nredo=1, seed=r, max_points_per_centroid=max(256, train_size // k + 1),
-                          min_points_per_centroid=1)
-        km.train(sample, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
-        if best is None or km.obj[-1] < best[0]:
-            best = (km.obj[-1], km.centroids.copy())
+    centroids = faiss_restarts(sample, k, iters, n_init, pp_sample, seed=0)   # the stage's restarts
     labels = np.empty(n, dtype=np.int64)
     for s in range(0, n, block):
-        labels[s:s + block] = faiss.knn(np.ascontiguousarray(x[s:s + block]), best[1], 1)[1][:, 0]
+        labels[s:s + block] = faiss.knn(np.ascontiguousarray(x[s:s + block]), centroids, 1)[1][:, 0]
     np.save(out, labels)
     print(json.dumps({"seconds": time.perf_counter() - t, "peak_mib": peak()}))
 """)
@@ -101,7 +93,7 @@ def write_set(folder: Path, n: int, dim: int, k: int, seed: int = 0) -> np.ndarr
 
 def child(code: str, *args: str) -> dict:
     proc = subprocess.run([sys.executable, "-c", "import json\n" + code, *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")])})
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
