@@ -9,6 +9,13 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+# Under pytest-xdist (the README's ``-n``), the workers share the machine's cores: each worker's torch (and the
+# processes its tests start, which inherit the environment) gets its share of them instead of all of them, so two
+# workers on two cores do not fight over four threads. Set before torch is imported; an explicit setting wins.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 
 @pytest.fixture
 def tiny(tmp_path):
