@@ -209,7 +209,7 @@ def test_train_py_with_two_devices(tmp_path):
             "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_epochs=1",
             "data.batch_size=32", "backbone.module.width=8", "backbone.module.depth=2", "logger=none",
             "clustering.algorithm.n_init=1", "evaluate.linear_probe=false", "monitor.linear=false",
-            "stages.baseline=false"]
+            "stages.baseline=false", "evaluate.plots.enabled=false"]  # pictures: tests/evaluation/test_plots.py
     proc = subprocess.run(args, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("run key: ddp") == 1
