@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any
 
+from sslcluster.threads import torch_threads_kept
+
 log = logging.getLogger("sslcluster.progress")
 
 
@@ -126,7 +128,8 @@ def umap_fit_transform(x: Any, desc: str, **umap_kwargs: Any) -> Any:
         log.info("%s: UMAP of %d x %d features to %d-D", desc, x.shape[0], x.shape[1],
                  umap_kwargs.get("n_components", 2))
     start = time.monotonic()
-    out = umap.UMAP(verbose=tty, tqdm_kwds={"disable": not tty}, **umap_kwargs).fit_transform(x)
+    with torch_threads_kept():  # numba's first parallel call would reset torch's thread count
+        out = umap.UMAP(verbose=tty, tqdm_kwds={"disable": not tty}, **umap_kwargs).fit_transform(x)
     if mode() != "off":
         log.info("%s: UMAP done in %s", desc, fmt_seconds(time.monotonic() - start))
     return out

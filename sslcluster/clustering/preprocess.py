@@ -14,6 +14,7 @@ import numpy as np
 
 from sslcluster.errors import SSLClusterError
 from sslcluster.progress import umap_fit_transform
+from sslcluster.threads import torch_threads_kept
 
 
 @dataclass
@@ -99,7 +100,8 @@ class Preprocessor:
 
             self.umap = umap.UMAP(n_components=cfg.umap_dim, n_neighbors=min(cfg.umap_neighbors, x.shape[0] - 1),
                                   min_dist=cfg.umap_min_dist, random_state=cfg.seed)
-            x = self.umap.fit_transform(x).astype(np.float32)
+            with torch_threads_kept():  # numba's first parallel call would reset torch's thread count
+                x = self.umap.fit_transform(x).astype(np.float32)
         return np.ascontiguousarray(x)
 
     def transform(self, block: np.ndarray, offset: int = 0) -> np.ndarray:
@@ -110,7 +112,8 @@ class Preprocessor:
         if self.pca is not None:
             x = self.pca.transform(x).astype(np.float32)
         if self.umap is not None:
-            x = self.umap.transform(x).astype(np.float32)
+            with torch_threads_kept():
+                x = self.umap.transform(x).astype(np.float32)
         return np.ascontiguousarray(x)
 
 
