@@ -122,7 +122,7 @@ def test_device_path_batches_become_views(compose, tmp_path):
 
 
 @pytest.mark.parametrize("method,shapes", [("byol", [16] * 2), ("barlowtwins", [16] * 2), ("vicreg", [16] * 2),
-                                           ("dino", [16] * 2 + [8] * 4)])
+                                           ("dino", [16] * 2 + [12] * 2)])
 def test_each_methods_default_views_on_the_device_path(compose, tmp_path, method, shapes):
     """Every method's digits views (DINO's multi-crop included) come from the device path, no CPU fallback."""
     data = _data(compose, tmp_path, "data.pipeline=device", f"method={method}")
