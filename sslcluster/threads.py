@@ -2,10 +2,10 @@
 
 Written by hand, because no library guards this: numba's OpenMP threading layer and torch share one GNU OpenMP
 runtime (``libgomp.so.1`` is loaded once per process). The first parallel numba function a process runs (UMAP's,
-pynndescent's) starts numba's thread pool and sets that runtime's thread count to every core, so torch computes with
-all of them from then on and ``OMP_NUM_THREADS`` is lost for the rest of the process: a Hydra multirun's later jobs
-trained on every core (beside the other jobs a user had given their own cores) and reduced in another order than the
-same job run alone.
+pynndescent's) starts numba's thread pool and sets that runtime's thread count to every core; unguarded, torch would
+compute with all of them from then on and ``OMP_NUM_THREADS`` would be lost for the rest of the process: a Hydra
+multirun's later jobs would train on every core (beside the other jobs a user gave their own cores) and reduce in
+another order than the same job run alone.
 """
 
 from __future__ import annotations
