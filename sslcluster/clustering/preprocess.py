@@ -112,8 +112,7 @@ class Preprocessor:
         if self.pca is not None:
             x = self.pca.transform(x).astype(np.float32)
         if self.umap is not None:
-            with torch_threads_kept():
-                x = self.umap.transform(x).astype(np.float32)
+            x = self.umap.transform(x).astype(np.float32)  # numba's pool already started in fit_transform
         return np.ascontiguousarray(x)
 
 
