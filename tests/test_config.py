@@ -55,3 +55,18 @@ def test_a_method_sets_its_digits_length_and_batch_and_experiments_and_the_comma
     assert compose(["method=byol", "trainer.max_epochs=3", "data.batch_size=32"]).trainer.max_epochs == 3
     cifar = compose(["+experiment=cifar10_byol"])
     assert (cifar.trainer.max_epochs, cifar.data.batch_size) == (200, 128)  # lightly's benchmark values
+
+
+def test_a_method_sets_its_digits_kmeans_preprocessing_only_on_digits_and_the_command_line_wins():
+    def pre(overrides: list[str]) -> tuple:
+        p = compose(overrides).clustering.preprocess
+        return p.l2, p.pca_dim, p.whiten
+
+    assert pre([]) == (True, None, False)  # SimCLR on digits: L2 only
+    assert pre(["method=dino"]) == pre(["method=vicreg"]) == (True, 16, True)  # chosen on val_nmi (the method yamls)
+    assert pre(["method=dino", "clustering.preprocess.pca_dim=32"]) == (True, 32, True)
+    assert pre(["method=dino", "clustering.preprocess.pca_dim=null", "clustering.preprocess.whiten=false"]) == \
+        (True, None, False)
+    assert pre(["+experiment=cifar10_dino"]) == (True, None, False)  # a digits choice: no other data set takes it
+    assert pre(["method=vicreg", "data=image_folder", "data.source.root=/x"]) == (True, None, False)
+    assert pre(["method=dino", "clustering=minibatch_kmeans"])[1:] == (None, False)  # measured for k-means only

@@ -91,6 +91,19 @@ def test_row_file_reads_blocks_and_rows_as_a_memory_map_would(tmp_path):
     assert np.array_equal(rows[pick], x[pick])
 
 
+def test_row_file_gathers_scattered_rows_across_windows(tmp_path, monkeypatch):
+    x = np.random.default_rng(1).standard_normal((1003, 5)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    rows = store_embeddings.RowFile(tmp_path / "a.npy")
+    monkeypatch.setattr(store_embeddings.RowFile, "WINDOW_BYTES", 7 * 5 * 4)  # 7 rows a window: 144 windows
+    rng = np.random.default_rng(2)
+    for pick in (rng.choice(1003, 400, replace=False), rng.integers(0, 1003, 50),  # duplicates too
+                 np.array([1002, 0, 6, 7, 13, 14, 1001]), np.arange(1003)[::-1], np.array([], dtype=np.int64)):
+        assert np.array_equal(rows[pick], x[pick])
+    with pytest.raises(IndexError, match="rows outside 0..1002"):
+        rows[np.array([3, 1003])]
+
+
 def test_internal_metrics_are_those_of_the_whole_array_on_the_fixed_sample(tmp_path, base):
     x, y = planted(600, 8, 3)
     run = make_run(tmp_path / "runs", x, y)
@@ -147,3 +160,11 @@ def test_sample_then_assign_equals_an_in_memory_fit_on_the_same_rows():
     b.start_assign()
     lb = np.concatenate([b.assign(x[s:s + 700]) for s in range(0, 5000, 700)])
     assert np.array_equal(la, lb) and a.inertia == pytest.approx(b.inertia)
+
+
+def test_streamed_ids_digest_is_the_digest_of_the_written_ids(tmp_path):
+    ids = [f"img_{i}" for i in range(70_000)] + ['a,b "quoted"', "ünï/çødé", "\udcff-surrogate", "last"]
+    idx = store_embeddings.EmbeddingIndex(ids, [""] * len(ids))
+    store_embeddings.write_embeddings(tmp_path / "e", np.zeros((len(ids), 2), np.float32), idx, features="backbone")
+    assert store_embeddings.streamed_ids_digest(tmp_path / "e") == (len(ids), store_embeddings.ids_digest(ids))
+    assert store_embeddings.streamed_ids_digest(tmp_path / "e")[1] != store_embeddings.ids_digest(ids[:-1] + ["lest"])
