@@ -60,3 +60,14 @@ def test_som_benchmark_quick():
     assert [r["mode"] for r in rows] == ["kmeans", "node"]
     assert 0 < sum(r["fit_s"] for r in rows) < wall
     assert rows[0]["nmi"] > 0.6 and rows[1]["nmi"] > 0.3  # planted blobs; measured 0.86 (k-means) and 0.56 (node)
+
+
+def test_streaming_parts_benchmark_assigns_as_the_direct_call(tmp_path):
+    t = time.perf_counter()
+    rows = load("streaming_parts").main(["--n", "20000", "--dim", "8", "--k", "5", "--repeats", "1",
+                                         "--dir", str(tmp_path)])
+    wall = time.perf_counter() - t
+    assert len(rows) == 1 and rows[0]["labels_equal"]  # the stage's blocks and the direct memory map: same labels
+    parts = sum(v for k, v in rows[0].items() if k.startswith(("stage_", "direct_")))
+    assert 0 < parts <= wall
+    assert list(tmp_path.iterdir()) == []  # the data file removed
