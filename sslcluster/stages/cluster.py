@@ -119,9 +119,7 @@ def _cluster_streamed(cfg: DictConfig, array: RowFile, algo: ClusteringAlgorithm
     the times preprocessing and k selection ended."""
     n = int(array.shape[0])
     rows = train_rows(n, algo.resolved_train_size(n), cfg.seed)
-    order = np.argsort(rows)
-    sample = np.empty((len(rows), array.shape[1]), dtype=np.float32)
-    sample[order] = array[rows[order]]  # read in file order, kept in the random order
+    sample = np.asarray(array[rows], dtype=np.float32)  # RowFile reads in file order, returns the rows' random order
     bad = ~np.isfinite(sample).all(axis=1)
     if bad.any():  # named by their rows in the file (the sample's own order is random)
         first = np.sort(rows[bad])
