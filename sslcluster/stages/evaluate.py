@@ -168,14 +168,14 @@ def validation_metrics(cfg: DictConfig, clustered_train: Path, backbone_train: P
 def probe_settings(cfg: DictConfig) -> dict[str, Any]:
     """``evaluate.probe`` as keyword arguments of :func:`~sslcluster.evaluation.probes.linear_probe_accuracy`
     (backend, device, and for the torch probe its weight-decay grid, validation fraction, iterations and gradient
-    tolerance)."""
+    tolerance, preconditioning)."""
     node = OmegaConf.to_container(cfg.evaluate.get("probe") or {}, resolve=True)
     assert isinstance(node, dict)
     backend = str(node.pop("backend", "torch"))
     device = resolve_device(str(node.pop("device", "auto")), key="evaluate.probe.device")
     if backend == "sklearn":
         return {"backend": backend, "device": device}
-    known = {"weight_decays", "val_fraction", "max_iter", "tol"}
+    known = {"weight_decays", "val_fraction", "max_iter", "tol", "precondition"}
     unknown = set(node) - known
     if unknown:
         raise SSLClusterError(f"evaluate.probe: unknown keys {sorted(unknown)} (known: backend, device, "

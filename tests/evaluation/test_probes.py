@@ -79,11 +79,14 @@ def test_torch_probe_within_half_a_point_of_sklearn_on_digits(digits):
     assert r.weight_decay in probes.PROBE_WEIGHT_DECAYS and len(r.val_accuracy) == len(probes.PROBE_WEIGHT_DECAYS)
 
 
-def test_probe_fit_stops_where_sklearn_does_and_scores_as_it_does(digits):
+@pytest.mark.parametrize("preconditioned", [False, True])
+def test_probe_fit_stops_where_sklearn_does_and_scores_as_it_does(digits, preconditioned):
     """A fit at scikit-learn's C=1 (wd = 1/N) with the probe's default settings ends at scikit-learn's convergence
-    criterion (max |gradient| of the mean objective <= its tol, 1e-4) and has the test top-1 of scikit-learn's
-    LogisticRegression fitted to the same standardised rows (float32 against float64: two near-tied test rows of
-    540 are predicted differently, either way)."""
+    criterion (max |gradient| of the mean objective in the weight and bias <= its tol, 1e-4, also when L-BFGS
+    moves in preconditioned coordinates) and has the test top-1 of scikit-learn's LogisticRegression fitted to
+    the same standardised rows (float32 against float64: two near-tied test rows of 540 are predicted
+    differently, either way); the preconditioned fit stops at another point inside the tolerance, and one of
+    those near-tied rows goes the other way (517 of 540)."""
     from sklearn.linear_model import LogisticRegression
 
     tx, qx, ty, qy = digits
@@ -91,7 +94,8 @@ def test_probe_fit_stops_where_sklearn_does_and_scores_as_it_does(digits):
     mean, std = probes._standardiser(x)
     x = (x - mean) / std
     wd = 1.0 / len(x)
-    w, b = probes._fit_lbfgs(x, y, 10, wd, probes.PROBE_MAX_ITER)
+    pre = probes.Preconditioner.of(x, probes.PROBE_PRECONDITION_ROWS, seed=0) if preconditioned else None
+    w, b = probes._fit_lbfgs(x, y, 10, wd, probes.PROBE_MAX_ITER, preconditioner=pre)
     w.requires_grad_(True)
     b.requires_grad_(True)
     loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(x, w, b), y) + 0.5 * wd * (w * w).sum()
@@ -100,7 +104,56 @@ def test_probe_fit_stops_where_sklearn_does_and_scores_as_it_does(digits):
     q = (torch.from_numpy(qx) - mean) / std
     ours = float((torch.nn.functional.linear(q, w, b).argmax(dim=1).numpy() == qy).mean())
     theirs = float((LogisticRegression(C=1.0).fit(x.numpy(), ty).predict(q.numpy()) == qy).mean())
-    assert ours == theirs == 518 / 540
+    assert theirs == 518 / 540
+    assert ours == (517 / 540 if preconditioned else theirs)
+
+
+def correlated(n: int = 3000, d: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardised features that are, like pixels, mostly a few strong directions (8 latent factors mixed into
+    ``d`` columns) plus weak ones (noise at a tenth of the scale); the labels, like a class's fine detail, depend on
+    both. (n, d) float32 and (n,) int64 with 5 classes."""
+    g = torch.Generator().manual_seed(seed)
+    z, noise = torch.randn(n, 8, generator=g), torch.randn(n, d, generator=g)
+    x = z @ torch.randn(8, d, generator=g) + 0.1 * noise
+    y = (z[:, :4] @ torch.randn(4, 5, generator=g) + 0.3 * noise @ torch.randn(d, 5, generator=g)).argmax(dim=1)
+    mean, std = probes._standardiser(x)
+    return (x - mean) / std, y
+
+
+def objective(x, y, w, b, wd) -> tuple[float, float]:
+    """The fit's objective and its max |gradient| (in the weight and bias) at (w, b)."""
+    w, b = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(x, w, b), y) + 0.5 * wd * (w * w).sum()
+    loss.backward()
+    return float(loss.detach()), float(torch.cat([w.grad.flatten(), b.grad]).abs().max())
+
+
+def test_preconditioned_fit_reaches_the_same_minimum_in_far_fewer_evaluations():
+    """On correlated features the preconditioner changes L-BFGS's path, not where it ends: both fits meet the
+    stopping rule with the same predictions, the preconditioned one at an objective no higher (measured: 0.753381
+    against 0.753402; the plain fit stalls there in float32 even at a 100x tighter tol) in under a quarter of the
+    loss evaluations (measured: 17 against 188). The preconditioner sees only the features."""
+    x, y = correlated()
+    wd = 1e-4
+    plain, pre = {}, {}
+    w0, b0 = probes._fit_lbfgs(x, y, 5, wd, max_iter=500, counts=plain)
+    p = probes.Preconditioner.of(x, rows=2000, seed=0)
+    w1, b1 = probes._fit_lbfgs(x, y, 5, wd, max_iter=500, preconditioner=p, counts=pre)
+    (f0, g0), (f1, g1) = objective(x, y, w0, b0, wd), objective(x, y, w1, b1, wd)
+    assert g0 <= probes.PROBE_TOL and g1 <= probes.PROBE_TOL, (g0, g1)
+    assert f1 <= f0 + 1e-6, (f1, f0)
+    agree = (torch.nn.functional.linear(x, w0, b0).argmax(1) == torch.nn.functional.linear(x, w1, b1).argmax(1))
+    assert float(agree.float().mean()) >= 0.995
+    assert pre["fit"] * 4 < plain["fit"], (pre, plain)
+
+
+def test_probe_leaves_its_inputs_as_they_were(digits):
+    """kNN normalises and the probe standardises copies of the rows, never the caller's arrays."""
+    tx, qx, ty, qy = digits
+    before = tx.copy(), qx.copy()
+    probes.knn_accuracy(tx, ty, qx, qy)
+    probes.linear_probe(tx, ty, qx, qy, weight_decays=(1e-2,), max_iter=5)
+    assert np.array_equal(tx, before[0]) and np.array_equal(qx, before[1])
 
 
 def test_probe_choice_never_sees_the_test_labels(digits):
@@ -128,6 +181,10 @@ def test_probe_settings_refuse_unknown_keys_and_cuda_without_gpu():
         probes.linear_probe(x, y, x, y, tol=0)
     with pytest.raises(SSLClusterError, match=r"^evaluate.probe.max_iter=2.5 must be a whole number of iterations"):
         probes.linear_probe(x, y, x, y, max_iter=2.5)
+    with pytest.raises(SSLClusterError, match=r"^evaluate.probe.precondition='yes' must be true or false$"):
+        probes.linear_probe(x, y, x, y, precondition="yes")
+    cfg = OmegaConf.create({"evaluate": {"probe": {"device": "cpu", "precondition": False}}})
+    assert probe_settings(cfg)["precondition"] is False
     with pytest.raises(SSLClusterError, match="evaluate.probe.backend='svm'"):
         probes.linear_probe_accuracy(np.zeros((4, 2)), np.arange(4) % 2, np.zeros((2, 2)), np.arange(2),
                                      backend="svm")
