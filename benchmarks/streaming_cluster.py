@@ -7,6 +7,7 @@ third process), NMI against the planted labels. The data file is deleted at the 
     python benchmarks/streaming_cluster.py                                 # 2,000,000 x 128, k=100 (a 1 GB file)
     python benchmarks/streaming_cluster.py --n 10000000                    # 10,000,000 x 128 (5 GB; check df first)
     python benchmarks/streaming_cluster.py --n 50000 --k 10                # seconds
+    python benchmarks/streaming_cluster.py --repeats 5                     # 5 alternating pairs, medians
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--dir", type=Path, default=None, help="where the data file goes (default: a temporary folder)")
+    p.add_argument("--repeats", type=int, default=1, help="stage and direct runs, alternating (the fit's time "
+                   "varies by up to a third between processes here: compare medians)")
     a = p.parse_args(argv)
     from sklearn.metrics import normalized_mutual_info_score
 
@@ -123,20 +126,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         ts = d.resolved_train_size(a.n)
         bare = child(BARE)
         print(f"bare `import sslcluster, torch`: peak RSS {bare['peak_mib']:.0f} MiB", flush=True)
-        proj = child(PROJECT, str(tmp / "runs"), str(a.k))
-        labels = np.load(tmp / "runs" / "bench" / "clusters" / "kmeans-test" / "labels.npy")
-        times = json.loads((tmp / "runs" / "bench" / "clusters" / "kmeans-test" / "record.json").read_text())["times_s"]
-        print(f"sslcluster cluster stage (default k-means: sample {ts:,}, {d.max_iter} it, l2 off): "
-              f"{proj['seconds']:.1f} s, peak RSS {proj['peak_mib']:.0f} MiB = {proj['peak_mib'] - bare['peak_mib']:.0f} "
-              f"MiB above the bare import, NMI {normalized_mutual_info_score(y, labels):.4f}; stage parts (s): "
-              + ", ".join(f"{k} {v:.1f}" for k, v in times.items()), flush=True)
-        del labels
-        direct = child(DIRECT, str(folder / "embeddings.npy"), str(a.k), str(ts), str(d.max_iter),
-                       str(ASSIGN_BLOCK), str(d.n_init), str(d.kmeanspp_sample), str(tmp / "direct.npy"))
-        labels = np.load(tmp / "direct.npy")
-        print(f"direct faiss (same sample, {d.n_init} k-means++ restarts, {d.max_iter} it, memory-mapped blocks): "
-              f"{direct['seconds']:.1f} s, peak RSS {direct['peak_mib']:.0f} MiB (a process without torch), "
-              f"NMI {normalized_mutual_info_score(y, labels):.4f}", flush=True)
+        pairs = []
+        for r in range(a.repeats):  # stage and direct alternate, so slow spells of the machine fall on both
+            proj = child(PROJECT, str(tmp / "runs"), str(a.k))
+            labels = np.load(tmp / "runs" / "bench" / "clusters" / "kmeans-test" / "labels.npy")
+            times = json.loads((tmp / "runs" / "bench" / "clusters" / "kmeans-test" / "record.json").read_text())[
+                "times_s"]
+            print(f"[{r + 1}/{a.repeats}] sslcluster cluster stage (default k-means: sample {ts:,}, {d.max_iter} it, "
+                  f"l2 off): {proj['seconds']:.1f} s, peak RSS {proj['peak_mib']:.0f} MiB = "
+                  f"{proj['peak_mib'] - bare['peak_mib']:.0f} MiB above the bare import, NMI "
+                  f"{normalized_mutual_info_score(y, labels):.4f}; stage parts (s): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in times.items()), flush=True)
+            del labels
+            direct = child(DIRECT, str(folder / "embeddings.npy"), str(a.k), str(ts), str(d.max_iter),
+                           str(ASSIGN_BLOCK), str(d.n_init), str(d.kmeanspp_sample), str(tmp / "direct.npy"))
+            labels = np.load(tmp / "direct.npy")
+            print(f"[{r + 1}/{a.repeats}] direct faiss (same sample, {d.n_init} k-means++ restarts, {d.max_iter} it, "
+                  f"memory-mapped blocks): {direct['seconds']:.1f} s, peak RSS {direct['peak_mib']:.0f} MiB (a process "
+                  f"without torch), NMI {normalized_mutual_info_score(y, labels):.4f}", flush=True)
+            pairs.append((proj["seconds"], direct["seconds"]))
+        if a.repeats > 1:
+            stage_s, direct_s = (np.array(v) for v in zip(*pairs))
+            print(f"stage over direct: each pair {', '.join(f'{100 * (p / q - 1):+.0f} %' for p, q in pairs)}; "
+                  f"median stage {np.median(stage_s):.1f} s against median direct {np.median(direct_s):.1f} s: "
+                  f"{100 * (np.median(stage_s) / np.median(direct_s) - 1):+.0f} %; totals "
+                  f"{100 * (stage_s.sum() / direct_s.sum() - 1):+.0f} %", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
