@@ -147,6 +147,22 @@ def test_preconditioned_fit_reaches_the_same_minimum_in_far_fewer_evaluations():
     assert pre["fit"] * 4 < plain["fit"], (pre, plain)
 
 
+def test_probe_skips_the_preconditioner_above_its_dimension_cap(digits, monkeypatch, caplog):
+    """Above ``PROBE_PRECONDITION_MAX_DIM`` features (its eigendecomposition costs D^3) the probe is the
+    unpreconditioned one, and says so once."""
+    import logging
+
+    tx, qx, ty, qy = digits
+    kw = dict(seed=0, weight_decays=(1e-2, 1e-4), max_iter=30)
+    plain = probes.linear_probe(tx, ty, qx, qy, precondition=False, **kw)
+    assert probes.linear_probe(tx, ty, qx, qy, **kw).evaluations != plain.evaluations  # it does act below the cap
+    monkeypatch.setattr(probes, "PROBE_PRECONDITION_MAX_DIM", 63)
+    caplog.set_level(logging.INFO, logger="sslcluster.evaluation.probes")
+    capped = probes.linear_probe(tx, ty, qx, qy, **kw)
+    assert (capped.accuracy, capped.evaluations) == (plain.accuracy, plain.evaluations)
+    assert "linear probe: 64 features > 63, L-BFGS unpreconditioned" in caplog.messages
+
+
 def test_probe_leaves_its_inputs_as_they_were(digits):
     """kNN normalises and the probe standardises copies of the rows, never the caller's arrays."""
     tx, qx, ty, qy = digits
