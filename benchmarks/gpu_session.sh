@@ -3,13 +3,14 @@
 #
 #   bash benchmarks/gpu_session.sh PART --data DIR [--out DIR] [--work DIR]
 #
-#   PART        check | throughput | simclr | moco | rotation | fidelity
+#   PART        check | throughput | simclr | moco | rotation | fidelity | probe
 #     check       versions, CUDA tests (no host synchronisations in the training loop)        ~2 min
 #     throughput  model / device / trainer / cpu / lightly images per second                   ~4 min
 #     simclr      200 epochs, timed, kNN, k-means                                              ~8 min
 #     fidelity    40 epochs, lightly's transform on CPU vs the device path                     ~9 min
 #     moco        200 epochs                                                                   ~9 min
 #     rotation    200 epochs, linear probe                                                     ~6 min
+#     probe       linear probe on CIFAR-10 pixels: torch on CUDA, torch on the CPUs, scikit-learn ~6 min
 #   --data DIR  CIFAR-10 as image folders: DIR/train/<class>/*.jpg, DIR/test/<class>/*.jpg
 #               (or --archive FILE.tar.gz holding that layout, extracted once into the work folder)
 #   --out DIR   logs and results (default: gpu-out)
@@ -20,7 +21,7 @@
 # For a smoke test on a CPU: TRAINER=cpu EPOCHS=1 BACKBONE="backbone=tiny_cnn" EXTRA="+trainer.limit_train_batches=2".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage="usage: gpu_session.sh check|throughput|simclr|moco|rotation|fidelity --data DIR|--archive FILE [--out DIR] [--work DIR]"
+usage="usage: gpu_session.sh check|throughput|simclr|moco|rotation|fidelity|probe --data DIR|--archive FILE [--out DIR] [--work DIR]"
 PART=${1:?$usage}
 shift
 DATA="" ARCHIVE="" OUT=gpu-out WORK=gpu-work
@@ -85,5 +86,9 @@ case "$PART" in
       data=cifar10_folder "data.source.root=$DATA" augmentation=simclr backbone=resnet18 \
       backbone.module.cifar_stem=true trainer=gpu data.batch_size=512 data.num_workers=16 \
       "data.device_cache.dir=$CACHE" data.scan.validate=header 2>&1 | tee "$OUT/fidelity.log" ;;
+  probe)
+    { python3 benchmarks/probe_speed.py --cifar "$DATA" --cache "$WORK/probe" --no-knn --plain --device cuda
+      python3 benchmarks/probe_speed.py --cifar "$DATA" --cache "$WORK/probe" --no-knn --no-sklearn --device cpu
+    } 2>&1 | grep -v "^INFO" | tee "$OUT/probe.log" ;;
   *) echo "gpu_session.sh: unknown part $PART; $usage" >&2; exit 2 ;;
 esac

@@ -8,6 +8,7 @@ run: test top-1 and wall time of each, and kNN (k=200, T=0.1, faiss, blocked) fo
     python benchmarks/probe_speed.py --cifar DIR --no-sklearn             # torch only (scikit-learn takes an hour)
     python benchmarks/probe_speed.py --digits                           # seconds (as the tests run it)
     python benchmarks/probe_speed.py ... --plain                        # also the probe without preconditioning
+    python benchmarks/probe_speed.py ... --device cuda                  # the torch probe on the GPU
 
 CIFAR-10 pixels are read from the JPEG folders (train/<class>/*.jpg, test/<class>/*.jpg) once and kept as .npy
 under ``--cache`` for later runs (reading 60,000 JPEGs is not what is measured).
@@ -19,7 +20,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -48,18 +49,18 @@ def cifar_pixels(root: Path, split: str, cache: Path) -> tuple[np.ndarray, np.nd
 
 
 def compare(name: str, tx: np.ndarray, ty: np.ndarray, qx: np.ndarray, qy: np.ndarray, knn: bool,
-            sklearn: bool = True, plain: bool = False) -> dict:
+            sklearn: bool = True, plain: bool = False, device: Any = "cpu") -> dict:
     print(f"## {name}: train {tx.shape}, test {qx.shape}", flush=True)
     row: dict = {"case": name}
     if plain:
         t0 = time.perf_counter()
-        r = linear_probe(tx, ty, qx, qy, seed=0, precondition=False)
+        r = linear_probe(tx, ty, qx, qy, seed=0, precondition=False, device=device)
         row.update(plain_acc=r.accuracy, plain_s=time.perf_counter() - t0)
         print(f"torch probe, unpreconditioned, top-1 {r.accuracy:.4f}  {row['plain_s']:8.1f} s  (weight decay "
               f"{r.weight_decay:g}; loss evaluations {r.evaluations}, {sum(r.evaluations.values())} in all)",
               flush=True)
     t0 = time.perf_counter()
-    r = linear_probe(tx, ty, qx, qy, seed=0)
+    r = linear_probe(tx, ty, qx, qy, seed=0, device=device)
     torch_s = time.perf_counter() - t0
     print(f"torch probe   top-1 {r.accuracy:.4f}  {torch_s:8.1f} s  (weight decay {r.weight_decay:g}, validation "
           f"top-1 {r.val_accuracy}; loss evaluations {r.evaluations}, {sum(r.evaluations.values())} in all)", flush=True)
@@ -93,12 +94,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     p.add_argument("--no-knn", action="store_true")
     p.add_argument("--no-sklearn", action="store_true", help="torch probe only")
     p.add_argument("--plain", action="store_true", help="also the torch probe without preconditioning")
+    p.add_argument("--device", default="cpu", help="where the torch probe runs: cpu (default), cuda, auto")
     a = p.parse_args(argv)
-    print(f"# probe_speed | {machine()}", flush=True)
+    from sslcluster.stages.common import resolve_device
+
+    device = resolve_device(a.device, key="--device")
+    print(f"# probe_speed | {machine()} | torch probe on {device}", flush=True)
     # one-time costs (imports, thread pools) paid before anything is timed
     rng = np.random.default_rng(0)
     wx, wy = rng.normal(size=(200, 8)).astype(np.float32), np.arange(200) % 2
-    linear_probe(wx, wy, wx, wy, max_iter=2)
+    linear_probe(wx, wy, wx, wy, max_iter=2, device=device)
     sklearn_linear_probe(wx, wy, wx, wy, max_iter=2)
     rows = []
     if a.digits:
@@ -107,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
         x, y = load_digits(return_X_y=True)
         tx, qx, ty, qy = train_test_split(x.astype(np.float32), y, test_size=0.3, random_state=0)
-        rows.append(compare("digits pixels", tx, ty, qx, qy, not a.no_knn, not a.no_sklearn, a.plain))
+        rows.append(compare("digits pixels", tx, ty, qx, qy, not a.no_knn, not a.no_sklearn, a.plain, device))
     pairs = ([tuple(a.embeddings)] if a.embeddings else []) + [(r / "embeddings" / "train", r / "embeddings" / "test")
                                                              for r in a.runs]
     for train_dir, test_dir in pairs:
@@ -116,11 +121,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         tr, te = (read_embeddings(f, with_labels=True) for f in (train_dir, test_dir))
         assert tr.index.labels is not None and te.index.labels is not None
         rows.append(compare(f"embeddings {train_dir.parent.parent.name}", tr.array, tr.index.labels,
-                            te.array, te.index.labels, not a.no_knn, not a.no_sklearn, a.plain))
+                            te.array, te.index.labels, not a.no_knn, not a.no_sklearn, a.plain, device))
     if a.cifar:
         tx, ty = cifar_pixels(a.cifar, "train", a.cache)
         qx, qy = cifar_pixels(a.cifar, "test", a.cache)
-        rows.append(compare("CIFAR-10 pixels", tx, ty, qx, qy, not a.no_knn, not a.no_sklearn, a.plain))
+        rows.append(compare("CIFAR-10 pixels", tx, ty, qx, qy, not a.no_knn, not a.no_sklearn, a.plain, device))
     return rows
 
 
