@@ -303,6 +303,19 @@ def _to_tensor(x: np.ndarray, keep: np.ndarray, device: torch.device, block: int
 
 
 @contextmanager
+def _full_float32() -> Iterator[None]:
+    """float32 matmuls at full precision inside, the process's setting restored after: training on a GPU may have
+    allowed TF32 (``trainer.speed.matmul_precision=high``), whose 10-bit mantissa leaves gradients too coarse for
+    the 1e-4 stopping rule and the second moment too coarse for the preconditioner."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@contextmanager
 def _threads_for(n_values: int, device: torch.device) -> Iterator[None]:
     """One torch thread for a small CPU probe (see PROBE_ONE_THREAD_BELOW), the process's setting restored."""
     before = torch.get_num_threads()
@@ -336,7 +349,7 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
     if not isinstance(precondition, bool):
         raise SSLClusterError(f"evaluate.probe.precondition={precondition!r} must be true or false")
     device = torch.device(device)
-    with _threads_for(int(train_x.shape[0]) * int(train_x.shape[1]), device):
+    with _threads_for(int(train_x.shape[0]) * int(train_x.shape[1]), device), _full_float32():
         return _linear_probe(train_x, train_y, test_x, test_y, seed, device, weight_decays, val_fraction, max_iter,
                              float(tol), precondition)
 

@@ -163,6 +163,28 @@ def test_probe_skips_the_preconditioner_above_its_dimension_cap(digits, monkeypa
     assert "linear probe: 64 features > 63, L-BFGS unpreconditioned" in caplog.messages
 
 
+def test_probe_runs_at_full_float32_precision_and_restores_the_setting(digits, monkeypatch):
+    """A GPU run's trainer may have allowed TF32 matmuls for training (trainer.speed.matmul_precision=high): the
+    probe's fits run at 'highest' all the same, and the process's setting is back afterwards."""
+    tx, qx, ty, qy = digits
+    seen = []
+    fit = probes._fit_lbfgs
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_float32_matmul_precision())
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(probes, "_fit_lbfgs", spy)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        probes.linear_probe(tx, ty, qx, qy, weight_decays=(1e-2,), max_iter=5)
+        assert seen == ["highest", "highest"]  # the weight decay's fit and the refit
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def test_probe_leaves_its_inputs_as_they_were(digits):
     """kNN normalises and the probe standardises copies of the rows, never the caller's arrays."""
     tx, qx, ty, qy = digits
