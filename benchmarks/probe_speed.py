@@ -2,7 +2,8 @@
 scikit-learn's ``LogisticRegression`` (lbfgs, C=1, max_iter=1000, on standardised features), side by side in one
 run: test top-1 and wall time of each, and kNN (k=200, T=0.1, faiss, blocked) for reference.
 
-    python benchmarks/probe_speed.py --cifar /work/data/cifar10        # 60,000 x 3,072 CIFAR-10 pixels
+    python benchmarks/probe_speed.py --cifar /work/data/cifar10        # 50,000 x 3,072 CIFAR-10 train pixels
+    python benchmarks/probe_speed.py --cifar DIR --cifar-train-rows 60000   # 60,000 x 3,072: 10,000 flips added
     python benchmarks/probe_speed.py --embeddings RUN/embeddings/train RUN/embeddings/test   # learned features
     python benchmarks/probe_speed.py --runs RUN_A RUN_B ...              # each run's embeddings/{train,test}
     python benchmarks/probe_speed.py --cifar DIR --no-sklearn             # torch only (scikit-learn takes an hour)
@@ -87,6 +88,8 @@ def compare(name: str, tx: np.ndarray, ty: np.ndarray, qx: np.ndarray, qy: np.nd
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cifar", type=Path, help="CIFAR-10 JPEG folder (train/, test/)")
+    p.add_argument("--cifar-train-rows", type=int, default=0, help="train rows for --cifar: above the split's "
+                   "50,000, horizontal flips of the first train images are added (the issue's 60,000 x 3,072)")
     p.add_argument("--cache", type=Path, default=Path("/tmp/sslcluster-bench"), help="where pixel arrays are kept")
     p.add_argument("--embeddings", type=Path, nargs=2, metavar=("TRAIN", "TEST"), help="embeddings folders")
     p.add_argument("--runs", type=Path, nargs="+", default=[], help="run folders (RUN/embeddings/{train,test})")
@@ -125,7 +128,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if a.cifar:
         tx, ty = cifar_pixels(a.cifar, "train", a.cache)
         qx, qy = cifar_pixels(a.cifar, "test", a.cache)
-        rows.append(compare("CIFAR-10 pixels", tx, ty, qx, qy, not a.no_knn, not a.no_sklearn, a.plain, device))
+        name = "CIFAR-10 pixels"
+        if a.cifar_train_rows and a.cifar_train_rows > len(tx):
+            extra = a.cifar_train_rows - len(tx)
+            if extra > len(tx):
+                raise SystemExit(f"--cifar-train-rows {a.cifar_train_rows}: at most twice the {len(tx)} train images")
+            # more train rows than the split has: horizontal flips of the first train images (the test split
+            # stays held out; a flip is not a test image)
+            flips = np.asarray(tx[:extra]).reshape(extra, 32, 32, 3)[:, :, ::-1, :].reshape(extra, -1)
+            tx, ty = np.concatenate([np.asarray(tx), flips]), np.concatenate([ty, ty[:extra]])
+            name += f" (train: the {len(tx) - extra:,} images and horizontal flips of the first {extra:,})"
+        rows.append(compare(name, tx, ty, qx, qy, not a.no_knn, not a.no_sklearn, a.plain, device))
     return rows
 
 
