@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cifar", type=Path, help="CIFAR-10 JPEG folder (train/, test/)")
     p.add_argument("--cifar-train-rows", type=int, default=0, help="train rows for --cifar: above the split's "
-                   "50,000, horizontal flips of the first train images are added (the issue's 60,000 x 3,072)")
+                   "50,000, horizontal flips of evenly spaced train images are added (the issue's 60,000 x 3,072)")
     p.add_argument("--cache", type=Path, default=Path("/tmp/sslcluster-bench"), help="where pixel arrays are kept")
     p.add_argument("--embeddings", type=Path, nargs=2, metavar=("TRAIN", "TEST"), help="embeddings folders")
     p.add_argument("--runs", type=Path, nargs="+", default=[], help="run folders (RUN/embeddings/{train,test})")
@@ -133,11 +133,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             extra = a.cifar_train_rows - len(tx)
             if extra > len(tx):
                 raise SystemExit(f"--cifar-train-rows {a.cifar_train_rows}: at most twice the {len(tx)} train images")
-            # more train rows than the split has: horizontal flips of the first train images (the test split
-            # stays held out; a flip is not a test image)
-            flips = np.asarray(tx[:extra]).reshape(extra, 32, 32, 3)[:, :, ::-1, :].reshape(extra, -1)
-            tx, ty = np.concatenate([np.asarray(tx), flips]), np.concatenate([ty, ty[:extra]])
-            name += f" (train: the {len(tx) - extra:,} images and horizontal flips of the first {extra:,})"
+            # more train rows than the split has: horizontal flips of evenly spaced train images (the files are
+            # in class order, so every class gets its share; the test split stays held out: a flip is not a test
+            # image)
+            pick = np.round(np.linspace(0, len(tx) - 1, extra)).astype(np.int64)
+            flips = np.asarray(tx[pick]).reshape(extra, 32, 32, 3)[:, :, ::-1, :].reshape(extra, -1)
+            tx, ty = np.concatenate([np.asarray(tx), flips]), np.concatenate([ty, ty[pick]])
+            name += f" (train: the {len(tx) - extra:,} images and horizontal flips of {extra:,} evenly spaced ones)"
         rows.append(compare(name, tx, ty, qx, qy, not a.no_knn, not a.no_sklearn, a.plain, device))
     return rows
 
