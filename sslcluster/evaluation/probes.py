@@ -214,10 +214,17 @@ def _fit_lbfgs(x: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, ma
     evaluations = 0
     w0 = init[0] if init else torch.zeros(num_classes, d, device=x.device)
     if preconditioner is None:
+        def weight(v: torch.Tensor) -> torch.Tensor:
+            return v
+
         u = w0.clone()
     else:
         vectors, scale = preconditioner.vectors, preconditioner.scale(1.0 / num_classes, wd)
-        u = (w0 @ vectors) / scale  # W = (U * scale) @ V^T, V orthogonal
+
+        def weight(v: torch.Tensor) -> torch.Tensor:  # W (C, D) of the coordinates U: (U * scale) @ V^T
+            return ((v * scale) @ vectors.T).contiguous()
+
+        u = (w0 @ vectors) / scale  # the inverse, V being orthogonal
     u.requires_grad_(True)
     b = (init[1].clone() if init else torch.zeros(num_classes, device=x.device)).requires_grad_(True)
     # LBFGS's own gradient test would look at U's gradient; the rule is checked on W's in the closure instead
@@ -231,7 +238,7 @@ def _fit_lbfgs(x: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, ma
         if bar is not None:
             bar.update(1)
         opt.zero_grad()
-        w = u if preconditioner is None else ((u * scale) @ vectors.T).contiguous()  # (C, D)
+        w = weight(u)
         w.retain_grad()
         loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(x, w, b), y) + 0.5 * wd * (w * w).sum()
         loss.backward()
@@ -254,8 +261,7 @@ def _fit_lbfgs(x: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, ma
     log.info("linear probe: weight decay %g stopped after %d loss evaluations before max |gradient| <= %g", wd,
              evaluations, tol)
     with torch.no_grad():
-        w = u if preconditioner is None else (u * scale) @ vectors.T
-    return w.detach().contiguous(), b.detach()
+        return weight(u).detach(), b.detach()
 
 
 @torch.no_grad()
