@@ -202,7 +202,7 @@ def trainer_mode(args: argparse.Namespace, root: Path, work: Path, device: torch
         f"trainer.precision={'bf16-mixed' if args.precision == 'bf16' else '32-true'}",
         f"trainer.speed.channels_last={str(args.channels_last).lower()}",
         f"trainer.speed.compile={str(args.compile).lower()}", "trainer.max_epochs=1000",
-        f"+trainer.max_steps={args.warmup + args.steps}", "logger=none", "monitor.knn=false",
+        f"trainer.max_steps={args.warmup + args.steps}", "logger=none", "monitor.knn=false",
         "monitor.linear=false", f"run.root={work / 'runs'}",
     ]
     cfg = compose(overrides)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import os
 import random
 from pathlib import Path
@@ -225,6 +226,31 @@ class RNGState(pl.Callback):
         kind, keys, pos, has_gauss, cached = state_dict["numpy"]
         np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         random.setstate(state_dict["python"])
+class FitClock(pl.Callback):
+    """Wall seconds of a fit's training loop (first training batch to the end of training) and the optimiser step
+    it started from (non-zero when resumed), for the run's training rate."""
+
+    def __init__(self) -> None:
+        self.first_step = 0
+        self.seconds = 0.0
+        self._t0: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Note the starting step."""
+        self.first_step = int(trainer.global_step)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        """Start the clock at the first batch (after the loaders' start-up)."""
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Stop the clock."""
+        if self._t0 is not None:
+            self.seconds = time.perf_counter() - self._t0
+
+
 class TrainProgress(pl.Callback):
     """Training progress over all epochs' optimiser steps (Lightning's ``estimated_stepping_batches``, so
     ``max_epochs`` and ``limit_train_batches`` count), on rank zero. It reads nothing from the device (no loss),

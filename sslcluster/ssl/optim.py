@@ -14,10 +14,11 @@ import torch
 from lightly.models.utils import get_weight_decay_parameters
 from lightly.utils.lars import LARS
 from lightly.utils.optim import update_param_groups
-from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
+from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 from sslcluster.errors import SSLClusterError
+from sslcluster.ssl.schedule import StepPlan
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "lars": LARS, "adamw": torch.optim.AdamW}
 
@@ -35,6 +36,9 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 10.0
+    #: the warm-up is at most this share of the run's optimiser steps, so a run cut short by ``max_steps`` or a time
+    #: budget keeps its cosine phase: 0.1 as SimCLR's 10 warm-up epochs of 100 (Chen et al. 2020, B.1)
+    warmup_max_fraction: float = 0.1
     weight_decay_end: float | None = None
     no_decay_norm_bias: bool = False
 
@@ -71,12 +75,11 @@ def build_optimizer(params: Iterable | nn.Module, cfg: OptimConfig, global_batch
     return OPTIMIZERS[cfg.name](params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int,
-                    steps_per_epoch: int) -> CosineWarmupScheduler:
-    """Per-step linear warm-up then cosine decay (lightly's scheduler), over ``total_steps`` steps."""
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    return CosineWarmupScheduler(optimizer, warmup_epochs=min(warmup, max(total_steps - 1, 0)),
-                                 max_epochs=max(total_steps, 1))
+def build_scheduler(optimizer: torch.optim.Optimizer, plan: StepPlan) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step linear warm-up then cosine decay to the floor (lightly's ``cosine_warmup_schedule``) over the
+    steps of ``plan``, read at every step (a time budget fixes the plan's length after the first steps). A plain
+    function, so the scheduler's state dict stays plain values; the plan itself is saved by the method."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lambda step: plan.factor(step))
 
 
 def weight_decay_at(cfg: OptimConfig, step: int, total_steps: int) -> float:

@@ -23,10 +23,12 @@ from sslcluster.errors import SSLClusterError, TrainingInterrupted
 from sslcluster.distributed import RUN_KEY_ENV
 from sslcluster.distributed import is_global_rank_zero as is_launch_rank_zero  # noqa: F401  (kept importable)
 from sslcluster.progress import mode as progress_mode
-from sslcluster.ssl.callbacks import CheckpointOnInterrupt, RNGState, TrainProgress, reliability_callbacks
+from sslcluster.ssl.callbacks import (CheckpointOnInterrupt, FitClock, RNGState, TrainProgress,
+                                      reliability_callbacks)
 from sslcluster.ssl.factory import build_method
 from sslcluster.ssl.methods.base import CONFIG_KEY
 from sslcluster.ssl.monitors import LabeledImages, MonitorConfig, OnlineMonitors, labeled_subset
+from sslcluster.ssl.schedule import TimeBudget, parse_max_time
 from sslcluster.ssl.speed import apply_speed, split_trainer_config
 from sslcluster.stages.common import build, build_source, to_plain
 from sslcluster.tracking.loggers import build_logger, finish_wandb
@@ -156,6 +158,12 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
     monitors = build_monitors(cfg, run.path)
     if monitors is not None:
         all_callbacks.append(monitors)
+    clock = FitClock()
+    all_callbacks.append(clock)
+    budget_s = parse_max_time(trainer_kwargs.get("max_time"))
+    if budget_s is not None:  # the schedule sized to the budget from the measured step rate (ssl.schedule)
+        all_callbacks.append(TimeBudget(budget_s, warmup_epochs=model.optim_cfg.warmup_epochs,
+                                        max_fraction=model.optim_cfg.warmup_max_fraction))
     all_callbacks.extend(callbacks or [])
     if trainer_kwargs.get("sync_batchnorm") and (trainer_kwargs.get("accelerator") == "cpu"
                                                  or not torch.cuda.is_available()):
@@ -183,4 +191,21 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
             finish_wandb(logger, exit_code=1 if failed else 0)
     if trainer.is_global_zero and not last.exists():
         raise SSLClusterError(f"training ended without writing {last}")
+    if trainer.is_global_zero:
+        run.update_metrics(training_summary(trainer, model, budget_s, clock))
     return last
+
+
+def training_summary(trainer: pl.Trainer, model: Any, budget_s: float | None, clock: FitClock) -> dict[str, Any]:
+    """What the fit did, for ``metrics.json``: optimiser steps and epochs reached, the steps the schedule spanned,
+    the time budget (``trainer.max_time``) where there was one, and this session's training rate (images per
+    second over its optimiser steps, from the first training step to the last: start-up and export excluded)."""
+    plan = model.step_plan
+    steps = int(trainer.global_step)
+    out: dict[str, Any] = {"train_steps": steps, "train_epochs": round(steps / max(plan.steps_per_epoch, 1), 3),
+                           "train_planned_steps": plan.total, "train_fit_s": clock.seconds}
+    if budget_s is not None:
+        out["train_time_budget_s"] = budget_s
+    if clock.seconds > 0 and steps > clock.first_step:
+        out["train_images_per_s"] = (steps - clock.first_step) * model.global_batch_size() / clock.seconds
+    return out

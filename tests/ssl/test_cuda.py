@@ -65,7 +65,7 @@ def test_training_steps_on_the_device_path_never_synchronise(method, aug, tmp_pa
     cfg = compose(["data=image_folder", f"data.source.root={root}", f"method={method}", f"augmentation={aug}",
                    "data.batch_size=32", "data.num_workers=0", "data.pipeline=device",
                    f"data.device_cache.dir={tmp_path / 'cache'}", "backbone=resnet18", "backbone.module.cifar_stem=true",
-                   "trainer=gpu", "trainer.speed.compile=false", "trainer.max_epochs=100", "+trainer.max_steps=20",
+                   "trainer=gpu", "trainer.speed.compile=false", "trainer.max_epochs=100", "trainer.max_steps=20",
                    "trainer.log_every_n_steps=50", "logger=csv", "monitor.knn=false", "monitor.linear=false",
                    f"run.root={tmp_path / 'runs'}"]
                   + (["method.module.queue_size=256"] if method == "moco" else []))

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
 from sslcluster.ssl.backbones import TinyCNN
+from sslcluster.ssl.schedule import StepPlan
 from sslcluster.ssl.methods.moco import MoCo
 from sslcluster.ssl.methods.rotation import Rotation, rotate_batch
 from sslcluster.ssl.methods.simclr import SimCLR
@@ -147,6 +148,7 @@ def test_moco_momentum_is_mocov2s_constant_by_default_and_byols_cosine_when_aske
                 momentum=0.99, momentum_end=1.0)
     # lightly's cosine_schedule over steps 0..T-1: 1 - (1 - m0) (cos(pi t / (T - 1)) + 1) / 2
     want = {0: 0.99, 50: 1 - 0.01 * (math.cos(math.pi * 50 / 99) + 1) / 2, 99: 1.0}
+    byol.step_plan = StepPlan(total=100, warmup=0, steps_per_epoch=10)  # the run's 100 optimiser steps
     for step, m in want.items():
         byol._trainer = FakeTrainer(step, 100)  # type: ignore[assignment]
         assert byol.current_momentum() == pytest.approx(m, abs=1e-9)

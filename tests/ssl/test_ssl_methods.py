@@ -16,6 +16,7 @@ from sslcluster.ssl.methods.moco import MoCo
 from sslcluster.ssl.methods.rotation import Rotation
 from sslcluster.ssl.methods.simclr import SimCLR
 from sslcluster.ssl.optim import OptimConfig, build_optimizer, build_scheduler, scaled_lr
+from sslcluster.ssl.schedule import StepPlan
 from sslcluster.stages.export import load_method
 from sslcluster.stages.pretrain import build_method, pretrain
 from sslcluster.store.rundir import RunDir
@@ -173,7 +174,7 @@ def test_lr_scaled_by_global_batch_and_warmup_cosine():
     assert scaled_lr(cfg, 512) == pytest.approx(0.6)
     params = [torch.nn.Parameter(torch.zeros(2))]
     opt = build_optimizer(params, cfg, global_batch=512)
-    sched = build_scheduler(opt, cfg, total_steps=100, steps_per_epoch=10)
+    sched = build_scheduler(opt, StepPlan(total=100, warmup=20, steps_per_epoch=10))
     lrs = []
     for _ in range(100):
         lrs.append(opt.param_groups[0]["lr"])
@@ -194,6 +195,7 @@ def test_lars_leaves_norm_and_bias_parameters_undecayed_and_unadapted(tiny):
 
     class FakeTrainer:
         world_size, accumulate_grad_batches, estimated_stepping_batches, max_epochs = 1, 1, 10, 1
+        num_training_batches, callbacks, train_dataloader = 10, [], ()
 
     model._trainer = FakeTrainer()  # type: ignore[assignment]
     opt = model.configure_optimizers()["optimizer"]
@@ -225,6 +227,7 @@ def test_lr_uses_world_size_and_estimated_steps(tiny, tmp_path):
 
     class FakeTrainer:
         world_size, accumulate_grad_batches, estimated_stepping_batches, max_epochs = 4, 1, 50, 5
+        num_training_batches, callbacks, train_dataloader = 10, [], ()
 
     model._trainer = FakeTrainer()  # type: ignore[assignment]
     conf = model.configure_optimizers()

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from sslcluster.config import compose
 from sslcluster.errors import SSLClusterError
 from sslcluster.ssl.backbones import TinyCNN
+from sslcluster.ssl.schedule import StepPlan
 from sslcluster.ssl.methods.barlowtwins import BarlowTwins
 from sslcluster.ssl.methods.byol import BYOL
 from sslcluster.ssl.methods.dino import DINO
@@ -34,6 +35,7 @@ class FakeTrainer:
     def __init__(self, step: int = 0, total: int = 100, epoch: int = 0) -> None:
         self.global_step, self.estimated_stepping_batches, self.current_epoch = step, total, epoch
         self.world_size, self.accumulate_grad_batches, self.max_epochs = 1, 1, 10
+        self.num_training_batches, self.callbacks, self.train_dataloader = 10, [], ()
 
 
 def views(n: int = 6, size: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,6 +141,7 @@ def test_byol_and_dino_share_the_momentum_encoder_with_a_cosine_to_one():
     assert isinstance(byol, MomentumEncoder) and isinstance(dino, MomentumEncoder)
     for model in (byol, dino):
         want = {0: 0.99, 50: 1 - 0.01 * (math.cos(math.pi * 50 / 99) + 1) / 2, 99: 1.0}  # lightly's cosine_schedule
+        model.step_plan = StepPlan(total=100, warmup=0, steps_per_epoch=10)  # the run's 100 optimiser steps
         for step, m in want.items():
             model._trainer = FakeTrainer(step, 100)  # type: ignore[assignment]
             assert model.current_momentum() == pytest.approx(m, abs=1e-9)

@@ -13,8 +13,10 @@ import torch
 from torch import nn
 
 from sslcluster.ssl.optim import OptimConfig, apply_weight_decay_schedule, build_optimizer, build_scheduler
+from sslcluster.ssl.schedule import StepPlan, plan_steps
 
 CONFIG_KEY = "sslcluster_config"
+PLAN_KEY = "sslcluster_step_plan"
 
 
 class SSLMethod(pl.LightningModule):
@@ -34,6 +36,10 @@ class SSLMethod(pl.LightningModule):
         self.batch_size_per_device = batch_size_per_device
         #: the resolved run config (plain dict), saved into every checkpoint so export can rebuild the backbone.
         self.run_config: dict[str, Any] | None = None
+        #: the optimiser steps of the fit and its learning-rate curve (set by ``configure_optimizers``; restored
+        #: from a checkpoint on resume, so a time budget's fixed length survives an interruption)
+        self.step_plan: StepPlan = StepPlan(total=None, warmup=0, steps_per_epoch=1)
+        self._resumed_plan: StepPlan | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features (B, D) of images (B, C, H, W)."""
@@ -56,15 +62,20 @@ class SSLMethod(pl.LightningModule):
     def configure_optimizers(self):
         """The optimiser with the learning rate scaled to the global batch, and its per-step schedule."""
         optimizer = build_optimizer(self, self.optim_cfg, self.global_batch_size())
-        total = int(self.trainer.estimated_stepping_batches)
-        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        scheduler = build_scheduler(optimizer, self.optim_cfg, total, steps_per_epoch)
+        if self._resumed_plan is not None:
+            self.step_plan = self._resumed_plan
+        else:
+            self.step_plan = plan_steps(self.trainer, self.optim_cfg.warmup_epochs, self.optim_cfg.warmup_max_fraction)
+        scheduler = build_scheduler(optimizer, self.step_plan)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def schedule_steps(self) -> int:
+        """Optimiser steps the run's schedules (learning rate, momentum, weight decay) span."""
+        return self.step_plan.span()
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """The weight-decay schedule (``optim.weight_decay_end``) for this step; nothing without one."""
-        apply_weight_decay_schedule(optimizer, self.optim_cfg, self.global_step,
-                                    int(self.trainer.estimated_stepping_batches))
+        apply_weight_decay_schedule(optimizer, self.optim_cfg, self.global_step, self.schedule_steps())
 
     def host_scalars(self) -> dict[str, float]:
         """Python-number curves, logged on the logger's steps by :class:`~sslcluster.ssl.callbacks.HostScalars`
@@ -79,3 +90,9 @@ class SSLMethod(pl.LightningModule):
         """Save the resolved run config into the checkpoint."""
         if self.run_config is not None:
             checkpoint[CONFIG_KEY] = self.run_config
+        checkpoint[PLAN_KEY] = self.step_plan.state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep a resumed run's step plan (checkpoints of older versions have none: it is planned afresh)."""
+        state = checkpoint.get(PLAN_KEY)
+        self._resumed_plan = StepPlan(**state) if isinstance(state, dict) else None

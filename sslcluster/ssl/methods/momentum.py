@@ -8,6 +8,7 @@ cosine schedule over the run (lightly's ``cosine_schedule``), as in BYOL (Grill 
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
@@ -26,6 +27,7 @@ class MomentumEncoder:
     momentum: float
     momentum_end: float | None
     _momentum_pairs: list[tuple[str, str]]
+    schedule_steps: Callable[[], int]  # SSLMethod's: the optimiser steps of the run
 
     def init_momentum(self, names: list[str], momentum: float, momentum_end: float | None,
                       fresh: dict[str, nn.Module] | None = None) -> None:
@@ -55,8 +57,7 @@ class MomentumEncoder:
         ``momentum_end`` over the run."""
         if self.momentum_end is None:
             return self.momentum
-        trainer = getattr(self, "_trainer", None)  # LightningModule's own attribute: None outside a fit
-        total = int(trainer.estimated_stepping_batches) if trainer is not None else 1
+        total = self.schedule_steps()
         step = int(getattr(self, "global_step", 0))
         return cosine_schedule(min(step, total), total, self.momentum, self.momentum_end)
 
