@@ -23,6 +23,7 @@ from sslcluster.stages.cluster import cluster
 from sslcluster.stages.evaluate import (evaluate_clustering, evaluate_representation, redraw_plots,
                                         validation_metrics)
 from sslcluster.stages.common import check_data_config
+from sslcluster.stages.data_defaults import resolve_data_defaults
 from sslcluster.stages.export import export_split
 from sslcluster.stages.pretrain import pretrain
 from sslcluster.stages.report import report, write_report
@@ -295,6 +296,7 @@ def validation_figures(cfg: DictConfig, run: RunDir, checkpoint: Path | None, le
 def run_pipeline(cfg: DictConfig) -> RunDir:
     """pretrain -> export -> cluster -> evaluate -> report, on each representation the run compares."""
     t0 = time.perf_counter()
+    resolve_data_defaults(cfg)  # data-aware defaults (data.*=auto), before anything reads them
     check_data_config(cfg)
     checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
     embeddings = Path(cfg.embeddings).expanduser() if cfg.embeddings else None
@@ -339,6 +341,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
 
 def stage_pretrain(cfg: DictConfig) -> RunDir:
     """Pretrain into a new run directory (or resume one); prints the checkpoint and the run key."""
+    resolve_data_defaults(cfg)
     check_data_config(cfg)
     with open_run(cfg, "pretrain", reuse=False) as run:
         ckpt = pretrain(cfg, run)
@@ -351,6 +354,7 @@ def stage_pretrain(cfg: DictConfig) -> RunDir:
 def stage_export(cfg: DictConfig) -> RunDir:
     """Export ``export.splits`` of an existing run's checkpoint (or ``checkpoint=PATH``, or with
     ``stages.pretrain=false`` a pretrained backbone's features as they are) into its embeddings."""
+    resolve_data_defaults(cfg)
     check_data_config(cfg)
     checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
     frozen = None  # no checkpoint given, a pretrained backbone: its features as they are (stages.pretrain=false)
@@ -378,6 +382,7 @@ def stage_export(cfg: DictConfig) -> RunDir:
 
 def stage_cluster(cfg: DictConfig) -> RunDir:
     """Cluster the run's embeddings (or ``embeddings=PATH``) into ``clusters/<clustering.key>/``."""
+    resolve_data_defaults(cfg)
     emb = Path(cfg.embeddings).expanduser() if cfg.embeddings else None
     if emb is not None:
         read_manifest(emb)
@@ -407,6 +412,7 @@ def stage_name(cfg: DictConfig) -> RunDir:
     whether or not ``naming.enabled``; writes ``clusters/<key>/names.json``."""
     from sslcluster.naming import name_clustering
 
+    resolve_data_defaults(cfg)
     with open_run(cfg, "name", must_exist=True) as run:
         key = cluster_key(cfg)
         cdir = run.cluster_dir(key)
@@ -426,6 +432,7 @@ def stage_name(cfg: DictConfig) -> RunDir:
 def stage_evaluate(cfg: DictConfig) -> RunDir:
     """Score the run's clusterings (``clustering.key``, or all) and representations; the run's summary describes its
     primary clustering of each representation (as recorded in ``record.json``)."""
+    resolve_data_defaults(cfg)
     with open_run(cfg, "evaluate", must_exist=True) as run, tracking_session(cfg, run) as tracker:
         chosen = [run.clustering(cfg.clustering.key)] if cfg.clustering.key else run.clusterings()
         if not chosen:
@@ -456,6 +463,7 @@ def stage_evaluate(cfg: DictConfig) -> RunDir:
 
 def stage_report(cfg: DictConfig) -> RunDir:
     """Write ``runs/<key>/report.html`` of an existing run (again), from what is on disk."""
+    resolve_data_defaults(cfg)
     with open_run(cfg, "report", must_exist=True) as run:
         start = time.perf_counter()
         page = write_report(cfg, run)

@@ -30,12 +30,25 @@ from sslcluster.store.io import write_json
 log = logging.getLogger(__name__)
 
 
+_NOTED: set[str] = set()
+
+
+def note_no_labels(what: str) -> None:
+    """Say once per process that label-based figures were skipped because the data have no held-out labels."""
+    if what not in _NOTED:
+        _NOTED.add(what)
+        log.warning("skipped %s: the data have no held-out labels (no class folders); the label-free figures "
+                    "(silhouette, intra-/inter-cluster variance, cluster sizes, galleries) are reported", what)
+
+
 def evaluate_clustering(cfg: DictConfig, cluster_dir: Path) -> dict[str, Any]:
     """External metrics of one clustering, merged with its label-free quality; writes its ``metrics.json``."""
     clustering = Clustering(cluster_dir)
     record, labels_pred = clustering.load()
     index = clustering.index(record, labels_pred)
     labels_true = clustering.held_out_labels(index, cfg.evaluate.labels)
+    if not (np.asarray(labels_true) >= 0).any():
+        note_no_labels("NMI, ARI, accuracy and purity")
     metrics = cluster_metrics(None, labels_pred, labels_true)
     metrics.update({k: v for k, v in record.get("quality", {}).items() if k not in metrics})
     if record.get("select_k"):
@@ -192,6 +205,11 @@ def evaluate_representation(cfg: DictConfig, train_dir: Path, test_dir: Path) ->
     test = read_embeddings(test_dir, with_labels=True)
     if train.array.shape[1] != test.array.shape[1]:
         raise SSLClusterError(f"{train_dir} and {test_dir} have different dimensions")
+    unlabelled = [name for name, es in (("train", train), ("test", test))
+                  if es.index.labels is None or not (np.asarray(es.index.labels) >= 0).any()]
+    if unlabelled:  # e.g. a folder of photos without class folders: the label-free figures stand alone
+        note_no_labels(f"kNN and linear-probe accuracy (the {' and '.join(unlabelled)} split has no labels)")
+        return {}
     assert train.index.labels is not None and test.index.labels is not None
     tx, ty = train.array, train.index.labels
     qx, qy = test.array, test.index.labels

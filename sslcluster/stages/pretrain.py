@@ -110,7 +110,8 @@ def check_augmentation(cfg: DictConfig) -> None:
     """Warn when a method-specific augmentation is used with another method (e.g. augmentation=simclr with
     method=rotation), and refuse one view for a two-view method."""
     aug, method = str(cfg.augmentation.name), str(cfg.method.name)
-    if aug != method and (config_dir() / "method" / f"{aug}.yaml").is_file():  # an augmentation named after a method
+    chosen = cfg.augmentation.get("chosen") is not None  # augmentation=auto took the method's own photo views
+    if not chosen and aug != method and (config_dir() / "method" / f"{aug}.yaml").is_file():  # an augmentation named after a method
         log.warning("augmentation=%s with method=%s: did you mean augmentation=%s?", aug, method, method)
     given = cfg.augmentation.get("views_per_image")  # declared by augmentations of a fixed number of views
     if given is not None and int(cfg.method.get("views", 1)) > int(given):
