@@ -18,7 +18,6 @@ written, the manifest rewritten ``complete``, and the shards removed.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import itertools
 import json
@@ -31,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.store.io import atomic_path, read_json, write_json, write_npy
+from sslcluster.store.io import atomic_path, read_csv_rows, read_json, write_csv, write_json, write_npy
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +101,11 @@ def write_embeddings(folder: str | Path, array: np.ndarray, index: EmbeddingInde
 
 
 def write_index(folder: str | Path, index: EmbeddingIndex) -> None:
-    """Write ``index.csv`` atomically. File names that are not valid UTF-8 keep their bytes (surrogateescape)."""
+    """Write ``index.csv`` atomically, valid UTF-8: a file name's bytes that are not UTF-8 as ``\\xHH``, a
+    backslash as ``\\\\`` (:func:`sslcluster.store.io.csv_escape`; :func:`read_index` gives the names back)."""
     labels = index.labels if index.labels is not None else np.full(len(index), -1, dtype=np.int64)
-    with atomic_path(Path(folder) / INDEX) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
-            w = csv.writer(f)
-            w.writerow(("id", "path", "label"))
-            w.writerows((i, p, "" if int(lab) < 0 else int(lab))
-                        for i, p, lab in zip(index.ids, index.paths, labels))
+    write_csv(Path(folder) / INDEX, ("id", "path", "label"),
+              ((i, p, "" if int(lab) < 0 else int(lab)) for i, p, lab in zip(index.ids, index.paths, labels)))
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -138,20 +134,19 @@ def read_index(folder: str | Path, with_labels: bool = False) -> EmbeddingIndex:
     ids: list[str] = []
     paths: list[str] = []
     labels: list[int] = []
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or header[:2] != ["id", "path"]:
-            raise SSLClusterError(f"{path}: expected header 'id,path,label', got {header}")
-        for row in reader:
-            ids.append(row[0])
-            paths.append(row[1])
-            if with_labels:
-                cell = row[2] if len(row) > 2 else ""
-                try:
-                    labels.append(int(cell) if cell != "" else -1)
-                except ValueError:
-                    raise SSLClusterError(f"{path}: label {cell!r} of id {row[0]!r} is not an integer") from None
+    reader = read_csv_rows(path)
+    header = next(reader, None)
+    if header is None or header[:2] != ["id", "path"]:
+        raise SSLClusterError(f"{path}: expected header 'id,path,label', got {header}")
+    for row in reader:
+        ids.append(row[0])
+        paths.append(row[1])
+        if with_labels:
+            cell = row[2] if len(row) > 2 else ""
+            try:
+                labels.append(int(cell) if cell != "" else -1)
+            except ValueError:
+                raise SSLClusterError(f"{path}: label {cell!r} of id {row[0]!r} is not an integer") from None
     classes = None
     if (folder / MANIFEST).exists():
         classes = read_json(folder / MANIFEST).get("classes")
@@ -253,17 +248,16 @@ def streamed_ids_digest(folder: str | Path) -> tuple[int, str]:
         raise SSLClusterError(f"index file missing: {path}")
     h = hashlib.sha256()
     n = 0
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or header[:2] != ["id", "path"]:
-            raise SSLClusterError(f"{path}: expected header 'id,path,label', got {header}")
-        while True:  # hashed 65,536 ids at a time: the same bytes as one update per id, without a call per row
-            chunk = [row[0] for row in itertools.islice(reader, 1 << 16)]
-            if not chunk:
-                break
-            h.update(("\n".join(chunk) + "\n").encode("utf-8", "surrogateescape"))
-            n += len(chunk)
+    reader = read_csv_rows(path)
+    header = next(reader, None)
+    if header is None or header[:2] != ["id", "path"]:
+        raise SSLClusterError(f"{path}: expected header 'id,path,label', got {header}")
+    while True:  # hashed 65,536 ids at a time: the same bytes as one update per id, without a call per row
+        chunk = [row[0] for row in itertools.islice(reader, 1 << 16)]
+        if not chunk:
+            break
+        h.update(("\n".join(chunk) + "\n").encode("utf-8", "surrogateescape"))
+        n += len(chunk)
     return n, h.hexdigest()
 
 
