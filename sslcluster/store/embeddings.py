@@ -218,9 +218,8 @@ class RowFile:
     def _rows(self, rows: np.ndarray) -> np.ndarray:
         """``rows`` (R,) gathered in the order asked. Written here (no library reads scattered rows of a file with
         bounded memory): the file is mapped one window of ``WINDOW_BYTES`` at a time and the window's rows taken
-        from the map, so only the pages holding asked rows are read and at most one window is ever mapped. One
-        file read per run of consecutive rows, as before, cost 2.5 s for a 100,000-row sample of 2,000,000 x 128
-        (benchmarks/streaming_cluster.py; benchmarks/RESULTS.md, "Streaming clustering")."""
+        from the map, so only the pages holding asked rows are read and at most one window is ever mapped (faster
+        than one file read per run of consecutive rows: benchmarks/RESULTS.md, "Streaming clustering")."""
         if len(rows) and (rows.min() < 0 or rows.max() >= self.shape[0]):
             raise IndexError(f"{self.path}: rows outside 0..{self.shape[0] - 1}")
         order = np.argsort(rows, kind="stable")
