@@ -25,7 +25,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -125,6 +125,16 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def _index_rows(path: Path) -> Iterator[list[str]]:
+    """The rows of ``index.csv`` after its header (cells unescaped, see :func:`write_index`); a one-line error
+    when the header is not ``id,path,...``."""
+    reader = read_csv_rows(path)
+    header = next(reader, None)
+    if header is None or header[:2] != ["id", "path"]:
+        raise SSLClusterError(f"{path}: expected header 'id,path,label', got {header}")
+    return reader
+
+
 def read_index(folder: str | Path, with_labels: bool = False) -> EmbeddingIndex:
     """``index.csv`` of an embeddings folder: ids, paths, classes and (``with_labels``) labels (N,) int64."""
     folder = Path(folder)
@@ -134,10 +144,7 @@ def read_index(folder: str | Path, with_labels: bool = False) -> EmbeddingIndex:
     ids: list[str] = []
     paths: list[str] = []
     labels: list[int] = []
-    reader = read_csv_rows(path)
-    header = next(reader, None)
-    if header is None or header[:2] != ["id", "path"]:
-        raise SSLClusterError(f"{path}: expected header 'id,path,label', got {header}")
+    reader = _index_rows(path)
     for row in reader:
         ids.append(row[0])
         paths.append(row[1])
@@ -247,10 +254,7 @@ def streamed_ids_digest(folder: str | Path) -> tuple[int, str]:
         raise SSLClusterError(f"index file missing: {path}")
     h = hashlib.sha256()
     n = 0
-    reader = read_csv_rows(path)
-    header = next(reader, None)
-    if header is None or header[:2] != ["id", "path"]:
-        raise SSLClusterError(f"{path}: expected header 'id,path,label', got {header}")
+    reader = _index_rows(path)
     while True:  # hashed 65,536 ids at a time: the same bytes as one update per id, without a call per row
         chunk = [row[0] for row in itertools.islice(reader, 1 << 16)]
         if not chunk:
