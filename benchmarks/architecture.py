@@ -1,7 +1,8 @@
 """Architecture figures of the package: which subpackage imports which, the longest functions, lines per package.
 
 Run from the repository root: ``python benchmarks/architecture.py`` (``--json`` for machine-readable output).
-Computed from the source with :mod:`ast`, so the same measure applies to any checkout.
+Computed from the source with :mod:`ast`, so the same measure applies to any checkout. ``tests/test_layers.py`` checks
+this graph against the layers of ``docs/architecture.md``.
 """
 
 from __future__ import annotations

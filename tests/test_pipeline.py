@@ -15,13 +15,18 @@ REQUIRED_METRICS = ("nmi", "ari", "acc", "intra_var", "inter_var", "knn_top1", "
 
 
 def test_end_to_end_run_directory(tiny, capsys):
-    run = run_pipeline(compose(tiny + ["run.key=e2e", "clustering.features=projection"]))
+    run = run_pipeline(compose(tiny + ["run.key=e2e", "clustering.features=projection", "evaluate.linear_probe=true"]))
     out = capsys.readouterr().out
     assert "run key: e2e" in out and "nmi" in out and "pixels" in out
     p = run.path
     cfg = yaml.safe_load((p / "config.yaml").read_text())
     assert cfg["trainer"]["max_epochs"] == 1 and cfg["seed"] == 0
     metrics = json.loads((p / "metrics.json").read_text())
+    # every figure of the run is defined in the one metric registry (report.html's definitions, compare, W&B)
+    from sslcluster.evaluation.registry import lookup
+
+    assert {"linear_top1", "pixels_linear_top1", "val_nmi", "time_evaluate_s"} <= set(metrics)
+    assert [k for k in metrics if lookup(k) is None] == []
     for key in REQUIRED_METRICS:
         assert key in metrics and f"pixels_{key}" in metrics, key
     assert metrics["n_clusters"] == 10

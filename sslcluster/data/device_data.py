@@ -56,9 +56,8 @@ PIPELINES = ("cpu", "device", "auto")
 
 #: default cap on the long side of a cached image, in multiples of ``data.image_size``: lightly's smallest crop
 #: (``min_scale`` 0.08) spans sqrt(0.08) = 0.28 of an image's side, so even 4x the training side keeps more than
-#: the training side's pixels across it; but views of 60 photographs (49-426 px) trained at 32 px were measured
-#: 0.947 as sharp as lightly's (PIL, full image) with a 4x cap, 0.978 with 6x and 0.979 with 8x
-#: (``benchmarks/fidelity.py sharpness --max-side``, benchmarks/RESULTS.md): 6x is where the gain stops
+#: the training side's pixels across it; but the views' sharpness against lightly's (PIL, full image) still
+#: rises up to 6x and stops there (``benchmarks/fidelity.py sharpness --max-side``, benchmarks/RESULTS.md)
 DEFAULT_SIDE_FACTOR = 6
 
 

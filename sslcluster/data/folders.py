@@ -24,7 +24,6 @@ transparency composited on white, palette / CMYK / grayscale converted to the re
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import logging
@@ -39,7 +38,7 @@ from PIL import Image, ImageOps
 
 from sslcluster.errors import SSLClusterError
 from sslcluster.progress import progress
-from sslcluster.store.io import atomic_path
+from sslcluster.store.io import atomic_path, read_csv_rows, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -308,39 +307,34 @@ def scan_folder(root: str | os.PathLike, policy: str = "skip", max_pixels: int =
 
 def record_skipped(run_path: str | os.PathLike, split: str, skipped: Sequence[Skipped]) -> Path:
     """Write (or update) ``<run>/skipped_files.csv`` (columns split,path,reason): the rows of ``split`` are
-    replaced by ``skipped``; other splits' rows are kept. Undecodable file-name bytes are written as they are."""
+    replaced by ``skipped``; other splits' rows are kept. Valid UTF-8: a name's undecodable bytes are written as
+    ``\\xHH`` (:func:`sslcluster.store.io.csv_escape`), :func:`read_skipped` gives them back."""
     path = Path(run_path) / SKIPPED_FILE
     rows: list[tuple[str, str, str]] = []
     if path.exists():
-        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-            reader = csv.reader(f)
-            next(reader, None)
-            rows = [(r[0], r[1], r[2]) for r in reader if len(r) >= 3 and r[0] != split]
+        rows = [(r[0], r[1], r[2]) for r in list(read_csv_rows(path))[1:] if len(r) >= 3 and r[0] != split]
     rows += [(split, s.path, s.reason) for s in skipped]
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
-            w = csv.writer(f)
-            w.writerow(("split", "path", "reason"))
-            w.writerows(rows)
+    write_csv(path, ("split", "path", "reason"), rows)
     return path
 
 
 def read_skipped(run_path: str | os.PathLike) -> list[tuple[str, str, str]]:
-    """Rows (split, path, reason) of ``<run>/skipped_files.csv``; empty if there is none."""
+    """Rows (split, path, reason) of ``<run>/skipped_files.csv`` (paths as :class:`Skipped` holds them); empty if
+    there is none."""
     path = Path(run_path) / SKIPPED_FILE
     if not path.exists():
         return []
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        reader = csv.reader(f)
-        next(reader, None)
-        return [(r[0], r[1], r[2]) for r in reader]
+    return [(r[0], r[1], r[2]) for r in list(read_csv_rows(path))[1:]]
 
 
 def report_skipped(run_path: str | os.PathLike, split: str, source: object) -> int:
-    """Record a source's skipped files (if it has any) in the run directory and log how many; returns the count."""
+    """Record a source's skipped files (if it has any) in the run directory and log how many; returns the count.
+    They are recorded under the source's ``skipped_split`` when it names one ("all": a folder split by holdout,
+    whose bad files belong to neither split, is listed once), else under ``split``."""
     skipped = list(getattr(source, "skipped", None) or [])
     if getattr(source, "skipped", None) is None:
         return 0
+    split = getattr(source, "skipped_split", None) or split
     path = record_skipped(run_path, split, skipped)
     if skipped:
         log.warning("split %r: %d files skipped (%s); listed with reasons in %s", split, len(skipped),

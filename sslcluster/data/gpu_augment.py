@@ -23,12 +23,11 @@ A view draws all its randomness in one ``torch.rand`` call (B, DRAWS); the rest 
 and those uniforms (:meth:`GPUViewTransform.apply`), which ``torch.compile`` fuses into a few kernels
 (``trainer.speed.compile``).
 
-Why this is written by hand: on an H100 (benchmarks/RESULTS.md) the model alone trains at about 30k
-images/s, lightly's CPU pipeline feeds about 6.2k images/s with 16 workers, and kornia's GPU augmentation only
-about 8.2k images/s; plain batched torch ops run at about 100k images/s. No well-kept library gives per-sample
-parameters with torchvision's sampling semantics at that speed, so the few ops above are implemented here with
-no per-image Python loop: every op is a handful of batched kernels, and per-sample choices are masks
-(``torch.where``), so there are no host-device synchronisations on the hot path.
+Why this is written by hand: on a fast GPU, lightly's CPU pipeline and kornia's GPU augmentation feed the model
+far fewer images per second than it trains on, and plain batched torch ops do not (benchmarks/RESULTS.md).
+No well-kept library gives per-sample parameters with torchvision's sampling semantics at that speed, so the few
+ops above are implemented here with no per-image Python loop: every op is a handful of batched kernels, and
+per-sample choices are masks (``torch.where``), so there are no host-device synchronisations on the hot path.
 """
 
 from __future__ import annotations

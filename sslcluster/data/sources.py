@@ -134,28 +134,23 @@ def holdout_split(ids: list[str], labels: np.ndarray | None, fraction: float, se
 
 
 def read_split_file(path: Path) -> dict[str, str]:
-    """id -> split of a run's ``split.csv``."""
-    import csv
+    """id -> split of a run's ``split.csv`` (ids as the scan gives them: see :func:`write_split_file`)."""
+    from sslcluster.store.io import read_csv_rows
 
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != ["id", "split"]:
-            raise SSLClusterError(f"{path}: expected columns id,split, got {header}")
-        return {row[0]: row[1] for row in reader if len(row) >= 2}
+    reader = read_csv_rows(path)
+    header = next(reader, None)
+    if header != ["id", "split"]:
+        raise SSLClusterError(f"{path}: expected columns id,split, got {header}")
+    return {row[0]: row[1] for row in reader if len(row) >= 2}
 
 
 def write_split_file(path: Path, assignment: dict[str, str]) -> None:
-    import csv
-
-    from sslcluster.store.io import atomic_path
+    """``split.csv`` (id,split rows, sorted), valid UTF-8: an id's undecodable bytes as ``\\xHH``
+    (:func:`sslcluster.store.io.csv_escape`)."""
+    from sslcluster.store.io import write_csv
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
-            w = csv.writer(f)
-            w.writerow(("id", "split"))
-            w.writerows(sorted(assignment.items()))
+    write_csv(path, ("id", "split"), sorted(assignment.items()))
 
 
 class ImageFolderSource:
@@ -190,6 +185,9 @@ class ImageFolderSource:
         self.channels = channels
         self.max_pixels = int(max_pixels)
         self.skipped: list[Skipped] = []
+        #: the split the skipped files are recorded under in the run (skipped_files.csv): None for the split being
+        #: read; "all" for a folder without its own train/ and test/, whose scan (and bad files) both splits share
+        self.skipped_split: str | None = None
         files: list[tuple[Path, str, tuple[str, ...]]] = []  # (path, id, parts below the split root)
         class_names: set[str] = set()  # first folder level of every readable image of both splits
         if split is not None and len(own) == len(FOLDER_SPLITS):  # the folder's own train/ and test/
@@ -212,7 +210,7 @@ class ImageFolderSource:
                              display_path(base), own[0], "test" if own[0] == "train" else "train",
                              holdout_fraction, display_path(split_root))
             result = scan_folder(split_root, **scan_kw)
-            self.skipped = result.skipped
+            self.skipped, self.skipped_split = result.skipped, "all"
             self.root = split_root
             files = [(f, f.relative_to(split_root).as_posix(), f.relative_to(split_root).parts)
                      for f in map(Path, result.files)]

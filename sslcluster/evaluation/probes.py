@@ -13,8 +13,7 @@ Both scale past memory-sized arrays:
   is chosen on a seeded, stratified validation part of the train split (never the test split), then the probe is
   refitted on the whole train split with it. L-BFGS runs in preconditioned coordinates (:class:`Preconditioner`:
   the eigenbasis of the features' second moment on a seeded sample of train rows), which changes the path, not
-  the objective or its minimum: on CIFAR-10 pixels the five fits took 94 loss evaluations instead of 521
-  (benchmarks/RESULTS.md). The fits run at full float32 precision (no TF32). scikit-learn's
+  the objective or its minimum, in far fewer loss evaluations (benchmarks/RESULTS.md). The fits run at full float32 precision (no TF32). scikit-learn's
   ``LogisticRegression`` (``probe_backend='sklearn'``) stays available for comparison
   (``benchmarks/probe_speed.py``).
 """
@@ -112,21 +111,18 @@ PROBE_WEIGHT_DECAYS = (1e-2, 1e-3, 1e-4, 1e-5)
 #: the part of the labelled train rows held aside to choose the weight decay (a common 10%; seeded, stratified).
 PROBE_VAL_FRACTION = 0.1
 #: below this many train values (N x D) the CPU probe runs on one thread: its matrices are then so small that
-#: OpenMP's synchronisation dominates, and on a loaded machine two threads measured 30x slower than one (digits).
+#: OpenMP's synchronisation dominates (benchmarks/RESULTS.md).
 PROBE_ONE_THREAD_BELOW = 10_000_000
 #: each fit stops as scikit-learn's ``LogisticRegression`` (lbfgs) does by default on the same mean objective: when
 #: the largest absolute gradient entry is at most ``PROBE_TOL`` (its ``tol``) or after ``PROBE_MAX_ITER`` iterations
-#: (its ``max_iter``). 25 iterations left fits on learned digits features at max |gradient| 4e-4 to 3e-3, short of
-#: that criterion, and the probe 0.56 points below scikit-learn's (benchmarks/RESULTS.md).
+#: (its ``max_iter``); fewer iterations stop short of that criterion (benchmarks/RESULTS.md).
 PROBE_TOL = 1e-4
 PROBE_MAX_ITER = 100
-#: train rows (seeded sample) whose second moment preconditions L-BFGS. Chosen on CIFAR-10 pixels (45,000 x 3,072,
-#: the five fits with the stopping rule then tested in the preconditioned coordinates): 10,000 rows took 135 loss
-#: evaluations, 5,000 rows 183 (benchmarks/RESULTS.md); the product costs ``rows x D^2`` multiply-adds, 1.4 s at
-#: 10,000 x 3,072 on the 2-core development machine.
+#: train rows (seeded sample) whose second moment preconditions L-BFGS, chosen on CIFAR-10 pixels
+#: (benchmarks/RESULTS.md); the product costs ``rows x D^2`` multiply-adds.
 PROBE_PRECONDITION_ROWS = 10_000
-#: above this many features the probe runs unpreconditioned: the eigendecomposition costs ``D^3`` (2.5 s at 3,072
-#: on the 2-core development machine, so about 6 s at 4,096 and 20 s at 6,144).
+#: above this many features the probe runs unpreconditioned: the eigendecomposition costs ``D^3``
+#: (benchmarks/RESULTS.md).
 PROBE_PRECONDITION_MAX_DIM = 4_096
 
 
@@ -145,7 +141,7 @@ class ProbeResult:
 
 def _standardiser(x: torch.Tensor, block: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std (D,) of ``x`` (N, D), std floored so constant features stay finite. The variance is summed a
-    block of rows at a time around the mean (``Tensor.std`` took 1.3 s on 50,000 x 3,072 here, this 0.25 s)."""
+    block of rows at a time around the mean (faster than ``Tensor.std`` on wide inputs)."""
     mean = x.mean(dim=0)
     sq = torch.zeros_like(mean)
     for s in range(0, len(x), block):
@@ -206,8 +202,8 @@ def _fit_lbfgs(x: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, ma
     by full-batch L-BFGS until max |gradient| <= ``tol`` (the gradient of the objective in ``W`` and the bias,
     scikit-learn's rule, checked at every point evaluated) or ``max_iter`` iterations; ``init`` warm-starts it;
     ``preconditioner`` (see :class:`Preconditioner`) changes the coordinates L-BFGS moves in, not the objective.
-    The weight is (C, D) as in ``nn.Linear``: the gradient is then ``G^T @ x``, which on CPU measured 20x faster
-    than the ``x^T @ G`` a (D, C) weight needs. ``bar`` (a :func:`~sslcluster.progress.progress` counter) advances
+    The weight is (C, D) as in ``nn.Linear``: the gradient is then ``G^T @ x``, faster on CPU than the
+    ``x^T @ G`` a (D, C) weight needs. ``bar`` (a :func:`~sslcluster.progress.progress` counter) advances
     by one per loss evaluation and, at the end, by the rest of the fit's budget of ``lbfgs_evaluations(max_iter)``;
     ``counts`` (a dict) receives the number of evaluations under ``"fit"``."""
     d = x.shape[1]

@@ -7,18 +7,19 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sslcluster.evaluation.registry import lookup
 from sslcluster.report.html import esc, page, table, url
-from sslcluster.report.run_page import DEFINITIONS, REPORT, definitions_section
+from sslcluster.report.run_page import REPORT, definitions_section
 from sslcluster.store.io import write_text
-from sslcluster.store.representations import unprefixed
 
 
 def write_compare_page(comp: Any, out: Path, plot: Path, cell: Any, label: Any) -> Path:
     """``out/compare.html`` for a :class:`sslcluster.tracking.compare.Comparison`; ``cell(mean, std, n, group_n)``
     formats a table cell and ``label(comp, values)`` names a group (the printed table's own functions)."""
     header = [*(comp.by or ["runs"]), "n", *comp.metrics]
-    head_html = [esc(h) if unprefixed(h, DEFINITIONS) not in DEFINITIONS else
-                 f'<a href="#def-{esc(unprefixed(h, DEFINITIONS))}">{esc(h)}</a>' for h in header]
+    defined = [lookup(h) if i >= len(header) - len(comp.metrics) else None for i, h in enumerate(header)]
+    head_html = [esc(h) if m is None else f'<a href="#def-{esc(m.name)}">{esc(h)}</a>'
+                 for h, m in zip(header, defined)]
     rows = []
     for values, runs in comp.groups:
         cells = [esc(v) for v in (values if comp.by else ["all"])]

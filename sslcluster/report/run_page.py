@@ -19,42 +19,14 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from sslcluster.evaluation.metrics import cluster_to_class
+from sslcluster.evaluation.registry import BY_NAME, HEADLINE, METRICS, summary_table
 from sslcluster.report.gallery import ClusterCard, cluster_cards
-from sslcluster.report.html import esc, fmt, page, table, url
+from sslcluster.report.html import esc, page, table, url
 from sslcluster.store.io import read_json, write_text
-from sslcluster.store.representations import baseline_prefixes, display_name
 
 log = logging.getLogger(__name__)
 
 REPORT = "report.html"
-
-#: the metrics table's rows, in order, and their definitions (the page's "Metric definitions" section).
-DEFINITIONS: dict[str, str] = {
-    "nmi": "Normalised mutual information between clusters and held-out classes (scikit-learn, arithmetic "
-           "normalisation): 0 for independent partitions, 1 for identical ones. Noise counts as one more cluster.",
-    "ami": "Adjusted mutual information: NMI corrected for chance (0 expected for a random partition).",
-    "ari": "Adjusted Rand index: agreement of pairs of points (same / different cluster vs class), corrected for "
-           "chance; 0 random, 1 identical.",
-    "acc": "Clustering accuracy: fraction of points whose cluster maps to their class under the one-to-one "
-           "Hungarian assignment (as in SCAN); with more clusters than classes the many-to-one majority mapping. "
-           "Noise points count as errors.",
-    "purity": "Each cluster takes its majority class (many-to-one); fraction of points in their cluster's "
-              "majority class. Noise points count as errors.",
-    "silhouette": "Mean silhouette coefficient (-1..1) of the non-noise points in the clustered space; no labels "
-                  "used. Higher: tighter, better separated clusters.",
-    "var_ratio": "Inter-cluster variance divided by intra-cluster variance in the clustered space; no labels used.",
-    "knn_top1": "Top-1 accuracy of a weighted kNN classifier (k=200, T=0.1, cosine on L2-normalised backbone "
-                "features, as lightly's benchmarks) with the train split as memory bank, scored on the test split.",
-    "linear_top1": "Top-1 accuracy on the test split of a logistic-regression probe fitted on the train split's "
-                   "frozen, standardised features.",
-    "n_clusters": "Number of clusters found (noise excluded).",
-    "noise_fraction": "Fraction of points labelled noise (-1) by the clustering (density-based algorithms).",
-}
-
-#: prefixes of the fixed baseline representations in ``metrics.json`` (``pixels_nmi``, ...); pretrained baselines
-#: (``timm_<model>_nmi``) are found in the keys (:func:`sslcluster.store.representations.baseline_prefixes`).
-BASELINES = ("pixels_",)
-
 
 @dataclass
 class ReportOptions:
@@ -67,35 +39,24 @@ class ReportOptions:
 
 
 def metrics_table(metrics: Mapping[str, Any]) -> str:
-    """Rows of :data:`DEFINITIONS` present in ``metrics``: learned, each baseline present, and learned minus it."""
-    bases = [p for p in BASELINES if any(k.startswith(p) for k in metrics)]
-    bases += [p for p in baseline_prefixes(metrics, DEFINITIONS) if p not in bases]
-    header = ["metric", "learned"] + [display_name(b) for b in bases] + [f"learned − {display_name(b)}" for b in bases]
+    """The headline metrics present in ``metrics`` (:func:`sslcluster.evaluation.registry.summary_table`):
+    learned, each baseline present, and learned minus it where that difference means something."""
+    t = summary_table(metrics, HEADLINE)
     rows = []
-    for key in DEFINITIONS:
-        if key not in metrics and not any(b + key in metrics for b in bases):
-            continue
-        a = metrics.get(key)
-        cells = [f'<td><a href="#def-{esc(key)}" title="{esc(DEFINITIONS[key])}">{esc(key)}</a></td>',
-                 f'<td class="num">{esc(fmt(a))}</td>']
-        deltas = []
-        for b in bases:
-            v = metrics.get(b + key)
-            cells.append(f'<td class="num">{esc(fmt(v))}</td>')
-            if key not in ("n_clusters", "noise_fraction") and isinstance(a, (int, float)) \
-                    and isinstance(v, (int, float)) and not (np.isnan(a) or np.isnan(v)):
-                d = float(a) - float(v)
-                cls = "better" if d > 0 else "worse" if d < 0 else ""
-                deltas.append(f'<td class="num {cls}">{d:+.4f}</td>')
-            else:
-                deltas.append('<td class="num">-</td>')
-        rows.append(cells + deltas)
-    return table(header, rows)
+    for metric, values, deltas in t.rows:
+        cells = [f'<td><a href="#def-{esc(metric.name)}" title="{esc(metric.definition)}">{esc(metric.name)}</a></td>']
+        cells += [f'<td class="num">{esc(metric.format(v))}</td>' for v in values]
+        for d in deltas:
+            cls = "" if d is None else "better" if d > 0 else "worse" if d < 0 else ""
+            cells.append(f'<td class="num {cls}">{"-" if d is None else f"{d:+.4f}"}</td>')
+        rows.append(cells)
+    return table(t.header(), rows)
 
 
 def definitions_section() -> str:
-    """HTML section listing the metric definitions, each with an anchor ``def-<name>``."""
-    items = "".join(f'<dt id="def-{esc(k)}">{esc(k)}</dt><dd>{esc(v)}</dd>' for k, v in DEFINITIONS.items())
+    """HTML section listing every metric's definition (:data:`sslcluster.evaluation.registry.METRICS`), each
+    with an anchor ``def-<name>``."""
+    items = "".join(f'<dt id="def-{esc(m.name)}">{esc(m.name)}</dt><dd>{esc(m.definition)}</dd>' for m in METRICS)
     return f'<h2 id="definitions">Metric definitions</h2><dl>{items}</dl>'
 
 
@@ -165,8 +126,9 @@ def clustering_section(run_path: Path, cluster_dir: Path, options: ReportOptions
         facts.append(f"k chosen by {record['select_k'].get('method')}: {record['select_k'].get('chosen_k')}")
     out = [f'<h2 id="clustering-{esc(key)}">Clustering {esc(key)}</h2>', f'<p class="muted">{esc(" · ".join(facts))}</p>']
     if m:
-        shown = [k for k in DEFINITIONS if k in m]
-        out.append(table(shown, [[f'<td class="num">{esc(fmt(m[k]))}</td>' for k in shown]]))
+        shown = [BY_NAME[k] for k in HEADLINE if k in m]
+        out.append(table([x.name for x in shown], [[f'<td class="num">{esc(x.format(m[x.name]))}</td>'
+                                                    for x in shown]]))
     plots = _plots(run_path, cluster_dir)
     if plots:
         figs = "".join(f'<figure><img class="plot" src="{url(p.relative_to(run_path))}" alt="{esc(p.stem)}">'

@@ -11,8 +11,8 @@ bf16 autocast and cuDNN's autotuner are plain Lightning ``Trainer`` arguments (`
 - ``matmul_precision``: ``torch.set_float32_matmul_precision`` (``high`` lets float32 matmuls use TF32);
 - ``progress_bar_refresh_rate``: steps between progress-bar updates (each update reads the loss back from the
   device, which drains the GPU queue);
-- ``checkpoint_every_n_epochs``: epochs between epoch checkpoints (a ResNet-18 checkpoint with its optimiser
-  state is about 90 MB, a sizeable pause when a GPU epoch of CIFAR-10 lasts two seconds); ``last.ckpt`` always
+- ``checkpoint_every_n_epochs``: epochs between epoch checkpoints (writing a checkpoint with its optimiser state
+  is a sizeable pause beside a short GPU epoch); ``last.ckpt`` always
   gets the final weights, and Ctrl-C / SIGTERM still save where training stopped.
 """
 

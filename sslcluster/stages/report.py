@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from sslcluster.data.folders import SKIPPED_FILE, read_skipped
-from sslcluster.store.representations import baseline_prefixes, display_name
+from sslcluster.evaluation.registry import HEADLINE, summary_table
+from sslcluster.store.representations import display_name
 from sslcluster.store.rundir import RunDir
 
-ROWS = ("nmi", "ari", "acc", "purity", "silhouette", "knn_top1", "linear_top1", "n_clusters")
-#: rows without a delta: counts, and internal metrics, each measured in its own representation's space
-NO_DELTA = ("n_clusters", "silhouette")
 #: how noise (-1) is scored, printed under the table when a clustering has noise (see evaluation.metrics)
 NOISE_RULE = ("noise rule: a noise point is never grouped (NMI/AMI/ARI: a cluster of its own) and never matched "
               "(acc/purity: an error); *_clustered metrics score the non-noise points only")
@@ -27,36 +25,27 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def format_table(metrics: dict[str, Any], baseline_prefix: str = "pixels_") -> str:
-    """A text table of the learned metrics, with pixel-baseline and delta columns when the baseline is present,
-    and a column for each pretrained baseline (``timm_<model>_`` keys) after them."""
-    has_base = any(k.startswith(baseline_prefix) for k in metrics)
-    others = [p for p in baseline_prefixes(metrics, ROWS) if p != baseline_prefix]
-    widths = [max(10, len(display_name(p)) + 2) for p in others]
-    header = f"{'metric':<14}{'learned':>10}" + (f"{'pixels':>10}{'delta':>10}" if has_base else "")
-    header += "".join(f"{display_name(p):>{w}}" for p, w in zip(others, widths))
+def format_table(metrics: dict[str, Any]) -> str:
+    """A text table of the headline metrics (:data:`sslcluster.evaluation.registry.HEADLINE`): the learned
+    representation's, each baseline's (pixels, then each pretrained one), and learned minus each baseline where
+    that difference means something."""
+    t = summary_table(metrics, HEADLINE)
+    titles = [display_name(p) for p in t.prefixes] + [f"Δ {display_name(b)}" for b in t.baselines]
+    widths = [max(10, len(title) + 2) for title in titles]
+    header = f"{'metric':<16}" + "".join(f"{title:>{w}}" for title, w in zip(titles, widths))
     lines = [header, "-" * len(header)]
-    for key in ROWS:
-        if key not in metrics and not any(p + key in metrics for p in [baseline_prefix, *others]):
-            continue
-        a, b = metrics.get(key), metrics.get(baseline_prefix + key)
-        line = f"{key:<14}{_fmt(a):>10}"
-        if has_base:
-            delta = a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
-            line += f"{_fmt(b):>10}{(_fmt(delta) if key not in NO_DELTA else '-'):>10}"
-        line += "".join(f"{_fmt(metrics.get(p + key)):>{w}}" for p, w in zip(others, widths))
-        lines.append(line)
+    for metric, values, deltas in t.rows:
+        cells = [metric.format(v) for v in values] + [_fmt(d) for d in deltas]
+        lines.append(f"{metric.name:<16}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     return "\n".join(lines)
 
 
 def report(run: RunDir, wall_s: float | None = None, timings: dict[str, float] | None = None) -> str:
-    """The run's text summary: metrics table, noise fractions, skipped files, clusterings, timings."""
+    """The run's text summary: metrics table, the noise rule when there is noise, skipped files, clusterings, timings."""
     metrics = run.read_metrics()
     text = [format_table(metrics), ""]
     if any(k.endswith("noise_fraction") and isinstance(v, (int, float)) and v > 0 for k, v in metrics.items()):
-        text.append(NOISE_RULE + ", noise fraction: " + ", ".join(
-            f"{k.removesuffix('noise_fraction') or 'learned '}{_fmt(v)}" for k, v in metrics.items()
-            if k.endswith("noise_fraction")))
+        text.append(NOISE_RULE + " (noise_fraction: the table's row)")
     skipped = read_skipped(run.path)
     if skipped:
         counts = {split: sum(row[0] == split for row in skipped) for split in sorted({row[0] for row in skipped})}

@@ -25,7 +25,7 @@ import numpy as np
 
 from sslcluster.errors import SSLClusterError
 from sslcluster.store.embeddings import EmbeddingIndex, Embeddings, EmbeddingSet
-from sslcluster.store.io import read_json
+from sslcluster.store.io import csv_unescape, read_json
 from sslcluster.store.representations import LEARNED, PIXELS, key_prefix
 from sslcluster.store.runconfig import own_cluster_key, read_run_config
 
@@ -210,14 +210,14 @@ def labels_from_csv(path: str | os.PathLike, ids: list[str]) -> np.ndarray:
         raise SSLClusterError(f"labels file not found: {path}")
     table: dict[str, int] = {}
     n_rows = 0
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"id", "label"} <= set(reader.fieldnames):
             raise SSLClusterError(f"{path}: expected columns id,label, got {reader.fieldnames}")
         for row in reader:
             n_rows += 1
-            try:
-                table[row["id"]] = int(row["label"]) if row["label"] not in ("", None) else -1
+            try:  # ids as index.csv writes them (csv_escape): the same id whatever its file name's bytes
+                table[csv_unescape(row["id"] or "")] = int(row["label"]) if row["label"] not in ("", None) else -1
             except ValueError:
                 raise SSLClusterError(f"{path}: label {row['label']!r} of id {row['id']!r} is not an integer") from None
     missing = [i for i in ids if i not in table]

@@ -18,7 +18,6 @@ written, the manifest rewritten ``complete``, and the shards removed.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import itertools
 import json
@@ -26,12 +25,12 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.store.io import atomic_path, read_json, write_json, write_npy
+from sslcluster.store.io import atomic_path, read_csv_rows, read_json, write_csv, write_json, write_npy
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +101,11 @@ def write_embeddings(folder: str | Path, array: np.ndarray, index: EmbeddingInde
 
 
 def write_index(folder: str | Path, index: EmbeddingIndex) -> None:
-    """Write ``index.csv`` atomically. File names that are not valid UTF-8 keep their bytes (surrogateescape)."""
+    """Write ``index.csv`` atomically, valid UTF-8: a file name's bytes that are not UTF-8 as ``\\xHH``, a
+    backslash as ``\\\\`` (:func:`sslcluster.store.io.csv_escape`; :func:`read_index` gives the names back)."""
     labels = index.labels if index.labels is not None else np.full(len(index), -1, dtype=np.int64)
-    with atomic_path(Path(folder) / INDEX) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
-            w = csv.writer(f)
-            w.writerow(("id", "path", "label"))
-            w.writerows((i, p, "" if int(lab) < 0 else int(lab))
-                        for i, p, lab in zip(index.ids, index.paths, labels))
+    write_csv(Path(folder) / INDEX, ("id", "path", "label"),
+              ((i, p, "" if int(lab) < 0 else int(lab)) for i, p, lab in zip(index.ids, index.paths, labels)))
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -129,6 +125,16 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def _index_rows(path: Path) -> Iterator[list[str]]:
+    """The rows of ``index.csv`` after its header (cells unescaped, see :func:`write_index`); a one-line error
+    when the header is not ``id,path,...``."""
+    reader = read_csv_rows(path)
+    header = next(reader, None)
+    if header is None or header[:2] != ["id", "path"]:
+        raise SSLClusterError(f"{path}: expected header 'id,path,label', got {header}")
+    return reader
+
+
 def read_index(folder: str | Path, with_labels: bool = False) -> EmbeddingIndex:
     """``index.csv`` of an embeddings folder: ids, paths, classes and (``with_labels``) labels (N,) int64."""
     folder = Path(folder)
@@ -138,20 +144,16 @@ def read_index(folder: str | Path, with_labels: bool = False) -> EmbeddingIndex:
     ids: list[str] = []
     paths: list[str] = []
     labels: list[int] = []
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or header[:2] != ["id", "path"]:
-            raise SSLClusterError(f"{path}: expected header 'id,path,label', got {header}")
-        for row in reader:
-            ids.append(row[0])
-            paths.append(row[1])
-            if with_labels:
-                cell = row[2] if len(row) > 2 else ""
-                try:
-                    labels.append(int(cell) if cell != "" else -1)
-                except ValueError:
-                    raise SSLClusterError(f"{path}: label {cell!r} of id {row[0]!r} is not an integer") from None
+    reader = _index_rows(path)
+    for row in reader:
+        ids.append(row[0])
+        paths.append(row[1])
+        if with_labels:
+            cell = row[2] if len(row) > 2 else ""
+            try:
+                labels.append(int(cell) if cell != "" else -1)
+            except ValueError:
+                raise SSLClusterError(f"{path}: label {cell!r} of id {row[0]!r} is not an integer") from None
     classes = None
     if (folder / MANIFEST).exists():
         classes = read_json(folder / MANIFEST).get("classes")
@@ -223,9 +225,8 @@ class RowFile:
     def _rows(self, rows: np.ndarray) -> np.ndarray:
         """``rows`` (R,) gathered in the order asked. Written here (no library reads scattered rows of a file with
         bounded memory): the file is mapped one window of ``WINDOW_BYTES`` at a time and the window's rows taken
-        from the map, so only the pages holding asked rows are read and at most one window is ever mapped. One
-        file read per run of consecutive rows, as before, cost 2.5 s for a 100,000-row sample of 2,000,000 x 128
-        (benchmarks/streaming_cluster.py; benchmarks/RESULTS.md, "Streaming clustering")."""
+        from the map, so only the pages holding asked rows are read and at most one window is ever mapped (faster
+        than one file read per run of consecutive rows: benchmarks/RESULTS.md, "Streaming clustering")."""
         if len(rows) and (rows.min() < 0 or rows.max() >= self.shape[0]):
             raise IndexError(f"{self.path}: rows outside 0..{self.shape[0] - 1}")
         order = np.argsort(rows, kind="stable")
@@ -253,17 +254,13 @@ def streamed_ids_digest(folder: str | Path) -> tuple[int, str]:
         raise SSLClusterError(f"index file missing: {path}")
     h = hashlib.sha256()
     n = 0
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or header[:2] != ["id", "path"]:
-            raise SSLClusterError(f"{path}: expected header 'id,path,label', got {header}")
-        while True:  # hashed 65,536 ids at a time: the same bytes as one update per id, without a call per row
-            chunk = [row[0] for row in itertools.islice(reader, 1 << 16)]
-            if not chunk:
-                break
-            h.update(("\n".join(chunk) + "\n").encode("utf-8", "surrogateescape"))
-            n += len(chunk)
+    reader = _index_rows(path)
+    while True:  # hashed 65,536 ids at a time: the same bytes as one update per id, without a call per row
+        chunk = [row[0] for row in itertools.islice(reader, 1 << 16)]
+        if not chunk:
+            break
+        h.update(("\n".join(chunk) + "\n").encode("utf-8", "surrogateescape"))
+        n += len(chunk)
     return n, h.hexdigest()
 
 

@@ -13,9 +13,10 @@ import csv
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -92,13 +93,71 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
             np.save(f, array)
 
 
-def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Write a CSV table (``header``, then ``rows``) atomically."""
+# -- CSV: valid UTF-8 whatever the file names ------------------------------------------------------------------
+#
+# A file name that is not valid UTF-8 reaches Python as a str holding its undecodable bytes as the surrogates
+# U+DC80..U+DCFF (``os.fsdecode``, "surrogateescape"). In every CSV the package writes such a byte is written as
+# ``\xHH`` (its hex value) and a backslash as ``\\``; any other lone surrogate as ``\uHHHH``; every other character
+# as it is. The files are valid UTF-8 (any CSV reader, pandas, opens them) and the scheme is reversible:
+# :func:`csv_unescape` gives the str back, ``os.fsencode`` of it the name's original bytes. Names that are valid UTF-8
+# and hold no backslash (nearly all) are written unchanged.
+
+_CSV_ESCAPE = re.compile(r"\\(\\|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4})")
+
+
+def csv_escape(text: str) -> str:
+    """``text`` as the package's CSV files hold it (see above): valid UTF-8, reversible by :func:`csv_unescape`."""
+    if "\\" not in text:
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:
+            pass
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= o <= 0xDCFF:
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif 0xD800 <= o <= 0xDFFF:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _unescape_one(m: re.Match) -> str:
+    code = m.group(1)
+    if code == "\\":
+        return "\\"
+    value = int(code[1:], 16)
+    if code[0] == "x":
+        return chr(0xDC00 + value) if value >= 0x80 else chr(value)
+    return chr(value)
+
+
+def csv_unescape(cell: str) -> str:
+    """The str :func:`csv_escape` wrote as ``cell`` (undecodable bytes as surrogates again: ``os.fsencode`` gives the
+    original bytes). A backslash not followed by ``\\``, ``xHH`` or ``uHHHH`` is kept as it is."""
+    return _CSV_ESCAPE.sub(_unescape_one, cell) if "\\" in cell else cell
+
+
+def read_csv_rows(path: str | os.PathLike) -> Iterator[list[str]]:
+    """The rows (header first) of a CSV the package wrote, every cell through :func:`csv_unescape`. Files of older
+    versions, which held undecodable bytes as they were, read the same (decoded with "surrogateescape")."""
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        for row in csv.reader(f):
+            yield [csv_unescape(c) for c in row]
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write a CSV table (``header``, then ``rows``) atomically, as UTF-8; text cells through :func:`csv_escape`."""
     with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)
+            w.writerow([csv_escape(h) for h in header])
+            w.writerows([csv_escape(c) if isinstance(c, str) else c for c in row] for row in rows)
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

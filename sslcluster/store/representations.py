@@ -66,12 +66,3 @@ def baseline_prefixes(keys: Iterable[str], metrics: Iterable[str]) -> list[str]:
 def display_name(prefix: str) -> str:
     """A column title for a metric prefix: ``learned``, ``pixels``, ``timm_resnet18``."""
     return prefix.rstrip("_") or LEARNED
-
-
-def unprefixed(metric: str, names: Iterable[str]) -> str:
-    """The metric of ``names`` that ``metric`` is, with or without a baseline's prefix (``pixels_nmi`` ->
-    ``nmi``); ``metric`` itself when it is none of them."""
-    for n in names:
-        if metric == n or (metric.endswith("_" + n) and metric.startswith(("pixels_", "timm_"))):
-            return n
-    return metric

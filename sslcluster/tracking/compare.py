@@ -6,6 +6,9 @@ Hydra multirun folders (``<run.root>/multirun/<stamp>``, through the jobs' ``run
 the seed, ``run.*`` and ``logger.*``, keys that only repeat the seed, and keys that vary exactly like another one
 (``method.name`` stands for ``method.module._target_``).
 
+The table and the plot show the headline metrics of :mod:`sslcluster.evaluation.registry` (``--metrics`` to
+choose others, ``--metrics all`` for every one), for the learned representation and each baseline present.
+
 Writes into the output folder: ``compare.md`` (the printed table), ``compare.csv`` (every metric: mean, std, n per
 group), ``compare_runs.csv`` (one row per run), ``compare.png`` (bar plot, error bars = std) and ``compare.html``
 (the table, the plot and a link to each run's report, offline).
@@ -28,16 +31,12 @@ import numpy as np
 import yaml
 
 from sslcluster.errors import SSLClusterError
+from sslcluster.evaluation.registry import HEADLINE, lookup
 from sslcluster.store.io import atomic_path, read_json, write_csv, write_text
 from sslcluster.store.representations import baseline_prefixes
 from sslcluster.store.runconfig import current_layout
 from sslcluster.tracking.multirun import is_multirun_folder, read_job_pointers
 
-#: metrics shown in the printed table and the plot when present (``--metrics all`` shows every one).
-#: ``acc`` is the one-to-one Hungarian accuracy, ``purity`` the many-to-one figure (rises with k).
-HEADLINE = ("nmi", "ari", "acc", "purity", "knn_top1", "linear_top1", "pixels_nmi", "pixels_acc", "pixels_knn_top1")
-#: metrics of each pretrained baseline (``timm_<model>_nmi``, ...) shown after HEADLINE's when present.
-BASELINE_HEADLINE = ("nmi", "acc", "knn_top1")
 #: metrics.json entries that are not results.
 NOT_METRICS = frozenset({"seed"})
 #: config keys never used for grouping: they differ between any two runs or only say where things go.
@@ -192,8 +191,8 @@ def compare_runs(runs: Sequence[RunResult], by: Sequence[str] | None = None, met
         if all(k not in r.config for r in runs):
             raise SSLClusterError(f"--by {k}: no run has this config key")
     present = {m for r in runs for m in r.metrics}
-    pretrained = [p for p in baseline_prefixes(present, BASELINE_HEADLINE) if p != "pixels_"]
-    headline = [*HEADLINE, *(p + m for p in pretrained for m in BASELINE_HEADLINE)]
+    # the headline metrics (evaluation.registry) of the learned representation, then of each baseline present
+    headline = [p + m for p in ["", *baseline_prefixes(present, HEADLINE)] for m in HEADLINE]
     all_metrics = sorted(present, key=lambda m: (m.startswith(("pixels_", "timm_")),
                                                  headline.index(m) if m in headline else 999, m))
     for r in runs:
@@ -289,8 +288,8 @@ def plot_bars(comp: Comparison, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m in comp.metrics if not (m.startswith("n_") or (m.startswith(("pixels_", "timm_"))
-                                                                     and "_n_" in m))] or comp.metrics
+    counts = {m for m in comp.metrics if (d := lookup(m)) is not None and d.fmt == "d"}  # n_clusters: no bar
+    metrics = [m for m in comp.metrics if m not in counts] or comp.metrics
     n_groups = len(comp.groups)
     width = 0.8 / max(1, n_groups)
     x = np.arange(len(metrics))

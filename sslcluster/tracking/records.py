@@ -9,6 +9,7 @@ from typing import Sequence
 import yaml
 
 from sslcluster.errors import SSLClusterError
+from sslcluster.evaluation.registry import BY_NAME, HEADLINE
 from sslcluster.store.io import read_json
 from sslcluster.store.clusters import clusterings
 from sslcluster.store.rundir import RunDir
@@ -20,8 +21,14 @@ def _is_run(path: Path) -> bool:
         (path / name).exists() for name in ("config.yaml", "embeddings", "clusters"))
 
 
+#: ``sslcluster runs``' metric columns: the headline metrics that compare representations (evaluation.registry)
+RUN_METRICS = tuple(m for m in HEADLINE if BY_NAME[m].delta)
+#: ``sslcluster runs KEY``' metric columns per clustering: the headline metrics of a clustering
+CLUSTERING_METRICS = tuple(m for m in HEADLINE if BY_NAME[m].scope == "clustering")
+
+
 def list_runs(root: Path) -> list[dict]:
-    """One row per run folder under ``root``: key, method, data, seed, headline metrics, clusterings."""
+    """One row per run folder under ``root``: key, method, data, seed, :data:`RUN_METRICS`, clusterings."""
     rows: list[dict] = []
     if not root.is_dir():
         return rows
@@ -30,8 +37,7 @@ def list_runs(root: Path) -> list[dict]:
         m = read_json(path / "metrics.json") if (path / "metrics.json").exists() else {}
         rows.append({"key": path.name, "method": cfg.get("method", {}).get("name"),
                      "data": cfg.get("data", {}).get("name"), "seed": cfg.get("seed"),
-                     "nmi": m.get("nmi"), "acc": m.get("acc"), "knn_top1": m.get("knn_top1"),
-                     "clusterings": len(clusterings(path))})
+                     **{k: m.get(k) for k in RUN_METRICS}, "clusterings": len(clusterings(path))})
     return rows
 
 
@@ -41,7 +47,7 @@ def _f(v) -> str:
 
 def list_clusterings(run_path: Path) -> list[dict]:
     """One row per ``clusters/<key>/``: record fields (algorithm, k, chosen k, preprocessing, fit time, status)
-    merged with its ``metrics.json`` when evaluated."""
+    and :data:`CLUSTERING_METRICS` from its ``metrics.json`` when evaluated, else its label-free quality."""
     rows = []
     for clustering in clusterings(run_path):
         r = clustering.read_record()
@@ -51,9 +57,7 @@ def list_clusterings(run_path: Path) -> list[dict]:
         rows.append({"cluster_key": r.get("key", clustering.key), "algorithm": r.get("algorithm"),
                      "k": params.get("k"), "select_k": (r.get("select_k") or {}).get("method"),
                      "preprocess": "+".join(r.get("preprocess") or []) or None,
-                     "n_clusters": m.get("n_clusters", q.get("n_clusters")),
-                     "noise": m.get("noise_fraction", q.get("noise_fraction")),
-                     "nmi": m.get("nmi"), "ari": m.get("ari"), "acc": m.get("acc"),
+                     **{k: m.get(k, q.get(k)) for k in CLUSTERING_METRICS},
                      "fit_s": (r.get("times_s") or {}).get("fit"), "status": r.get("status")})
     return rows
 
@@ -81,7 +85,7 @@ def runs_command(args: Sequence[str]) -> int:
         if not rows:
             print(f"no runs in {root}")
             return 0
-        print(_table(rows, ("key", "method", "data", "seed", "nmi", "acc", "knn_top1", "clusterings")))
+        print(_table(rows, ("key", "method", "data", "seed", *RUN_METRICS, "clusterings")))
         return 0
     for key in keys:
         run = RunDir.open(root, key, lock=False)  # read only
@@ -91,8 +95,7 @@ def runs_command(args: Sequence[str]) -> int:
         rows = list_clusterings(run.path)
         if rows:
             print("# clusterings\n" + _table(rows, ("cluster_key", "algorithm", "k", "select_k", "preprocess",
-                                                     "n_clusters", "noise", "nmi", "ari", "acc", "fit_s",
-                                                     "status")))
+                                                     *CLUSTERING_METRICS, "fit_s", "status")))
         for clustering in run.clusterings():
             r = clustering.read_record()
             sel = r.get("select_k")

@@ -4,7 +4,9 @@ What the post-evaluation hook logs, into the W&B run that received the training 
 same process (the ``WandbLogger``'s ``experiment``), else into a new W&B run of the same project, group and name
 with ``job_type=evaluate`` (e.g. ``checkpoint=...`` or ``embeddings=...`` runs):
 
-- every number of ``metrics.json`` as a summary value (``nmi``, ``knn_top1``, ``pixels_nmi``, ...);
+- every number of ``metrics.json`` as a summary value (``nmi``, ``knn_top1``, ``pixels_nmi``, ...), and the
+  console's summary table as a ``wandb.Table`` ``metrics`` (the headline metrics of
+  :mod:`sslcluster.evaluation.registry`: learned, each baseline, learned minus each);
 - every picture ``clusters/<key>/plots/*.png`` as ``plots/<key>/<name>``;
 - per clustering, a ``wandb.Table`` ``clusters/<key>``: one row per cluster with its size, a strip of sample images
   (from ``index.csv`` through :func:`sslcluster.data.resolve.load_image`), its name and description when
@@ -32,6 +34,7 @@ from PIL import Image
 from sslcluster.distributed import is_global_rank_zero
 from sslcluster.data.resolve import load_image
 from sslcluster.errors import SSLClusterError
+from sslcluster.evaluation.registry import summary_table
 from sslcluster.naming import read_names
 from sslcluster.store.clusters import Clustering, clusterings
 from sslcluster.tracking.loggers import build_logger, finish_wandb, wandb_init_kwargs, wandb_mode
@@ -172,6 +175,17 @@ def offline_run_dir(experiment: Any) -> Path | None:
     return Path(sync_dir) if sync_dir else Path(experiment.dir).parent
 
 
+def summary_rows(metrics: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The summary table (:func:`sslcluster.evaluation.registry.summary_table`) as W&B table columns and rows:
+    the metric's name, then numbers (None where absent, not a number, or no delta)."""
+    t = summary_table(metrics)
+
+    def number(v: Any) -> float | None:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    return t.header(), [[m.name, *(number(v) for v in values), *deltas] for m, values, deltas in t.rows]
+
+
 def _numbers(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -227,6 +241,9 @@ class Tracker:
         exp = self._experiment()
         exp.summary.update(_numbers(metrics))
         payload: dict[str, Any] = {}
+        columns, summary = summary_rows(metrics)
+        if summary:
+            payload["metrics"] = wandb.Table(columns=columns, data=summary)
         for png in sorted(Path(self.run.path).glob("clusters/*/plots/*.png")):
             payload[f"plots/{png.parent.parent.name}/{png.stem}"] = wandb.Image(str(png))
         lc = self.cfg.logger

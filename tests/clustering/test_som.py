@@ -18,16 +18,25 @@ def blobs(k: int = 4, n_per: int = 80, dim: int = 10, seed: int = 0):
     return (centres[y] + rng.standard_normal((len(y), dim)) * 0.5).astype(np.float32), y
 
 
+def assert_nearest(x: np.ndarray, nodes: np.ndarray, units: np.ndarray) -> None:
+    """Each row's unit is a nearest node of ``nodes`` (M, D) to ``x`` (N, D), up to float32 rounding: the expanded
+    distance the SOM computes and the direct one here may order two nearly equidistant nodes either way."""
+    d = ((x[:, None, :].astype(np.float64) - nodes[None].astype(np.float64)) ** 2).sum(-1)
+    best = d.min(axis=1)
+    assert units.min() >= 0 and units.max() < len(nodes)
+    assert (d[np.arange(len(x)), units] <= best + 1e-5 * (1 + best)).all()
+
+
 def test_node_mode_labels_are_winning_nodes():
     x, _ = blobs()
     som = SOM(grid=[4, 5], mode="node", k=None, iterations=1500)
     labels = som.fit_predict(x)
     assert som.weights.shape == (4, 5, 10)
     flat = som.weights.reshape(20, 10)
-    brute = np.argmin(((x[:, None, :] - flat[None]) ** 2).sum(-1), axis=1)
-    assert np.array_equal(labels, brute) and np.array_equal(som.bmu, brute)
+    assert_nearest(x, flat, labels)
+    assert np.array_equal(som.bmu, labels)
     assert labels.min() >= 0 and labels.max() < 20
-    assert som.quantization_error == pytest.approx(np.linalg.norm(x - flat[brute], axis=1).mean(), rel=1e-5)
+    assert som.quantization_error == pytest.approx(np.linalg.norm(x - flat[labels], axis=1).mean(), rel=1e-5)
 
 
 @pytest.mark.parametrize("mode,init", [("kmeans", "pca"), ("kmeans", "random"), ("agglomerative", "pca")])
@@ -55,8 +64,7 @@ def test_same_seed_same_map_other_seed_differs():
 def test_best_matching_units_in_chunks():
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((1000, 6)).astype(np.float32), rng.standard_normal((13, 6)).astype(np.float32)
-    brute = np.argmin(((x[:, None] - w[None]) ** 2).sum(-1), axis=1)
-    assert np.array_equal(best_matching_units(x, w, chunk=37), brute)
+    assert_nearest(x, w, best_matching_units(x, w, chunk=37))
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -231,10 +231,18 @@ def _small_messy_tree(root: Path) -> int:
         for i in range(24):
             Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(root / c / f"{i:02d}.png")
     os.rename(root / "dogs" / "23.png", os.fsencode(root / "dogs") + b"/caf\xe9.png")  # a non-UTF-8 name
+    os.rename(root / "dogs" / "22.png", os.fsencode(root / "dogs") + BAD_NAME)  # bytes that are no UTF-8 at all
     (root / "cats" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with open(os.fsencode(root / "cats") + BAD_SKIPPED, "wb") as f:  # an unreadable file of such a name
+        f.write(b"not an image")
     (root / "dogs" / "notes.txt").write_text("hi")
     (root / "empty").mkdir()
-    return 2
+    return 3
+
+
+#: planted file names that are not valid UTF-8 (an image; a file that is none, after cats/broken.jpg in scan order)
+BAD_NAME = b"/bad_name_\xff\xfe.png"
+BAD_SKIPPED = b"/zz_bad_name_\xff\xfe.png"
 
 
 def test_pipeline_on_a_messy_folder_records_and_reports_skipped_files(tiny, tmp_path, capsys):
@@ -247,10 +255,33 @@ def test_pipeline_on_a_messy_folder_records_and_reports_skipped_files(tiny, tmp_
     assert main(["run", *folder, "run.key=messy"]) == 0
     out = capsys.readouterr().out
     run = tmp_path / "runs" / "messy"
-    assert f"skipped files: {n_bad} in test, {n_bad} in train" in out
+    # the folder has no train/ and test/: its bad files belong to neither split and are listed once
+    assert f"skipped files: {n_bad} in all" in out
     rows = read_skipped(run)
-    assert sorted((s, Path(p).name) for s, p, _ in rows) == [("test", "broken.jpg"), ("test", "notes.txt"),
-                                                            ("train", "broken.jpg"), ("train", "notes.txt")]
+    bad = os.fsdecode(BAD_SKIPPED[1:])
+    assert sorted((s, Path(p).name) for s, p, _ in rows) == [("all", "broken.jpg"), ("all", "notes.txt"),
+                                                            ("all", bad)]
+    # every CSV of the run is valid UTF-8 whatever the file names, and gives their bytes back
+    import csv
+
+    import pandas as pd
+
+    from sslcluster.store.io import csv_unescape
+
+    written = sorted(p.relative_to(run).as_posix() for p in run.rglob("*.csv"))
+    assert {"skipped_files.csv", "split.csv", "embeddings/train/index.csv", "embeddings/test/index.csv"} <= set(written)
+    for name in written:
+        (run / name).read_bytes().decode("utf-8")  # strict: raises on any byte that is not UTF-8
+        with open(run / name, newline="", encoding="utf-8") as f:
+            assert list(csv.reader(f))
+    raw = {os.fsencode(csv_unescape(p)) for p in pd.read_csv(run / SKIPPED_FILE)["path"]}
+    assert os.fsencode(root / "cats") + BAD_SKIPPED in raw and len(raw) == len(rows) == n_bad
+    index = pd.concat([pd.read_csv(run / "embeddings" / s / "index.csv", keep_default_na=False)
+                       for s in ("train", "test")])
+    assert "dogs/bad_name_\\xff\\xfe.png" in set(index["id"])  # escaped as \xHH: readable, valid UTF-8
+    assert os.fsencode(root / "dogs") + BAD_NAME in {os.fsencode(csv_unescape(p)) for p in index["path"]}
+    split = pd.read_csv(run / "split.csv")
+    assert {os.fsencode(csv_unescape(i)) for i in split["id"]} >= {b"dogs/caf\xe9.png", b"dogs" + BAD_NAME}
     import json
 
     # the 48 readable images split into a held-out test fifth (data.holdout_fraction=0.2) and train
@@ -259,12 +290,12 @@ def test_pipeline_on_a_messy_folder_records_and_reports_skipped_files(tiny, tmp_
     assert counts["test"]["skipped_files"] == n_bad and counts["train"]["skipped_files"] == n_bad
     from sslcluster.store.embeddings import read_embeddings
 
-    odd = os.fsdecode(b"dogs/caf\xe9.png")
     both = {s: read_embeddings(run / "embeddings" / s, with_labels=True) for s in ("train", "test")}
     assert not set(both["train"].index.ids) & set(both["test"].index.ids)
-    es = next(e for e in both.values() if odd in e.index.ids)  # the odd name round-trips index.csv
-    assert es.index.labels[es.index.ids.index(odd)] == 1
-    assert Path(es.index.paths[es.index.ids.index(odd)]).is_file()
+    for odd in (os.fsdecode(b"dogs/caf\xe9.png"), os.fsdecode(b"dogs" + BAD_NAME)):
+        es = next(e for e in both.values() if odd in e.index.ids)  # the odd name round-trips index.csv
+        assert es.index.labels[es.index.ids.index(odd)] == 1
+        assert Path(es.index.paths[es.index.ids.index(odd)]).is_file()
     # the fail policy stops with one line naming the file and the reason, and leaves no run behind
     assert main(["run", *folder, "run.key=strict", "data.bad_files=fail"]) == 2
     err = capsys.readouterr().err.strip()

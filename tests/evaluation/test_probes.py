@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from knn_reference import weighted_knn
 from sslcluster.errors import SSLClusterError
 from sslcluster.evaluation import probes
 
@@ -61,14 +62,17 @@ def test_blocked_knn_equals_lightly_and_reads_the_bank_in_blocks(digits, monkeyp
     monkeypatch.setattr(probes, "KNN_QUERY_BLOCK", 100, raising=False)
     bank = RowReader(tx)
     got = probes.knn_accuracy(bank, ty, qx, qy, k=200, t=0.1)
-    assert got == pytest.approx(lightly_top1(tx, ty, qx, qy), abs=1 / len(qy))  # at most one tie differs
+    ref, ties = weighted_knn(tx[ty >= 0], ty[ty >= 0], qx, qy)
+    assert abs(got - lightly_top1(tx, ty, qx, qy)) <= ties / len(qy)  # only tied queries may go the other way
+    assert abs(got - ref) <= ties / len(qy)
     assert bank.max_rows <= 256, f"the bank was read {bank.max_rows} rows at once"
 
 
 def test_knn_k_larger_than_the_bank(digits):
     tx, qx, ty, qy = digits
     got = probes.knn_accuracy(tx[:50], ty[:50], qx, qy, k=200, t=0.1)
-    assert got == pytest.approx(lightly_top1(tx[:50], ty[:50], qx, qy), abs=1 / len(qy))
+    ref, ties = weighted_knn(tx[:50], ty[:50], qx, qy)
+    assert abs(got - lightly_top1(tx[:50], ty[:50], qx, qy)) <= ties / len(qy) and abs(got - ref) <= ties / len(qy)
 
 
 def test_torch_probe_within_half_a_point_of_sklearn_on_digits(digits):
@@ -79,33 +83,37 @@ def test_torch_probe_within_half_a_point_of_sklearn_on_digits(digits):
     assert r.weight_decay in probes.PROBE_WEIGHT_DECAYS and len(r.val_accuracy) == len(probes.PROBE_WEIGHT_DECAYS)
 
 
+@pytest.mark.parametrize("row_order", ["given", "permuted"])
 @pytest.mark.parametrize("preconditioned", [False, True])
-def test_probe_fit_stops_where_sklearn_does_and_scores_as_it_does(digits, preconditioned):
+def test_probe_fit_stops_where_sklearn_does_and_scores_as_it_does(digits, preconditioned, row_order):
     """A fit at scikit-learn's C=1 (wd = 1/N) with the probe's default settings ends at scikit-learn's convergence
     criterion (max |gradient| of the mean objective in the weight and bias <= its tol, 1e-4, also when L-BFGS
-    moves in preconditioned coordinates) and has the test top-1 of scikit-learn's LogisticRegression fitted to
-    the same standardised rows (float32 against float64: two near-tied test rows of 540 are predicted
-    differently, either way); the preconditioned fit stops at another point inside the tolerance, and one of
-    those near-tied rows goes the other way (517 of 540)."""
+    moves in preconditioned coordinates) and predicts as scikit-learn's LogisticRegression fitted to the same
+    standardised rows, within a stated tolerance: both stop inside the tolerance of one strictly convex objective,
+    not at its minimum, so their class probabilities differ a little and test rows near a tie between two classes
+    may go either way (which way depends on the summation order: the CPU, the thread count, here the order of the
+    train rows). Asserted: probabilities within 0.25 of each other, at most 1% of the test rows predicted
+    differently, top-1 within 1% of scikit-learn's; never which way a near-tied row goes."""
     from sklearn.linear_model import LogisticRegression
 
     tx, qx, ty, qy = digits
+    if row_order == "permuted":  # the same objective summed in another order
+        perm = np.random.default_rng(1).permutation(len(tx))
+        tx, ty = tx[perm], ty[perm]
     x, y = torch.from_numpy(tx), torch.from_numpy(ty)
     mean, std = probes._standardiser(x)
     x = (x - mean) / std
     wd = 1.0 / len(x)
     pre = probes.Preconditioner.of(x, probes.PROBE_PRECONDITION_ROWS, seed=0) if preconditioned else None
     w, b = probes._fit_lbfgs(x, y, 10, wd, probes.PROBE_MAX_ITER, preconditioner=pre)
-    w.requires_grad_(True)
-    b.requires_grad_(True)
-    loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(x, w, b), y) + 0.5 * wd * (w * w).sum()
-    loss.backward()
-    assert float(torch.cat([w.grad.flatten(), b.grad]).abs().max()) <= 1e-4
+    assert objective(x, y, w, b, wd)[1] <= 1e-4
     q = (torch.from_numpy(qx) - mean) / std
-    ours = float((torch.nn.functional.linear(q, w, b).argmax(dim=1).numpy() == qy).mean())
-    theirs = float((LogisticRegression(C=1.0).fit(x.numpy(), ty).predict(q.numpy()) == qy).mean())
-    assert theirs == 518 / 540
-    assert ours == (517 / 540 if preconditioned else theirs)
+    ours = torch.nn.functional.linear(q, w, b).softmax(dim=1).numpy()
+    theirs = LogisticRegression(C=1.0).fit(x.numpy(), ty).predict_proba(q.numpy())
+    assert np.abs(ours - theirs).max() <= 0.25
+    assert (ours.argmax(axis=1) != theirs.argmax(axis=1)).sum() <= 0.01 * len(qy)
+    top1_ours, top1_theirs = (ours.argmax(axis=1) == qy).mean(), (theirs.argmax(axis=1) == qy).mean()
+    assert abs(top1_ours - top1_theirs) <= 0.01 and top1_theirs > 0.9, (top1_ours, top1_theirs)
 
 
 def correlated(n: int = 3000, d: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,10 +137,12 @@ def objective(x, y, w, b, wd) -> tuple[float, float]:
 
 
 def test_preconditioned_fit_reaches_the_same_minimum_in_far_fewer_evaluations():
-    """On correlated features the preconditioner changes L-BFGS's path, not where it ends: both fits meet the
-    stopping rule with the same predictions, the preconditioned one at an objective no higher (measured: 0.753381
-    against 0.753402; the plain fit stalls there in float32 even at a 100x tighter tol) in under a quarter of the
-    loss evaluations (measured: 17 against 188). The preconditioner sees only the features."""
+    """On correlated features the preconditioner changes L-BFGS's path, not where it ends: the preconditioned fit
+    meets the stopping rule at an objective no higher than the plain fit's, in under a quarter of its loss
+    evaluations. The plain fit may stall in float32 just short of the rule (where depends on the summation order:
+    the CPU, the thread count), so it is held to the invariant only: its objective within 1e-3 of the minimum and
+    its predictions those of the preconditioned fit on all but near-tied rows (at most 2%). The preconditioner sees
+    only the features."""
     x, y = correlated()
     wd = 1e-4
     plain, pre = {}, {}
@@ -140,10 +150,10 @@ def test_preconditioned_fit_reaches_the_same_minimum_in_far_fewer_evaluations():
     p = probes.Preconditioner.of(x, rows=2000, seed=0)
     w1, b1 = probes._fit_lbfgs(x, y, 5, wd, max_iter=500, preconditioner=p, counts=pre)
     (f0, g0), (f1, g1) = objective(x, y, w0, b0, wd), objective(x, y, w1, b1, wd)
-    assert g0 <= probes.PROBE_TOL and g1 <= probes.PROBE_TOL, (g0, g1)
-    assert f1 <= f0 + 1e-6, (f1, f0)
+    assert g1 <= probes.PROBE_TOL, g1
+    assert f1 <= f0 + 1e-6 and f0 - f1 <= 1e-3, (f1, f0, g0)
     agree = (torch.nn.functional.linear(x, w0, b0).argmax(1) == torch.nn.functional.linear(x, w1, b1).argmax(1))
-    assert float(agree.float().mean()) >= 0.995
+    assert float(agree.float().mean()) >= 0.98
     assert pre["fit"] * 4 < plain["fit"], (pre, plain)
 
 

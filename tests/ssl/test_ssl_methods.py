@@ -273,13 +273,12 @@ def test_online_monitors_log_knn_and_linear(tmp_path):
     knn = mon.knn_top1(tr, te)
     lin = mon.linear_top1(tr, te, seed=0)
     assert 0.3 < knn <= 1.0 and 0.3 < lin <= 1.0  # well above chance (0.1) on digits
-    # the kNN vote against a reference written here: weighted by exp(cos / T) over the k nearest
-    f_tr, f_te = torch.nn.functional.normalize(tr, dim=1), torch.nn.functional.normalize(te, dim=1)
-    sim = f_te @ f_tr.t()
-    w, j = sim.topk(200, dim=1)
-    votes = torch.zeros(len(te), 10).scatter_add_(1, mon.train.labels[j], (w / 0.1).exp())
-    ref = (votes.argmax(1) == mon.test.labels).float().mean().item()
-    assert knn == pytest.approx(ref, abs=1e-6)
+    # the kNN vote against a reference written here (weighted by exp(cos / T) over the k nearest): the same figure
+    # up to the queries that are ties, which another summation order may send either way
+    from knn_reference import weighted_knn
+
+    ref, ties = weighted_knn(tr, mon.train.labels, te, mon.test.labels, k=200, t=0.1)
+    assert abs(knn - ref) <= ties / len(te) + 1e-6, (knn, ref, ties)
     # what the monitor logged at the last epoch is this figure (the final weights, the same images)
     assert logged["monitor/knn_top1"] == pytest.approx(knn, abs=1e-6)
     # the transformed images were kept at the first call; a streaming monitor gives the same features

@@ -35,3 +35,25 @@ def test_a_failed_write_leaves_nothing(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("stop")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_csv_cells_are_utf8_and_give_every_file_name_back(tmp_path):
+    """The run's CSVs (index.csv, skipped_files.csv, split.csv, compare's) hold any file name as valid UTF-8: an
+    undecodable byte as \\xHH, a backslash doubled, the rest as it is; reading gives the name's bytes back. A file
+    of an older version, which held the bytes as they were, reads the same."""
+    import csv
+
+    from sslcluster.store.io import csv_escape, csv_unescape, read_csv_rows, write_csv
+
+    names = [os.fsdecode(b) for b in (b"bad_name_\xff\xfe.png", b"caf\xe9.png", b"a\\b.png", b"a\\xffb.png",
+                                      b"\\", b"x\\\\y", "ünï,\"q\".png".encode(), b"plain.png")]
+    assert csv_escape("plain.png") == "plain.png" and csv_escape("ünï.png") == "ünï.png"
+    assert csv_escape(names[0]) == "bad_name_\\xff\\xfe.png"
+    write_csv(tmp_path / "t.csv", ("id", "n"), [(n, i) for i, n in enumerate(names)])
+    text = (tmp_path / "t.csv").read_bytes().decode("utf-8")  # strict
+    rows = list(read_csv_rows(tmp_path / "t.csv"))
+    assert rows[0] == ["id", "n"] and [os.fsencode(r[0]) for r in rows[1:]] == [os.fsencode(n) for n in names]
+    assert [csv_unescape(r[0]) for r in csv.reader(text.splitlines())][1:] == names
+    with open(tmp_path / "old.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        csv.writer(f).writerows([("id",), (names[0],), (names[1],)])
+    assert [r[0] for r in read_csv_rows(tmp_path / "old.csv")][1:] == names[:2]

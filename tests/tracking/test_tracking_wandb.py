@@ -17,6 +17,7 @@ from PIL import Image
 from sslcluster.config import compose
 from sslcluster.errors import SSLClusterError
 from sslcluster.pipeline import run_pipeline, stage_evaluate
+from sslcluster.stages.report import format_table
 from sslcluster.store.embeddings import read_index
 from wandb_reader import offline_runs, read_offline_run
 
@@ -68,6 +69,10 @@ def test_offline_run_holds_config_summary_curves_and_table(wandb_run):
     sizes = [row[data["columns"].index("size")] for row in data["data"]]
     assert sum(sizes) == 360 and sizes == sorted(sizes, reverse=True)
     assert "clusters/pixels-kmeans-test" in info["summary"]
+    # the console's summary table, row for row (evaluation.registry's headline metrics)
+    summary = json.loads((folder / "files" / info["summary"]["metrics"]["path"]).read_text())
+    assert [row[0] for row in summary["data"]] == [line.split()[0] for line in format_table(metrics).splitlines()[2:]]
+    assert summary["columns"][:3] == ["metric", "learned", "pixels"]
     assert not list(run.path.rglob("*.tmp"))
 
 
