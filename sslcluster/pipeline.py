@@ -24,12 +24,14 @@ from sslcluster.stages.evaluate import (evaluate_clustering, evaluate_representa
                                         validation_metrics)
 from sslcluster.stages.common import check_data_config
 from sslcluster.stages.data_defaults import resolve_data_defaults
+from sslcluster.stages.pixels_umap import clustering_config as pixels_umap_clustering
+from sslcluster.stages.pixels_umap import export_pixels_umap
 from sslcluster.stages.export import export_split
 from sslcluster.stages.pretrain import pretrain
 from sslcluster.stages.report import report, write_report
 from sslcluster.store.embeddings import Embeddings, read_manifest
 from sslcluster.store.io import write_text
-from sslcluster.store.representations import LEARNED, PIXELS, key_prefix, metric_prefix, parse_baseline
+from sslcluster.store.representations import LEARNED, PIXELS, PIXELS_UMAP, key_prefix, metric_prefix, parse_baseline
 from sslcluster.store.rundir import RunDir
 from sslcluster.tracking.wandb_log import tracking_session
 
@@ -66,7 +68,8 @@ class Representation:
 
 #: the fixed representations a run can hold, by the name recorded in ``record.json``: metric and key prefixes
 #: (pretrained baselines ``timm:MODEL`` have theirs from :func:`sslcluster.store.representations.metric_prefix`).
-REPRESENTATIONS = {"learned": ("", ""), "pixels": (BASELINE_PREFIX, "pixels-")}
+REPRESENTATIONS = {"learned": ("", ""), "pixels": (BASELINE_PREFIX, "pixels-"),
+                   "pixels_umap": ("pixels_umap_", "pixels_umap-")}
 
 
 def representation_of(embeddings: Embeddings) -> str:
@@ -134,7 +137,7 @@ def baseline_representations(cfg: DictConfig) -> list[Representation]:
         if any(r.name == name for r in reps):
             raise SSLClusterError(f"baselines: {name} is listed twice")
         rep = Representation.named_as(name)
-        if name != PIXELS:
+        if name not in (PIXELS, PIXELS_UMAP):
             model_name = name.split(":", 1)[1]
             image_size = cfg.get("baseline_image_size")
             rep.model = pretrained_features(TimmBackbone(model_name, pretrained=weights is None, weights=weights,
@@ -246,11 +249,13 @@ def export_representations(cfg: DictConfig, run: RunDir, checkpoint: Path | None
         for base in baselines if baselines is not None else baseline_representations(cfg):
             with timed("baseline"):
                 for s in dict.fromkeys([*learned.splits, split]):
-                    if base.name == PIXELS:
+                    if base.name in (PIXELS, PIXELS_UMAP):  # pixels_umap maps the raw pixels' embeddings
                         base.splits[s] = export_split(cfg, run, s, None, "pixels")
                     else:
                         base.splits[s] = export_split(cfg, run, s, None, "backbone", name=base.metric_prefix + s,
                                                       model=base.model, eval_node=base.eval_node, info=base.info)
+                if base.name == PIXELS_UMAP:
+                    base.splits = export_pixels_umap(cfg, run, base.splits)
             base.clustered = base.splits[split]
             base.model = None  # exported: its memory is not needed for clustering
             reps.append(base)
@@ -263,8 +268,8 @@ def score_representation(cfg: DictConfig, run: RunDir, rep: Representation, time
     stage = "cluster" if rep.name == LEARNED else "baseline"
     if rep.clustered is not None and cfg.stages.cluster:
         with timed(stage):
-            cdir = cluster(cfg, run, rep.clustered, rep.cluster_key(cfg), overwrite=cfg.run.overwrite,
-                           representation=rep.name, primary=True)
+            cdir = cluster(pixels_umap_clustering(cfg) if rep.name == PIXELS_UMAP else cfg, run, rep.clustered,
+                           rep.cluster_key(cfg), overwrite=cfg.run.overwrite, representation=rep.name, primary=True)
         if rep.named:  # before evaluation, so the pictures carry the names
             from sslcluster.naming import name_in_pipeline  # the naming client is imported only when used
 

@@ -32,6 +32,7 @@ def tiny(tmp_path):
         "export.batch_size=256",
         "clustering.features=backbone",  # cluster embeddings/<split>; test_pipeline covers the projection default
         "evaluate.plots.enabled=false",  # pictures are tested in tests/evaluation/test_plots.py (UMAP compiles for a minute)
+        "baselines=[pixels]",  # the pixels_umap baseline (UMAP again) is tested in tests/stages/test_pixels_umap.py
     ]
 
 

@@ -114,15 +114,16 @@ _STAGE_TIME = re.compile(r"time_\w+_s")
 
 
 def lookup(key: str) -> Metric | None:
-    """The metric a ``metrics.json`` key is (``pixels_nmi`` and ``timm_<model>_nmi`` are ``nmi``; ``time_export_s``
+    """The metric a ``metrics.json`` key is (``pixels_nmi``, ``pixels_umap_nmi`` and ``timm_<model>_nmi`` are ``nmi``; ``time_export_s``
     is ``time_<stage>_s``); None when the key is none of them."""
     if key in BY_NAME:
         return BY_NAME[key]
     if _STAGE_TIME.fullmatch(key):
         return BY_NAME["time_<stage>_s"]
-    if key.startswith("pixels_"):
-        m = BY_NAME.get(key[len("pixels_"):])
-        return m if m is not None and m.scope != "run" else None
+    for prefix in ("pixels_umap_", "pixels_"):
+        if key.startswith(prefix):
+            m = BY_NAME.get(key[len(prefix):])
+            return m if m is not None and m.scope != "run" else None
     if key.startswith("timm_"):  # timm_<model>_nmi, the model's name may hold "_": the longest metric that fits
         fits = [m for m in METRICS if m.scope != "run" and key.endswith("_" + m.name)
                 and len(key) > len("timm_") + len(m.name) + 1]
