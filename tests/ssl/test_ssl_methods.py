@@ -332,10 +332,11 @@ def test_monitoring_does_not_change_what_is_trained(tmp_path):
 def test_moco_key_bn_splits():
     torch.manual_seed(0)
     model = MoCo(TinyCNN(1, width=4, depth=1), batch_size_per_device=8, queue_size=16, hidden_dim=16, output_dim=8,
-                 key_bn_splits=2, shuffle_bn=False)
+                 key_bn_splits=2, query_bn_splits=1, shuffle_bn=False)
     x = torch.randn(8, 1, 8, 8)
     k = model.project_momentum(x)
-    # the key encoder starts equal to the query encoder: its keys are the query encoder's outputs on each half alone
+    # the key encoder starts equal to the (unsplit) query encoder: its keys are the query encoder's outputs on each
+    # half alone
     halves = torch.cat([model.project(c) for c in x.chunk(2)]).detach()
     assert k.shape == (8, 8) and torch.allclose(k, halves, atol=1e-6)
     assert not torch.allclose(k, model.project(x).detach(), atol=1e-4)  # not the whole batch's statistics

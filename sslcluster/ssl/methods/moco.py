@@ -32,8 +32,8 @@ from lightly.models.utils import batch_shuffle, batch_shuffle_distributed, batch
 from torch import nn
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.ssl.methods.base import SSLMethod
 from sslcluster.ssl.methods.momentum import MomentumEncoder
+from sslcluster.ssl.methods.twoview import two_views
 from sslcluster.ssl.optim import OptimConfig
 
 QUEUE_KEY = "sslcluster_moco_queue"
@@ -108,12 +108,12 @@ def split_batchnorm(module: nn.Module, splits: int) -> int:
     return count
 
 
-class MoCo(MomentumEncoder, SSLMethod):
+class MoCo(MomentumEncoder):
     """Args: see :class:`SSLMethod`; ``temperature`` of InfoNCE; ``queue_size`` negatives; ``momentum`` of the key
     encoder's EMA (constant; with ``momentum_end`` set, raised to it on a cosine); projection head sizes;
     ``shuffle_bn`` (shuffle the key batch), ``key_bn_splits`` and ``query_bn_splits`` (sub-batches of the key and
-    query encoders' BatchNorm; ``query_bn_splits=None``: as ``key_bn_splits``; 1: the query encoder keeps torch's BatchNorm, which ``trainer.sync_batchnorm``
-    converts)."""
+    query encoders' BatchNorm; ``query_bn_splits=None``: as ``key_bn_splits``; 1: the query encoder keeps torch's
+    BatchNorm, which ``trainer.sync_batchnorm`` converts)."""
 
     def __init__(self, backbone: nn.Module, optim: OptimConfig | dict[str, Any] | None = None,
                  batch_size_per_device: int = 256, temperature: float = 0.2, queue_size: int = 4096,
@@ -153,10 +153,6 @@ class MoCo(MomentumEncoder, SSLMethod):
                 f"method.module.queue_size={self.queue_size} is not a multiple of the global batch {global_batch} "
                 f"(data.batch_size={self.batch_size_per_device} x {world_size} devices); "
                 f"use e.g. {max(1, self.queue_size // global_batch) * global_batch}")
-
-    def compile_targets(self) -> list[nn.Module]:
-        """The backbone and the momentum backbone (a forward pass per step as costly as the query's)."""
-        return [self.backbone, self.backbone_momentum]
 
     @property
     def queue(self) -> torch.Tensor:
@@ -209,16 +205,9 @@ class MoCo(MomentumEncoder, SSLMethod):
         x, shuffle = batch_shuffle(x)
         return batch_unshuffle(self._keys(x), shuffle)
 
-    def host_scalars(self) -> dict[str, float]:
-        """The base class's scalars plus the current momentum."""
-        return {**super().host_scalars(), "train/momentum": self.current_momentum()}
-
     def training_step(self, batch: tuple[Sequence[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
         """MoCo v2 loss of one batch: two views (B, C, H, W) each -> scalar loss."""
-        views, _ = batch
-        if len(views) < 2:
-            raise SSLClusterError(f"method=moco needs two views per image; the augmentation gives {len(views)}")
-        x_q, x_k = views[0], views[1]
+        x_q, x_k = two_views(batch, "moco")
         self.step_momentum()
         q = self.project(x_q)
         k = self.project_momentum(x_k)
