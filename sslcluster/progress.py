@@ -118,9 +118,15 @@ def progress(total: int, desc: str, unit: str = "it", initial: int = 0) -> Any:
 
 
 def umap_fit_transform(x: Any, desc: str, **umap_kwargs: Any) -> Any:
-    """``umap.UMAP(**umap_kwargs).fit_transform(x)`` with progress: umap-learn's own (its verbose mode, stages and
-    a tqdm bar over the layout epochs) on a terminal; in a log (umap-learn's bar is carriage-return redraws) one
-    line before and one after, with the time. ``x``: (N, D) -> (N, n_components)."""
+    """``umap.UMAP(**umap_kwargs).fit_transform(x)`` with progress (:func:`umap_fitted`). ``x``: (N, D) ->
+    (N, n_components)."""
+    return umap_fitted(x, desc, **umap_kwargs)[1]
+
+
+def umap_fitted(x: Any, desc: str, **umap_kwargs: Any) -> tuple[Any, Any]:
+    """The fitted ``umap.UMAP(**umap_kwargs)`` and its embedding of ``x`` (N, D) -> (N, n_components), with
+    progress: umap-learn's own (its verbose mode, stages and a tqdm bar over the layout epochs) on a terminal; in a
+    log (umap-learn's bar is carriage-return redraws) one line before and one after, with the time."""
     import umap
 
     tty = mode() == "tty"
@@ -128,8 +134,9 @@ def umap_fit_transform(x: Any, desc: str, **umap_kwargs: Any) -> Any:
         log.info("%s: UMAP of %d x %d features to %d-D", desc, x.shape[0], x.shape[1],
                  umap_kwargs.get("n_components", 2))
     start = time.monotonic()
+    model = umap.UMAP(verbose=tty, tqdm_kwds={"disable": not tty}, **umap_kwargs)
     with torch_threads_kept():  # numba's first parallel call would reset torch's thread count
-        out = umap.UMAP(verbose=tty, tqdm_kwds={"disable": not tty}, **umap_kwargs).fit_transform(x)
+        out = model.fit_transform(x)
     if mode() != "off":
         log.info("%s: UMAP done in %s", desc, fmt_seconds(time.monotonic() - start))
-    return out
+    return model, out

@@ -221,13 +221,13 @@ def test_cifar10_presets_follow_lightlys_benchmark(method, temperature):
     assert cfg.backbone.name == "resnet18" and cfg.backbone.module.cifar_stem
     if method == "moco":
         m = cfg.method.module
-        assert (m.queue_size, m.momentum, m.momentum_end, m.key_bn_splits) == (4096, 0.99, None, 8)
+        assert (m.queue_size, m.momentum, m.momentum_end, m.key_bn_splits, m.query_bn_splits) == (4096, 0.99, None, 8, 8)
 
 
 def test_moco_defaults_are_mocov2s_and_its_views_name_their_source():
     cfg = compose(["method=moco", "augmentation=moco"])
     m = cfg.method.module
-    assert (m.momentum, m.momentum_end, m.temperature, m.key_bn_splits) == (0.999, None, 0.2, 8)
+    assert (m.momentum, m.momentum_end, m.temperature, m.key_bn_splits, m.query_bn_splits) == (0.999, None, 0.2, 8, 8)
     assert (cfg.method.optim.lr, cfg.method.optim.base_batch_size, cfg.method.optim.weight_decay) == (0.03, 256, 1e-4)
     head = (Path(__file__).parents[1] / "configs" / "augmentation" / "moco.yaml").read_text().split("name:")[0]
     assert "MoCo v2 paper" in head and "as in lightly's CIFAR-10 benchmark:" not in head

@@ -21,7 +21,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -110,14 +110,39 @@ def _select_k(cfg: DictConfig, algo: ClusteringAlgorithm, x: np.ndarray, sel_cfg
     log.info("select_k: %s chose k=%d", sweep["method"], sweep["chosen_k"])
 
 
-def _cluster_streamed(cfg: DictConfig, array: RowFile, algo: ClusteringAlgorithm, pre_cfg: PreprocessConfig,
-                      sel_cfg: SelectKConfig | None, record: dict[str, Any],
-                      out: Path) -> tuple[np.ndarray, int, float, float]:
-    """Streaming clustering of ``array`` (N, D), read from its file block by block: the preprocessing and the algorithm are fitted on
-    a seeded sample of ``train_size`` rows (random order), then every row is preprocessed and assigned block by
-    block. Memory: the sample, one block, and the labels (N,) int64. Returns labels, the clustered dimension and
-    the times preprocessing and k selection ended."""
+@dataclasses.dataclass
+class Fitted:
+    """What :func:`cluster_rows` returns: labels (N,) int64 (-1 noise), the clustered dimension, the times
+    (``time.perf_counter``) preprocessing and k selection ended, and how many rows a streaming algorithm was fitted
+    on (None for the others)."""
+
+    labels: np.ndarray
+    dim: int
+    t_preprocessed: float
+    t_selected: float
+    train_rows: int | None = None
+
+
+def cluster_rows(cfg: DictConfig, array: RowFile | np.ndarray, algo: ClusteringAlgorithm, pre_cfg: PreprocessConfig,
+                 select: Callable[[np.ndarray], None] | None = None) -> Fitted:
+    """Cluster the rows of ``array`` (N, D), a file read block by block or an array in memory, the one way the
+    cluster stage and the validation figures (``val_nmi``, :func:`sslcluster.stages.evaluate.validation_metrics`)
+    both do, so that settings tuned on validation are those of the clustering they are used for.
+
+    A streaming algorithm (``algo.streams``): the preprocessing and the algorithm are fitted on a seeded sample of
+    ``train_size`` rows (random order), then every row is preprocessed and assigned block by block, the sampled rows
+    from the coordinates they were fitted on (:class:`Preprocessor`). Memory: the sample, one block, and the labels.
+    The others: every row preprocessed at once and clustered in a seeded random order (:func:`fit_predict_shuffled`).
+    ``select``, where given, runs k selection on the preprocessed rows (a seeded random order) before the fit."""
     n = int(array.shape[0])
+    if not algo.streams:
+        x = preprocess(array[:], pre_cfg)
+        t1 = time.perf_counter()
+        if select is not None:
+            select(x[row_permutation(len(x), cfg.seed)])
+        t_sel = time.perf_counter()
+        labels = fit_predict_shuffled(algo, x, seed=cfg.seed)
+        return Fitted(labels, int(x.shape[1]), t1, t_sel)
     rows = train_rows(n, algo.resolved_train_size(n), cfg.seed)
     sample = np.asarray(array[rows], dtype=np.float32)  # RowFile reads in file order, returns the rows' random order
     bad = ~np.isfinite(sample).all(axis=1)
@@ -126,11 +151,11 @@ def _cluster_streamed(cfg: DictConfig, array: RowFile, algo: ClusteringAlgorithm
         raise SSLClusterError(f"{len(first)} embedding rows contain NaN or inf (first rows: {first[:5].tolist()}); "
                               "refusing to cluster them")
     pre = Preprocessor(pre_cfg)
-    xs = pre.fit_transform(sample)
+    xs = pre.fit_transform(sample, rows=rows)
     del sample
     t1 = time.perf_counter()
-    if sel_cfg is not None:
-        _select_k(cfg, algo, xs, sel_cfg, record, out)
+    if select is not None:
+        select(xs)
     t_sel = time.perf_counter()
     algo.fit(xs)
     dim = int(xs.shape[1])
@@ -138,9 +163,9 @@ def _cluster_streamed(cfg: DictConfig, array: RowFile, algo: ClusteringAlgorithm
     algo.start_assign()
     labels = np.empty(n, dtype=np.int64)
     for s in range(0, n, ASSIGN_BLOCK):
-        labels[s:s + ASSIGN_BLOCK] = algo.assign(pre.transform(array[s:s + ASSIGN_BLOCK], offset=s), checked=True)
-    record["train_rows"] = int(len(rows))
-    return labels, dim, t1, t_sel
+        block = np.asarray(array[s:s + ASSIGN_BLOCK], dtype=np.float32)
+        labels[s:s + ASSIGN_BLOCK] = algo.assign(pre.transform(block, offset=s), checked=True)
+    return Fitted(labels, dim, t1, t_sel, int(len(rows)))
 
 
 def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite: bool = False,
@@ -178,17 +203,12 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
             labels = algo.fit_predict_file(embeddings / ARRAY, int(array.shape[0]), int(array.shape[1]),
                                            l2=pre_cfg.l2)
             dim = int(array.shape[1])
-        elif algo.streams:
-            labels, dim, t1, t_sel = _cluster_streamed(cfg, array, algo, pre_cfg, sel_cfg, record, out)
         else:
-            x = preprocess(array[:], pre_cfg)
-            dim = int(x.shape[1])
-            t1 = time.perf_counter()
-            if sel_cfg is not None:
-                _select_k(cfg, algo, x[row_permutation(len(x), cfg.seed)], sel_cfg, record, out)
-            t_sel = time.perf_counter()
-            labels = fit_predict_shuffled(algo, x, seed=cfg.seed)
-            del x
+            select = None if sel_cfg is None else (lambda x: _select_k(cfg, algo, x, sel_cfg, record, out))
+            fitted = cluster_rows(cfg, array, algo, pre_cfg, select)
+            labels, dim, t1, t_sel = fitted.labels, fitted.dim, fitted.t_preprocessed, fitted.t_selected
+            if fitted.train_rows is not None:
+                record["train_rows"] = fitted.train_rows
         t2 = time.perf_counter()
         n = int(array.shape[0])
         if labels.shape != (n,):

@@ -145,11 +145,14 @@ def validation_metrics(cfg: DictConfig, clustered_train: Path, backbone_train: P
     """Figures for choosing settings without the test split: ``val_nmi``, ``val_ari``, ``val_acc`` of the run's
     clustering (preprocessing and algorithm as configured, k as given) fitted on a seeded validation subset of the
     train split (``evaluate.validation.fraction``), and ``val_knn_top1``: kNN of that subset against the rest of the
-    train split. The labels of the subset serve selection only; the test split's figures stay the final ones."""
-    from sslcluster.clustering.algorithms import fit_predict_shuffled
-    from sslcluster.clustering.preprocess import PreprocessConfig, preprocess
+    train split. The subset is clustered as the cluster stage clusters a split (:func:`~sslcluster.stages.cluster.
+    cluster_rows`: a streaming algorithm fitted on a sample and every row assigned), so what is tuned here is the
+    pipeline the test clustering runs. The labels of the subset serve selection only; the test split's figures stay
+    the final ones."""
+    from sslcluster.clustering.preprocess import PreprocessConfig
     from sslcluster.evaluation.metrics import external_metrics
     from sslcluster.factory import build
+    from sslcluster.stages.cluster import cluster_rows
 
     vcfg = cfg.evaluate.get("validation") or {}
     fraction = float(vcfg.get("fraction", 0.0) or 0.0)
@@ -166,8 +169,7 @@ def validation_metrics(cfg: DictConfig, clustered_train: Path, backbone_train: P
     rest = np.setdiff1d(np.arange(len(labels)), val)
     pre_cfg = PreprocessConfig(**OmegaConf.to_container(cfg.clustering.preprocess, resolve=True), seed=cfg.seed)
     algo = build(cfg.clustering.algorithm)
-    x = preprocess(np.asarray(es.array[val], dtype=np.float32), pre_cfg)
-    pred = fit_predict_shuffled(algo, x, seed=cfg.seed)
+    pred = cluster_rows(cfg, np.asarray(es.array[val], dtype=np.float32), algo, pre_cfg).labels
     ext = external_metrics(labels[val], pred)
     out: dict[str, Any] = {f"val_{k}": ext[k] for k in ("nmi", "ari", "acc")}
     bb = read_embeddings(backbone_train, with_labels=True)

@@ -168,3 +168,34 @@ def test_streamed_ids_digest_is_the_digest_of_the_written_ids(tmp_path):
     store_embeddings.write_embeddings(tmp_path / "e", np.zeros((len(ids), 2), np.float32), idx, features="backbone")
     assert store_embeddings.streamed_ids_digest(tmp_path / "e") == (len(ids), store_embeddings.ids_digest(ids))
     assert store_embeddings.streamed_ids_digest(tmp_path / "e")[1] != store_embeddings.ids_digest(ids[:-1] + ["lest"])
+
+
+def test_umap_rows_are_assigned_from_the_coordinates_they_were_fitted_on(tmp_path, base, monkeypatch):
+    """Streaming k-means after UMAP: the centroids are fitted on the sample's UMAP coordinates, and each sampled row
+    is assigned from those very coordinates (umap-learn's transform of a fitted row is another point); the rows
+    outside the sample are mapped into the same layout."""
+    x, y = planted(400, 8, 4)
+    make_run(tmp_path / "runs", x, y)
+    fitted: list[np.ndarray] = []
+    assigned: list[np.ndarray] = []
+    real_fit, real_assign = KMeans.fit, KMeans.assign
+
+    def fit(self, xs):
+        fitted.append(np.array(xs))
+        return real_fit(self, xs)
+
+    def assign(self, block, checked=False):
+        assigned.append(np.array(block))
+        return real_assign(self, block, checked)
+
+    monkeypatch.setattr(KMeans, "fit", fit)
+    monkeypatch.setattr(KMeans, "assign", assign)
+    monkeypatch.setattr(cluster_stage, "ASSIGN_BLOCK", 150, raising=False)
+    stage_cluster(compose(base + ["clustering.algorithm.k=4", "clustering.algorithm.train_size=250",
+                                  "clustering.preprocess.umap_dim=2", "evaluate.validation.fraction=0"]))
+    rows = algorithms.train_rows(400, 250, 0)  # the stage's seeded sample (seed 0), in the order it was fitted
+    coords = np.concatenate(assigned)
+    assert len(fitted) == 1 and coords.shape == (400, 2)
+    np.testing.assert_array_equal(coords[rows], fitted[0])
+    others = np.setdiff1d(np.arange(400), rows)
+    assert np.isfinite(coords[others]).all()

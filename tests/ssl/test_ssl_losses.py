@@ -173,7 +173,7 @@ def test_keys_never_share_the_query_batchs_statistics_on_one_device():
         k = model.project_momentum(x)
     assert (q - k).abs().max() > 1e-3
     # and with the split switched off (one sub-batch), they are equal: what the split prevents
-    one = moco_model(key_bn_splits=1).train()
+    one = moco_model(key_bn_splits=1, query_bn_splits=1).train()
     with torch.no_grad():
         torch.testing.assert_close(one.project(x), one.project_momentum(x), atol=1e-5, rtol=1e-5)
 
@@ -190,9 +190,12 @@ def test_a_key_depends_only_on_its_own_sub_batch():
 
 
 def test_sync_batchnorm_never_reaches_the_key_encoder():
-    """``trainer.sync_batchnorm`` converts with torch's ``convert_sync_batchnorm``: the query encoder's BN becomes
-    SyncBatchNorm, the key encoder's stays per rank (synchronising it would undo the cross-rank shuffle)."""
-    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(moco_model())
+    """``trainer.sync_batchnorm`` converts with torch's ``convert_sync_batchnorm``: an unsplit query encoder's BN
+    becomes SyncBatchNorm, the key encoder's stays per rank (synchronising it would undo the cross-rank shuffle);
+    split query BatchNorm (the default) stays too."""
+    split = torch.nn.SyncBatchNorm.convert_sync_batchnorm(moco_model())
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in split.modules())
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(moco_model(query_bn_splits=1))
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.backbone.modules())
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.backbone_momentum.modules())
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.projection_head_momentum.modules())

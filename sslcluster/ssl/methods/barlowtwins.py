@@ -12,21 +12,24 @@ the global batch with synchronised BatchNorm); ``tests/ssl/test_ddp_methods.py``
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
-import torch
 from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules.heads import BarlowTwinsProjectionHead
 from torch import nn
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.ssl.methods.base import SSLMethod
+from sslcluster.ssl.methods.twoview import TwoViewMethod
 from sslcluster.ssl.optim import OptimConfig
 
 
-class BarlowTwins(SSLMethod):
+class BarlowTwins(TwoViewMethod):
     """Args: see :class:`SSLMethod`; ``lambda_param`` (weight of the redundancy-reduction term); projector
     sizes; ``gather_distributed`` (average the cross-correlation over ranks)."""
+
+    method_name = "barlowtwins"
+    # one pass per view (BatchNorm statistics per view), as Barlow Twins' main.py and lightly's benchmarks
+    concatenate_views = False
 
     def __init__(self, backbone: nn.Module, optim: OptimConfig | dict[str, Any] | None = None,
                  batch_size_per_device: int = 256, lambda_param: float = 5e-3, hidden_dim: int = 8192,
@@ -39,19 +42,3 @@ class BarlowTwins(SSLMethod):
             raise SSLClusterError(f"method.module.lambda_param={lambda_param} must be non-negative")
         self.projection_head = BarlowTwinsProjectionHead(backbone.out_dim, hidden_dim, output_dim)
         self.criterion = BarlowTwinsLoss(lambda_param=lambda_param, gather_distributed=gather_distributed)
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Projections (B, output_dim) of images (B, C, H, W)."""
-        return self.projection_head(self.backbone(x))
-
-    def training_step(self, batch: tuple[Sequence[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Barlow Twins loss of one batch: two views (B, C, H, W) each -> scalar loss."""
-        views, _ = batch
-        if len(views) < 2:
-            raise SSLClusterError(f"method=barlowtwins needs two views per image; the augmentation gives "
-                                  f"{len(views)}")
-        x0, x1 = views[0], views[1]
-        z0, z1 = self.project(torch.cat([x0, x1])).chunk(2)
-        loss = self.criterion(z0, z1)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
-        return loss

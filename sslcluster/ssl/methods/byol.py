@@ -17,12 +17,12 @@ from lightly.models.modules.heads import BYOLPredictionHead, BYOLProjectionHead
 from torch import nn
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.ssl.methods.base import SSLMethod
 from sslcluster.ssl.methods.momentum import MomentumEncoder
+from sslcluster.ssl.methods.twoview import two_views
 from sslcluster.ssl.optim import OptimConfig
 
 
-class BYOL(MomentumEncoder, SSLMethod):
+class BYOL(MomentumEncoder):
     """Args: see :class:`SSLMethod`; projection / prediction head sizes; ``momentum`` and ``momentum_end`` of the
     target network's EMA (cosine from the first to the second over the run; ``momentum_end=None``: constant)."""
 
@@ -38,10 +38,6 @@ class BYOL(MomentumEncoder, SSLMethod):
         self.init_momentum(["backbone", "projection_head"], momentum, momentum_end)
         self.criterion = NegativeCosineSimilarity()
 
-    def compile_targets(self) -> list[nn.Module]:
-        """The online and target backbones (each runs on both views every step)."""
-        return [self.backbone, self.backbone_momentum]
-
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Online projections (B, output_dim) of images (B, C, H, W) (the prediction head's input)."""
         return self.projection_head(self.backbone(x))
@@ -51,20 +47,14 @@ class BYOL(MomentumEncoder, SSLMethod):
         """Target projections (B, output_dim) of images (B, C, H, W), without gradients."""
         return self.projection_head_momentum(self.backbone_momentum(x))
 
-    def host_scalars(self) -> dict[str, float]:
-        """The base class's scalars plus the current momentum."""
-        return {**super().host_scalars(), "train/momentum": self.current_momentum()}
-
     def training_step(self, batch: tuple[Sequence[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
         """BYOL loss of one batch: two views (B, C, H, W) each -> scalar loss (each view's prediction against the
-        target projection of the other view)."""
-        views, _ = batch
-        if len(views) < 2:
-            raise SSLClusterError(f"method=byol needs two views per image; the augmentation gives {len(views)}")
-        x0, x1 = views[0], views[1]
+        target projection of the other view). Each view goes through each network on its own (BatchNorm statistics
+        per view), as BYOL's code and lightly's benchmarks do."""
+        x0, x1 = two_views(batch, "byol")
         self.step_momentum()
-        p0, p1 = self.prediction_head(self.project(torch.cat([x0, x1]))).chunk(2)
-        z0, z1 = self.project_momentum(torch.cat([x0, x1])).chunk(2)
+        p0, p1 = self.prediction_head(self.project(x0)), self.prediction_head(self.project(x1))
+        z0, z1 = self.project_momentum(x0), self.project_momentum(x1)
         loss = 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
         return loss

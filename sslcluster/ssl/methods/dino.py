@@ -24,22 +24,23 @@ from lightly.models.modules.heads import DINOProjectionHead
 from torch import nn
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.ssl.methods.base import SSLMethod
 from sslcluster.ssl.methods.momentum import MomentumEncoder
 from sslcluster.ssl.optim import OptimConfig
 
 
-class DINO(MomentumEncoder, SSLMethod):
+class DINO(MomentumEncoder):
     """Args: see :class:`SSLMethod`; head sizes (``output_dim``: the K prototypes), ``batch_norm`` in the head (for
     convolutional backbones), ``norm_last_layer``, ``freeze_last_layer`` (epochs); the loss's temperatures, warm-up
-    epochs and ``center_momentum``; the teacher's ``momentum`` -> ``momentum_end``."""
+    epochs and ``center_momentum``; the teacher's ``momentum`` -> ``momentum_end``; ``clip_grad``: each student
+    parameter's gradient norm clipped to it before every optimiser step (None or 0: off)."""
 
     def __init__(self, backbone: nn.Module, optim: OptimConfig | dict[str, Any] | None = None,
                  batch_size_per_device: int = 256, hidden_dim: int = 2048, bottleneck_dim: int = 256,
                  output_dim: int = 65536, batch_norm: bool = False, norm_last_layer: bool = True,
                  freeze_last_layer: int = 1, student_temp: float = 0.1, teacher_temp: float = 0.04,
-                 warmup_teacher_temp: float = 0.04, warmup_teacher_temp_epochs: int = 30,
-                 center_momentum: float = 0.9, momentum: float = 0.996, momentum_end: float | None = 1.0) -> None:
+                 warmup_teacher_temp: float = 0.04, warmup_teacher_temp_epochs: int = 0,
+                 center_momentum: float = 0.9, momentum: float = 0.996, momentum_end: float | None = 1.0,
+                 clip_grad: float | None = 3.0) -> None:
         super().__init__(backbone, optim, batch_size_per_device)
         for key, value in (("student_temp", student_temp), ("teacher_temp", teacher_temp),
                            ("warmup_teacher_temp", warmup_teacher_temp)):
@@ -47,6 +48,9 @@ class DINO(MomentumEncoder, SSLMethod):
                 raise SSLClusterError(f"method.module.{key}={value} must be positive")
         if not 0.0 <= center_momentum <= 1.0:
             raise SSLClusterError(f"method.module.center_momentum={center_momentum} must be in [0, 1]")
+        if clip_grad is not None and clip_grad < 0:
+            raise SSLClusterError(f"method.module.clip_grad={clip_grad} must be non-negative (0 or null: off)")
+        self.clip_grad = clip_grad or None
         def head() -> DINOProjectionHead:
             return DINOProjectionHead(backbone.out_dim, hidden_dim, bottleneck_dim, output_dim, batch_norm=batch_norm,
                                       freeze_last_layer=freeze_last_layer, norm_last_layer=norm_last_layer)
@@ -59,10 +63,6 @@ class DINO(MomentumEncoder, SSLMethod):
                                   teacher_temp=teacher_temp, warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
                                   student_temp=student_temp, center_momentum=center_momentum)
 
-    def compile_targets(self) -> list[nn.Module]:
-        """The student and teacher backbones."""
-        return [self.backbone, self.backbone_momentum]
-
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Student head outputs (B, output_dim) of images (B, C, H, W): the logits over the K prototypes."""
         return self.projection_head(self.backbone(x))
@@ -72,9 +72,18 @@ class DINO(MomentumEncoder, SSLMethod):
         """Teacher head outputs (B, output_dim) of images (B, C, H, W), without gradients."""
         return self.projection_head_momentum(self.backbone_momentum(x))
 
-    def host_scalars(self) -> dict[str, float]:
-        """The base class's scalars plus the teacher's current momentum."""
-        return {**super().host_scalars(), "train/momentum": self.current_momentum()}
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The base class's weight-decay schedule, then DINO's gradient clipping: each student parameter's gradient
+        scaled to norm ``clip_grad`` where it is larger (DINO's ``utils.clip_gradients``, per parameter, not the
+        global norm Lightning's ``gradient_clip_val`` clips; torch's ``clip_grad_norm_`` on one parameter at a
+        time). Lightning calls this after unscaling mixed-precision gradients and after the last micro-batch of an
+        accumulation window, as DINO clips the unscaled gradient of each step."""
+        super().on_before_optimizer_step(optimizer)
+        if self.clip_grad is None:
+            return
+        for p in self.parameters():
+            if p.grad is not None:
+                torch.nn.utils.clip_grad_norm_(p, self.clip_grad)
 
     def on_after_backward(self) -> None:
         """Drop the head's last-layer gradients during the first ``freeze_last_layer`` epochs (lightly's head)."""

@@ -2,32 +2,37 @@
 
 The copy follows the online modules by an exponential moving average (lightly's ``update_momentum``). Its momentum
 is constant (``momentum_end=None``, as MoCo v2's m = 0.999), or rises from ``momentum`` to ``momentum_end`` on a
-cosine schedule over the run (lightly's ``cosine_schedule``), as in BYOL (Grill et al. 2020) and DINO.
+cosine schedule over the run (lightly's ``cosine_schedule``), as in BYOL (Grill et al. 2020) and DINO. The copies
+move once per optimiser step (the schedule counts optimiser steps): under gradient accumulation, at the first
+micro-batch of each accumulation window only, as MoCo, BYOL and DINO move theirs once per update of the online
+network.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Callable
 
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 from sslcluster.errors import SSLClusterError
+from sslcluster.ssl.methods.base import SSLMethod
 
 
-class MomentumEncoder:
-    """Mixin for an :class:`~sslcluster.ssl.methods.base.SSLMethod`: frozen EMA copies of named online modules.
+class MomentumEncoder(SSLMethod):
+    """A method with frozen EMA copies of named online modules (BYOL, DINO, MoCo).
 
     Call :meth:`init_momentum` in ``__init__`` after the online modules exist, :meth:`step_momentum` at the start of
-    every training step; ``<name>_momentum`` is the copy of ``<name>``.
+    every training step; ``<name>_momentum`` is the copy of ``<name>``. The copies of compiled online modules are
+    compiled too (:meth:`compile_targets`), and the momentum is logged as ``train/momentum``.
     """
 
     momentum: float
     momentum_end: float | None
     _momentum_pairs: list[tuple[str, str]]
-    schedule_steps: Callable[[], int]  # SSLMethod's: the optimiser steps of the run
+    #: the optimiser step (``global_step``) the copies last moved at; -1: not yet in this process
+    _momentum_step: int = -1
 
     def init_momentum(self, names: list[str], momentum: float, momentum_end: float | None,
                       fresh: dict[str, nn.Module] | None = None) -> None:
@@ -61,9 +66,28 @@ class MomentumEncoder:
         step = int(getattr(self, "global_step", 0))
         return cosine_schedule(min(step, total), total, self.momentum, self.momentum_end)
 
-    def step_momentum(self) -> float:
-        """Move every copy towards its online module by this step's momentum; returns the momentum used."""
+    def step_momentum(self) -> float | None:
+        """Move every copy towards its online module by this step's momentum, once per optimiser step: the first
+        call at each ``global_step`` (which counts optimiser steps, so under ``accumulate_grad_batches=A`` only the
+        first of the A micro-batches moves them; outside a fit, every call). Returns the momentum used, or None
+        where the copies already moved at this step."""
+        if getattr(self, "_trainer", None) is not None:  # LightningModule's own attribute: None outside a fit
+            step = int(self.global_step)
+            if step == self._momentum_step:
+                return None
+            self._momentum_step = step
         m = self.current_momentum()
         for online, ema in self._momentum_pairs:
             update_momentum(getattr(self, online), getattr(self, ema), m)
         return m
+
+    def compile_targets(self) -> list[nn.Module]:
+        """The base class's targets and their momentum copies (each runs a forward pass every step)."""
+        targets = super().compile_targets()
+        copies = [getattr(self, ema) for online, ema in self._momentum_pairs
+                  if any(getattr(self, online) is t for t in targets)]
+        return targets + copies
+
+    def host_scalars(self) -> dict[str, float]:
+        """The base class's scalars plus the current momentum."""
+        return {**super().host_scalars(), "train/momentum": self.current_momentum()}

@@ -7,25 +7,29 @@ one device or many.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
-import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
 from torch import nn
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.ssl.methods.base import SSLMethod
+from sslcluster.ssl.methods.twoview import TwoViewMethod
 from sslcluster.ssl.optim import OptimConfig
 
 
-class SimCLR(SSLMethod):
-    """Args: see :class:`SSLMethod`; ``temperature`` of NT-Xent; projection head sizes; ``head_batch_norm``:
+class SimCLR(TwoViewMethod):
+    """Args: see :class:`SSLMethod`; ``temperature`` of NT-Xent; projection head sizes (``hidden_dim=None``: the
+    backbone's feature width ``backbone.out_dim``, as SimCLR's head, whose hidden layer is as wide as its input:
+    2048 on ResNet-50, Chen et al. 2020, and the reference code's ``ProjectionHead``); ``head_batch_norm``:
     BatchNorm in the head (off only for exact distributed-equivalence checks, where per-rank BN statistics differ
     from the global ones; or use ``trainer.sync_batchnorm=true``)."""
 
+    method_name = "simclr"
+    concatenate_views = True  # SimCLR's reference code concatenates the views (BatchNorm over all 2B images)
+
     def __init__(self, backbone: nn.Module, optim: OptimConfig | dict[str, Any] | None = None,
-                 batch_size_per_device: int = 256, temperature: float = 0.5, hidden_dim: int = 512,
+                 batch_size_per_device: int = 256, temperature: float = 0.5, hidden_dim: int | None = None,
                  output_dim: int = 128, gather_distributed: bool = True, head_batch_norm: bool = True) -> None:
         super().__init__(backbone, optim, batch_size_per_device)
         if batch_size_per_device < 2:
@@ -33,22 +37,10 @@ class SimCLR(SSLMethod):
                                   "batch (the other images are the negatives)")
         if temperature <= 0:
             raise SSLClusterError(f"method.temperature={temperature} must be positive")
-        self.projection_head = SimCLRProjectionHead(backbone.out_dim, hidden_dim, output_dim,
+        if hidden_dim is not None and hidden_dim < 1:
+            raise SSLClusterError(f"method.module.hidden_dim={hidden_dim} must be positive (or null: the backbone's "
+                                  "feature width)")
+        hidden = backbone.out_dim if hidden_dim is None else hidden_dim
+        self.projection_head = SimCLRProjectionHead(backbone.out_dim, hidden, output_dim,
                                                     batch_norm=head_batch_norm)
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Projections (B, output_dim) of images (B, C, H, W)."""
-        return self.projection_head(self.backbone(x))
-
-    def training_step(self, batch: tuple[Sequence[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """NT-Xent loss of one batch: two views (B, C, H, W) each -> scalar loss."""
-        views, _ = batch
-        if len(views) < 2:
-            raise SSLClusterError(f"method=simclr needs two views per image; the augmentation gives {len(views)}")
-        x0, x1 = views[0], views[1]
-        # One pass over both views: (2B, C, H, W) -> (2B, output_dim).
-        z0, z1 = self.project(torch.cat([x0, x1])).chunk(2)
-        loss = self.criterion(z0, z1)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
-        return loss

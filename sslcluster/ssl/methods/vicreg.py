@@ -12,22 +12,25 @@ x B images train as one rank with N x B (``tests/ssl/test_ddp_methods.py``).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
-import torch
 from lightly.loss import VICRegLoss
 from lightly.models.modules.heads import VICRegProjectionHead
 from torch import nn
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.ssl.methods.base import SSLMethod
+from sslcluster.ssl.methods.twoview import TwoViewMethod
 from sslcluster.ssl.optim import OptimConfig
 
 
-class VICReg(SSLMethod):
+class VICReg(TwoViewMethod):
     """Args: see :class:`SSLMethod`; the loss weights ``lambda_param`` (invariance), ``mu_param`` (variance),
     ``nu_param`` (covariance); expander sizes and layers; ``gather_distributed`` (variance and covariance over
     every rank's projections)."""
+
+    method_name = "vicreg"
+    # one pass per view (BatchNorm statistics per view), as VICReg's main_vicreg.py and lightly's benchmarks
+    concatenate_views = False
 
     def __init__(self, backbone: nn.Module, optim: OptimConfig | dict[str, Any] | None = None,
                  batch_size_per_device: int = 256, lambda_param: float = 25.0, mu_param: float = 25.0,
@@ -45,18 +48,3 @@ class VICReg(SSLMethod):
         self.projection_head = VICRegProjectionHead(backbone.out_dim, hidden_dim, output_dim, num_layers)
         self.criterion = VICRegLoss(lambda_param=lambda_param, mu_param=mu_param, nu_param=nu_param,
                                     gather_distributed=gather_distributed)
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Expander outputs (B, output_dim) of images (B, C, H, W)."""
-        return self.projection_head(self.backbone(x))
-
-    def training_step(self, batch: tuple[Sequence[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """VICReg loss of one batch: two views (B, C, H, W) each -> scalar loss."""
-        views, _ = batch
-        if len(views) < 2:
-            raise SSLClusterError(f"method=vicreg needs two views per image; the augmentation gives {len(views)}")
-        x0, x1 = views[0], views[1]
-        z0, z1 = self.project(torch.cat([x0, x1])).chunk(2)
-        loss = self.criterion(z0, z1)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
-        return loss
