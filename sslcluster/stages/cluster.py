@@ -39,6 +39,7 @@ from sslcluster.factory import build
 from sslcluster.store.embeddings import ARRAY, RowFile, open_streaming
 from sslcluster.store.io import read_json, write_json, write_npy
 from sslcluster.store.rundir import RunDir
+from sslcluster.stages.data_defaults import resolve_data_defaults
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
 
     ``representation`` (``learned``, ``pixels``) and ``primary`` (the run's own clustering of that representation,
     which its ``metrics.json`` summarises) are recorded in ``record.json``."""
+    resolve_data_defaults(cfg)  # data.num_classes=auto (no-op where the pipeline already decided it)
     manifest, array, ids_sha256 = open_streaming(embeddings)  # neither the array nor the index held in memory
     pre_cfg = PreprocessConfig(**OmegaConf.to_container(cfg.clustering.preprocess, resolve=True), seed=cfg.seed)
     sel_cfg = select_k_config(cfg)

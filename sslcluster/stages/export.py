@@ -27,6 +27,7 @@ from sslcluster.errors import SSLClusterError
 from sslcluster.progress import progress
 from sslcluster.ssl.factory import load_method
 from sslcluster.ssl.methods.base import SSLMethod
+from sslcluster.stages.data_defaults import resolve_data_defaults
 from sslcluster.stages.common import build, build_source, resolve_device, to_plain
 from sslcluster.store.embeddings import EmbeddingIndex, ShardedWriter
 from sslcluster.store.io import file_sha256
@@ -258,6 +259,7 @@ def export_split(cfg: DictConfig, run: RunDir, split: str, checkpoint: Path | No
     """
     if features not in FEATURES:
         raise SSLClusterError(f"export.features={features!r}; valid: {', '.join(FEATURES)}")
+    resolve_data_defaults(cfg)  # data.*=auto (no-op where the pipeline already decided them)
     dtype = np.dtype(cfg.export.dtype)
     if dtype not in (np.float32, np.float16):
         raise SSLClusterError(f"export.dtype={cfg.export.dtype!r}; valid: float32, float16")

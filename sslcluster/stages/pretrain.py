@@ -31,6 +31,7 @@ from sslcluster.ssl.monitors import LabeledImages, MonitorConfig, OnlineMonitors
 from sslcluster.ssl.schedule import TimeBudget, parse_max_time
 from sslcluster.ssl.speed import apply_speed, split_trainer_config
 from sslcluster.stages.common import build, build_source, to_plain
+from sslcluster.stages.data_defaults import resolve_data_defaults
 from sslcluster.tracking.loggers import build_logger, finish_wandb
 from sslcluster.store.rundir import RunDir
 
@@ -123,6 +124,7 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
 
     ``logger``: the Lightning logger to train with (the pipeline passes its tracker's, so later results join the
     same W&B run); None builds one from ``cfg.logger`` here and finishes it when training ends."""
+    resolve_data_defaults(cfg)  # data.*=auto (no-op where the pipeline already decided them)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     check_augmentation(cfg)
     ckpt_path = resume_path(cfg, run)
