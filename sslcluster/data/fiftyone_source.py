@@ -55,10 +55,14 @@ class FiftyOneSource:
         where = f"FiftyOne dataset {dataset!r}" + (f" view {view!r}" if view else "")
         if len(collection) == 0:
             raise SSLClusterError(f"{where} has no samples (data.source.dataset / data.source.view)")
-        ids, paths, tags = collection.values(["id", "filepath", "tags"])
-        names = classification_labels(collection, label_field) if label_field else [None] * len(ids)
-        order = sorted(range(len(ids)), key=lambda k: walk_order(paths[k]))
-        ids, paths, tags, names = ([xs[k] for k in order] for xs in (ids, paths, tags, names))
+        all_ids, all_paths, all_tags = collection.values(["id", "filepath", "tags"])
+        all_names = (classification_labels(collection, label_field, where) if label_field
+                     else [None] * len(all_ids))
+        order = sorted(range(len(all_ids)), key=lambda k: walk_order(all_paths[k]))
+        ids: list[str] = [str(all_ids[k]) for k in order]
+        paths: list[str] = [str(all_paths[k]) for k in order]
+        tags: list[list[str]] = [list(all_tags[k] or []) for k in order]
+        names: list[str | None] = [all_names[k] for k in order]
         result = scan_files(paths, policy=bad_files, max_pixels=int(max_pixels), validate=validate, cache=cache,
                             cache_dir=cache_dir, cache_key=f"fiftyone:{dataset}:{view or ''}")
         self.skipped: list[Skipped] = result.skipped
@@ -67,12 +71,13 @@ class FiftyOneSource:
         if not keep:
             raise SSLClusterError(f"no readable image in {where}: all {len(paths)} files were skipped (first: "
                                   f"{'; '.join(f'{s.path}: {s.reason}' for s in self.skipped[:3])})")
-        ids, paths, tags, names = ([xs[k] for k in keep] for xs in (ids, paths, tags, names))
+        ids, paths = [ids[k] for k in keep], [paths[k] for k in keep]
+        tags, names = [tags[k] for k in keep], [names[k] for k in keep]
         self.classes = sorted({n for n in names if n is not None}) or None
         lookup = {c: k for k, c in enumerate(self.classes or [])}
         labels = (np.asarray([lookup.get(n, -1) if n is not None else -1 for n in names], dtype=np.int64)
                   if self.classes else None)
-        tagged = [{t for t in (ts or []) if t in FOLDER_SPLITS} for ts in tags]
+        tagged = [{t for t in ts if t in FOLDER_SPLITS} for ts in tags]
         own = split_tags and all(any(s in t for t in tagged) for s in FOLDER_SPLITS)
         rows = list(range(len(ids)))
         if split in ("train", "test") and own:

@@ -56,16 +56,17 @@ def load_collection(dataset: str, view: str | None = None, key: str = "data.sour
     return ds.load_saved_view(view)
 
 
-def classification_labels(collection: Any, field: str, key: str = "data.source.label_field") -> list[str | None]:
-    """The ``label`` of the Classification ``field`` of every sample of ``collection`` (None where unset)."""
+def classification_labels(collection: Any, field: str, where: str,
+                          key: str = "data.source.label_field") -> list[str | None]:
+    """The ``label`` of the Classification ``field`` of every sample of ``collection`` (None where unset);
+    ``where`` names the collection in errors."""
     schema = collection.get_field_schema()
     if field not in schema:
-        raise SSLClusterError(f"{key}={field!r}: no such field in FiftyOne dataset {collection.dataset_name!r} "
-                              f"(fields: {', '.join(schema)})")
+        raise SSLClusterError(f"{key}={field!r}: no such field in {where} (fields: {', '.join(schema)})")
     fo = import_fiftyone()
     doc_type = getattr(schema[field], "document_type", None)
     if doc_type is not fo.Classification:
-        raise SSLClusterError(f"{key}={field!r} is not a Classification field of {collection.dataset_name!r}")
+        raise SSLClusterError(f"{key}={field!r} is not a Classification field of {where}")
     return [None if v is None else str(v) for v in collection.values(f"{field}.label")]
 
 
@@ -121,10 +122,10 @@ def set_classifications(dataset: Any, field: str, values: dict[str, dict[str, An
 
 
 def register_visualization(dataset: Any, brain_key: str, sample_ids: Sequence[str], embeddings: Any,
-                           points: Any = None, seed: int = 0) -> Any:
+                           points: Any = None, method: str = "umap", seed: int = 0) -> Any:
     """The 2-D projection of ``embeddings`` (N, D; row i is sample ``sample_ids[i]``) under ``brain_key``, shown
-    by the App's embeddings panel: ``points`` (N, 2) as given (the run's own), else a UMAP computed by FiftyOne
-    Brain. A visualization already under ``brain_key`` is replaced."""
+    by the App's embeddings panel: ``points`` (N, 2) as given (the run's own), else computed by FiftyOne Brain with
+    ``method`` (umap, pca, tsne). A visualization already under ``brain_key`` is replaced."""
     import fiftyone.brain as fob
 
     if brain_key in dataset.list_brain_runs():
@@ -133,7 +134,7 @@ def register_visualization(dataset: Any, brain_key: str, sample_ids: Sequence[st
     if points is not None:
         return fob.compute_visualization(view, points=points, brain_key=brain_key, method="manual",
                                          progress=False)
-    return fob.compute_visualization(view, embeddings=embeddings, brain_key=brain_key, method="umap", seed=seed,
+    return fob.compute_visualization(view, embeddings=embeddings, brain_key=brain_key, method=method, seed=seed,
                                      progress=False)
 
 

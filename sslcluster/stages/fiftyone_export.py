@@ -10,8 +10,9 @@ A persistent FiftyOne dataset (``fiftyone.dataset``, default: the run key) gets
   ``name`` and ``description`` as ``names.json`` holds them;
 - per representation (``learned``, ``pixels``, ``timm_<model>``; the brain key), its primary clustering's
   embeddings registered with FiftyOne Brain as a 2-D visualization: the run's own UMAP points
-  (``clusters/<key>/projection_umap.npz``, written by evaluation) when they cover every clustered row, else a
-  UMAP computed by FiftyOne Brain;
+  (``clusters/<key>/projection_umap.npz``, written by evaluation with its scatter plot; else its PCA or t-SNE
+  points) when they cover every clustered row, else a projection computed by FiftyOne Brain
+  (``fiftyone.method``, UMAP by default);
 - ``info["sslcluster"]``: the run key and folder, ``metrics.json`` and each clustering's ``metrics.json``;
 - a saved workspace ``sslcluster``: the sample grid beside the embeddings panel of the learned representation,
   coloured by its clustering.
@@ -130,17 +131,22 @@ def _cluster_values(clustering: Clustering, sample_of: dict[str, str]) -> dict[s
     return out
 
 
-def _points(clustering: Clustering, n: int) -> np.ndarray | None:
-    """The run's own UMAP points (N, 2) of the clustering's rows when evaluation kept them for every row."""
-    kept = clustering.projection("umap")
-    if kept is None:
-        return None
-    rows, xy = kept
-    if len(rows) != n or not np.array_equal(np.sort(rows), np.arange(n)):
-        return None
-    out = np.empty((n, 2), dtype=np.float32)
-    out[rows] = xy
-    return out
+def _points(clustering: Clustering, n: int) -> tuple[np.ndarray | None, str]:
+    """The run's own 2-D points (N, 2) of the clustering's rows and the projection's name, when evaluation kept
+    them for every row: its UMAP, else its PCA or t-SNE; else ``(None, "")``."""
+    from sslcluster.evaluation.plots import PROJECTIONS
+
+    for method in PROJECTIONS:  # umap first
+        kept = clustering.projection(method)
+        if kept is None:
+            continue
+        rows, xy = kept
+        if len(rows) != n or not np.array_equal(np.sort(rows), np.arange(n)):
+            continue
+        out = np.empty((n, 2), dtype=np.float32)
+        out[rows] = xy
+        return out, method
+    return None, ""
 
 
 def export_run(cfg: DictConfig, run: RunDir) -> Any:
@@ -171,11 +177,11 @@ def export_run(cfg: DictConfig, run: RunDir) -> Any:
             key = display_name(metric_prefix(str(record["representation"])))
             es = c.read_embeddings(record)
             rows = [sample_of[p] for p in es.index.paths]
-            points = _points(c, len(rows))
-            log.info("brain key %s: %d points (%s)", key, len(rows),
-                     "the run's own UMAP" if points is not None else "UMAP computed by FiftyOne Brain")
+            points, own = _points(c, len(rows))
+            log.info("brain key %s: %d points (%s)", key, len(rows), f"the run's own {own}" if points is not None
+                     else f"{fcfg.method} computed by FiftyOne Brain")
             fo_int.register_visualization(dataset, key, rows, np.asarray(es.array, dtype=np.float32), points,
-                                          seed=int(cfg.seed))
+                                          method=str(fcfg.method), seed=int(cfg.seed))
             brain_keys[key] = c.key
     dataset.info = {**(dataset.info or {}), "sslcluster": {
         "run": run.key, "run_dir": str(run.path.absolute()), "metrics": run.read_metrics(),
