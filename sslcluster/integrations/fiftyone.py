@@ -144,7 +144,9 @@ def save_workspace(dataset: Any, name: str, brain_key: str, color_field: str) ->
     fo = import_fiftyone()
     space = fo.Space(children=[
         fo.Panel(type="Samples", pinned=True),
-        fo.Panel(type="Embeddings", state={"brainResult": brain_key, "colorByField": f"{color_field}.label"}),
+        # openKey / colorField: the embeddings panel of FiftyOne 1.x; brainResult / colorByField: of older versions
+        fo.Panel(type="Embeddings", state={"openKey": brain_key, "colorField": f"{color_field}.label",
+                                           "brainResult": brain_key, "colorByField": f"{color_field}.label"}),
     ], orientation="horizontal")
     dataset.save_workspace(name, space, description="sslcluster: the run's clusters in the embeddings panel",
                            overwrite=True)
