@@ -160,14 +160,17 @@ def export_run(cfg: DictConfig, run: RunDir) -> Any:
     ids, paths, names, splits = _samples(run)
     files = media_paths(run, ids, paths)
     dataset = fo_int.open_dataset(name)
+    times = {"read": time.perf_counter() - t0}
     sample_ids = fo_int.upsert_samples(dataset, files, sample_ids=ids, tags=[sorted(s) for s in splits])
     sample_of = dict(zip(paths, sample_ids))
+    times["samples"] = time.perf_counter() - t0 - sum(times.values())
     label_field = str(fcfg.label_field)
     fo_int.set_classifications(dataset, label_field, {s: {"label": n} for s, n in zip(sample_ids, names)
                                                       if n is not None})
     clusterings = [c for c in run.clusterings() if c.read_record().get("status") == "complete"]
     for c in clusterings:
         fo_int.set_classifications(dataset, c.key, _cluster_values(c, sample_of))
+    times["fields"] = time.perf_counter() - t0 - sum(times.values())
     brain_keys: dict[str, str] = {}
     if fcfg.brain:
         for c in clusterings:
@@ -183,6 +186,7 @@ def export_run(cfg: DictConfig, run: RunDir) -> Any:
             fo_int.register_visualization(dataset, key, rows, np.asarray(es.array, dtype=np.float32), points,
                                           method=str(fcfg.method), seed=int(cfg.seed))
             brain_keys[key] = c.key
+    times["brain"] = time.perf_counter() - t0 - sum(times.values())
     dataset.info = {**(dataset.info or {}), "sslcluster": {
         "run": run.key, "run_dir": str(run.path.absolute()), "metrics": run.read_metrics(),
         "clusterings": {c.key: (c.metrics_path.is_file() and _read_json(c.metrics_path)) or {}
@@ -192,8 +196,9 @@ def export_run(cfg: DictConfig, run: RunDir) -> Any:
     if brain_keys:
         first = "learned" if "learned" in brain_keys else next(iter(brain_keys))
         fo_int.save_workspace(dataset, WORKSPACE, first, brain_keys[first])
-    log.info("FiftyOne dataset %r: %d samples, %d clusterings, brain keys %s (%.1f s)", name, len(dataset),
-             len(clusterings), ", ".join(brain_keys) or "none", time.perf_counter() - t0)
+    log.info("FiftyOne dataset %r: %d samples, %d clusterings, brain keys %s (%.1f s: %s)", name, len(dataset),
+             len(clusterings), ", ".join(brain_keys) or "none", time.perf_counter() - t0,
+             ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     return dataset
 
 
