@@ -187,6 +187,15 @@ def test_fiftyone_dataset_trains_to_the_folders_embeddings(fo, tmp_path):
     loaded = fo.load_dataset("fo")
     assert sorted(loaded.values("filepath")) == sorted(str(p) for p in files if "broken" not in p.name)
     assert any("it's \"0\" ö.png" in p for p in loaded.values("filepath"))
+    # written back onto the dataset trained on: the same samples (by sample id), none added
+    stage_fiftyone(compose([f"run.root={tmp_path / 'runs'}", "run.key=fo", f"fiftyone.dataset={ds.name}",
+                            "fiftyone.brain=false"]))
+    ds.reload()
+    assert len(ds) == len(files)
+    test = by_fiftyone.embeddings("test").index()
+    labels = np.load(by_fiftyone.path / "clusters" / "kmeans-test" / "labels.npy")
+    got = dict(zip(ds.values("id"), ds.values("kmeans-test.cluster_id")))
+    assert [got[i] for i in test.ids] == labels.tolist()
 
 
 def test_saved_view_and_missing_names_are_one_line_errors(fo, tmp_path):
