@@ -112,11 +112,19 @@ def upsert_samples(dataset: Any, filepaths: Sequence[str], sample_ids: Sequence[
     return ids
 
 
-def set_classifications(dataset: Any, field: str, values: dict[str, dict[str, Any]]) -> None:
+def set_classifications(dataset: Any, field: str, values: dict[str, dict[str, Any]], keep: bool = False) -> None:
     """Field ``field`` of ``dataset``: a Classification per sample id of ``values`` (its ``label`` and further
-    attributes), None on every other sample (a second call replaces the first)."""
+    attributes), None on every other sample (a second call replaces the first). With ``keep``, samples that hold a
+    value in ``field`` keep it and the others are left as they are: only empty ones are filled (a user's own
+    labels are never overwritten)."""
     fo = import_fiftyone()
-    if dataset.has_sample_field(field):
+    if keep and dataset.has_sample_field(field):
+        ids, current = dataset.values(["id", field])
+        filled = {i for i, v in zip(ids, current) if v is not None}
+        values = {i: v for i, v in values.items() if i not in filled}
+        if not values:
+            return
+    elif dataset.has_sample_field(field):
         dataset.clear_sample_field(field)
     # validate=False: the values are Classifications made here (FiftyOne's per-value check adds a fifth of the time)
     dataset.set_values(field, {i: fo.Classification(**v) for i, v in values.items()}, key_field="id",

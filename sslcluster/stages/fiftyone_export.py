@@ -4,7 +4,8 @@ A persistent FiftyOne dataset (``fiftyone.dataset``, default: the run key) gets
 
 - one sample per exported image (``filepath``; images that are no files, the digits' and torchvision's, are written
   once as PNG files to ``<run>/fiftyone/images/``), tagged with its split(s);
-- ``ground_truth`` (``fiftyone.label_field``): the held-out label as a Classification, where there is one;
+- ``ground_truth`` (``fiftyone.label_field``): the held-out label as a Classification, where there is one and the
+  sample has none yet (a dataset's own labels, e.g. of the dataset a run trained on, are never overwritten);
 - one field per clustering of the run, named by its key: a Classification whose ``label`` is the cluster's name
   when the LLM named it, else the cluster id (``noise`` for -1), with attributes ``cluster_id`` and, when named,
   ``name`` and ``description`` as ``names.json`` holds them;
@@ -166,7 +167,7 @@ def export_run(cfg: DictConfig, run: RunDir) -> Any:
     times["samples"] = time.perf_counter() - t0 - sum(times.values())
     label_field = str(fcfg.label_field)
     fo_int.set_classifications(dataset, label_field, {s: {"label": n} for s, n in zip(sample_ids, names)
-                                                      if n is not None})
+                                                      if n is not None}, keep=True)
     clusterings = [c for c in run.clusterings() if c.read_record().get("status") == "complete"]
     for c in clusterings:
         fo_int.set_classifications(dataset, c.key, _cluster_values(c, sample_of))
@@ -183,8 +184,9 @@ def export_run(cfg: DictConfig, run: RunDir) -> Any:
             points, own = _points(c, len(rows))
             log.info("brain key %s: %d points (%s)", key, len(rows), f"the run's own {own}" if points is not None
                      else f"{fcfg.method} computed by FiftyOne Brain")
-            fo_int.register_visualization(dataset, key, rows, np.asarray(es.array, dtype=np.float32), points,
-                                          method=str(fcfg.method), seed=int(cfg.seed))
+            vectors = None if points is not None else np.asarray(es.array, dtype=np.float32)  # (N, D) when computed
+            fo_int.register_visualization(dataset, key, rows, vectors, points, method=str(fcfg.method),
+                                          seed=int(cfg.seed))
             brain_keys[key] = c.key
     times["brain"] = time.perf_counter() - t0 - sum(times.values())
     dataset.info = {**(dataset.info or {}), "sslcluster": {

@@ -187,7 +187,14 @@ def test_fiftyone_dataset_trains_to_the_folders_embeddings(fo, tmp_path):
     loaded = fo.load_dataset("fo")
     assert sorted(loaded.values("filepath")) == sorted(str(p) for p in files if "broken" not in p.name)
     assert any("it's \"0\" ö.png" in p for p in loaded.values("filepath"))
-    # written back onto the dataset trained on: the same samples (by sample id), none added
+    # written back onto the dataset trained on: the same samples (by sample id), none added, its own labels kept
+    # (one relabelled by hand, one unlabelled: the run fills only the empty one)
+    first, second = ds.values("id")[:2]
+    for sid, value in ((first, fo.Classification(label="relabelled by hand", confidence=0.5)), (second, None)):
+        sample = ds[sid]
+        sample["ground_truth"] = value
+        sample.save()
+    assert ds.count("ground_truth") == len(files) - 1
     stage_fiftyone(compose([f"run.root={tmp_path / 'runs'}", "run.key=fo", f"fiftyone.dataset={ds.name}",
                             "fiftyone.brain=false"]))
     ds.reload()
@@ -196,6 +203,10 @@ def test_fiftyone_dataset_trains_to_the_folders_embeddings(fo, tmp_path):
     labels = np.load(by_fiftyone.path / "clusters" / "kmeans-test" / "labels.npy")
     got = dict(zip(ds.values("id"), ds.values("kmeans-test.cluster_id")))
     assert [got[i] for i in test.ids] == labels.tolist()
+    assert ds[first]["ground_truth"]["label"] == "relabelled by hand" and ds[first]["ground_truth"]["confidence"] == 0.5
+    path_second = ds[second]["filepath"]
+    exported = [p for s in ("train", "test") for p in by_fiftyone.embeddings(s).index().paths]
+    assert (ds[second]["ground_truth"] is not None) == (path_second in exported)
 
 
 def test_saved_view_and_missing_names_are_one_line_errors(fo, tmp_path):
