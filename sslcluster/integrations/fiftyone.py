@@ -149,12 +149,15 @@ def register_visualization(dataset: Any, brain_key: str, sample_ids: Sequence[st
 
 
 def save_workspace(dataset: Any, name: str, brain_key: str, color_field: str) -> None:
-    """Workspace ``name`` of ``dataset``: the sample grid beside the embeddings panel of ``brain_key``, coloured by
-    the label of the Classification ``color_field`` (replacing an older one of that name)."""
+    """Workspace ``name`` of ``dataset``: the sample grid beside the embeddings panel, its state naming
+    ``brain_key`` and the label of the Classification ``color_field`` as the colour (replacing an older workspace
+    of that name). The App of FiftyOne 1.22 keeps that panel state in the browser and opens the panel on its
+    list of brain keys regardless; ``brainResult`` and ``colorByField`` are the keys of the example in FiftyOne's
+    own ``Dataset.save_workspace`` documentation."""
     fo = import_fiftyone()
     space = fo.Space(children=[
         fo.Panel(type="Samples", pinned=True),
-        # openKey / colorField: the embeddings panel of FiftyOne 1.x; brainResult / colorByField: of older versions
+        # openKey / colorField: the names the 1.22 App's embeddings panel uses; brainResult / colorByField: the docs'
         fo.Panel(type="Embeddings", state={"openKey": brain_key, "colorField": f"{color_field}.label",
                                            "brainResult": brain_key, "colorByField": f"{color_field}.label"}),
     ], orientation="horizontal")

@@ -15,8 +15,9 @@ A persistent FiftyOne dataset (``fiftyone.dataset``, default: the run key) gets
   points) when they cover every clustered row, else a projection computed by FiftyOne Brain
   (``fiftyone.method``, UMAP by default);
 - ``info["sslcluster"]``: the run key and folder, ``metrics.json`` and each clustering's ``metrics.json``;
-- a saved workspace ``sslcluster``: the sample grid beside the embeddings panel of the learned representation,
-  coloured by its clustering.
+- a saved workspace ``sslcluster``: the sample grid beside the embeddings panel, the panel's state naming the
+  learned representation's brain key and its clustering as the colour (the App of FiftyOne 1.22 opens the
+  panel on its list of brain keys all the same: pick one, then ``Color by <clustering key>.label``).
 
 Samples are matched by sample id (a run trained on a FiftyOne dataset carries them in ``index.csv``) or by file
 path, so a second call updates the fields and adds nothing. The run is read only through :mod:`sslcluster.store`;
