@@ -8,6 +8,7 @@ same config tree as ``train.py``.
     sslcluster evaluate run.key=KEY [clustering.key=...]
     sslcluster name     run.key=KEY [clustering.key=...] [naming.model=...] [naming.dry_run=true]
     sslcluster report   run.key=KEY                   write runs/<key>/report.html again
+    sslcluster fiftyone run.key=KEY [--launch]        the run as a FiftyOne dataset (the fiftyone extra)
     sslcluster runs     [KEY] [run.root=runs]
     sslcluster compare  RUN_DIR... | GLOB | MULTIRUN_FOLDER [--out DIR] [--by KEY,...] [--metrics M,...|all]
 
@@ -39,6 +40,7 @@ def _stages() -> dict[str, Callable]:
         "evaluate": pipeline.stage_evaluate,
         "name": pipeline.stage_name,
         "report": pipeline.stage_report,
+        "fiftyone": pipeline.stage_fiftyone,
     }
 
 
@@ -58,6 +60,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "clusters with a vision LLM into clusters/<key>/names.json."),
     "report": ("run.key=KEY [report.images_per_cluster=N] [overrides]", "Write runs/<key>/report.html from what "
                "the run holds: metrics, pictures, a gallery per cluster, config and stage times."),
+    "fiftyone": ("run.key=KEY [fiftyone.dataset=NAME] [--launch | fiftyone.launch=true]", "Load a run into a "
+                 "persistent FiftyOne dataset (default: named after the run; a second call updates it): one sample "
+                 "per exported image, ground_truth, a field per clustering, the embeddings' 2-D projection per "
+                 "representation under its brain key, the metrics in its info; --launch serves the App on it. "
+                 'Needs pip install -e ".[fiftyone]".'),
 }
 
 
@@ -172,6 +179,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "sslcluster") -> int:
         if any(a in ("-h", "--help") for a in rest):
             print(command_help(command, prog))
             return 0
+        if command == "fiftyone" and "--launch" in rest:
+            rest = [a for a in rest if a != "--launch"] + ["fiftyone.launch=true"]
         rest, show_cfg = _cfg_request(rest)
         if show_cfg is not None:
             from sslcluster.config import compose, to_yaml

@@ -474,3 +474,21 @@ def stage_report(cfg: DictConfig) -> RunDir:
         page = write_report(cfg, run)
         print(f"report: {page} (written in {time.perf_counter() - start:.1f} s)\nrun key: {run.key}")
     return run
+
+
+def stage_fiftyone(cfg: DictConfig) -> RunDir:
+    """Load an existing run into a persistent FiftyOne dataset (``fiftyone.dataset``, default the run key) and,
+    with ``fiftyone.launch``, serve the FiftyOne App on it (the ``fiftyone`` extra)."""
+    from sslcluster.stages.fiftyone_export import WORKSPACE, export_run
+
+    with open_run(cfg, "fiftyone", must_exist=True) as run:
+        dataset = export_run(cfg, run)
+        print(f"FiftyOne dataset: {dataset.name} ({len(dataset)} samples)\nrun key: {run.key}")
+        launch = bool(cfg.fiftyone.launch)
+        if launch:
+            run.release()  # the App may run for hours: other stages may work in the run meanwhile
+    if launch:
+        from sslcluster.integrations.fiftyone import launch_app
+
+        launch_app(dataset, int(cfg.fiftyone.port), str(cfg.fiftyone.address), workspace=WORKSPACE)
+    return run

@@ -246,21 +246,11 @@ def check_policy(policy: str) -> str:
     return policy
 
 
-def scan_folder(root: str | os.PathLike, policy: str = "skip", max_pixels: int = DEFAULT_MAX_PIXELS,
-                validate: str = "full", cache: bool = True,
-                cache_dir: str | os.PathLike | None = None) -> ScanResult:
-    """Scan ``root`` (see the module docstring). Raises SSLClusterError on the first bad file under ``fail``, and
-    when no usable image is found."""
-    check_policy(policy)
-    if validate not in VALIDATE:
-        raise SSLClusterError(f"data.scan.validate={validate!r}; valid: {', '.join(VALIDATE)}")
-    if int(max_pixels) <= 0:
-        raise SSLClusterError(f"data.scan.max_pixels={max_pixels} must be positive")
-    root = Path(root)
-    if not root.is_dir():
-        raise SSLClusterError(f"image folder not found: {display_path(root)} (data.source.root)")
-    found, skipped = _walk(root)
-    cpath = cache_path(root, max_pixels, validate, cache_dir) if cache else None
+def _judge(root: Path, found: list[tuple[str, int, int]], skipped: list[Skipped], policy: str, max_pixels: int,
+           validate: str, cpath: Path | None) -> tuple[list[str], list[Skipped], int]:
+    """Usable files (paths ``root/<relative path>``), the skipped ones and how many were inspected, of the
+    ``found`` entries (relative path, size, mtime_ns): verdicts taken from the cache file ``cpath`` while a file is
+    unchanged, else from :func:`inspect_image`; the cache is rewritten with the verdicts of the entries found."""
     cached = _read_cache(cpath) if cpath else {}
     verdicts: dict[tuple[str, int, int], str | None] = {}
     files: list[str] = []
@@ -291,6 +281,65 @@ def scan_folder(root: str | os.PathLike, policy: str = "skip", max_pixels: int =
         if cpath is not None and validated:
             present = set(found)
             _write_cache(cpath, root, {**{k: v for k, v in cached.items() if k in present}, **verdicts})
+    return files, skipped, validated
+
+
+def scan_files(paths: Sequence[str], policy: str = "skip", max_pixels: int = DEFAULT_MAX_PIXELS,
+               validate: str = "full", cache: bool = True, cache_dir: str | os.PathLike | None = None,
+               cache_key: str = "files") -> ScanResult:
+    """Check a list of image files (absolute paths, e.g. a FiftyOne dataset's) as :func:`scan_folder` checks a
+    folder's: the same verdicts, policy and cache (one cache file per ``cache_key``). ``files`` keeps the order of
+    ``paths``; a path that is missing, not a regular file or without an image extension is skipped with its
+    reason (under ``fail`` too, as a scan stops only for image files that cannot be read)."""
+    check_policy(policy)
+    if validate not in VALIDATE:
+        raise SSLClusterError(f"data.scan.validate={validate!r}; valid: {', '.join(VALIDATE)}")
+    if int(max_pixels) <= 0:
+        raise SSLClusterError(f"data.scan.max_pixels={max_pixels} must be positive")
+    root = Path("/")
+    found: list[tuple[str, int, int]] = []
+    skipped: list[Skipped] = []
+    for path in paths:
+        full = os.path.abspath(path)
+        if not full.lower().endswith(IMAGE_EXTENSIONS):
+            skipped.append(Skipped(full, f"not an image extension: {os.path.splitext(full)[1] or '(none)'}"))
+            continue
+        try:
+            st = os.stat(full)
+        except OSError as e:
+            skipped.append(Skipped(full, f"cannot stat: {e.strerror}"))
+            continue
+        if not os.path.isfile(full):
+            skipped.append(Skipped(full, "not a regular file"))
+            continue
+        found.append((os.path.relpath(full, root), st.st_size, st.st_mtime_ns))
+    cpath = None
+    if cache:
+        digest = hashlib.sha256(cache_key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+        base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        cpath = base / f"files-{digest}-{int(max_pixels)}-{validate}.json"
+    files, skipped, validated = _judge(root, found, skipped, policy, int(max_pixels), validate, cpath)
+    if skipped:
+        log.info("check of %d listed files: %d images, %d skipped", len(paths), len(files), len(skipped))
+    return ScanResult(root, files, skipped, validated)
+
+
+def scan_folder(root: str | os.PathLike, policy: str = "skip", max_pixels: int = DEFAULT_MAX_PIXELS,
+                validate: str = "full", cache: bool = True,
+                cache_dir: str | os.PathLike | None = None) -> ScanResult:
+    """Scan ``root`` (see the module docstring). Raises SSLClusterError on the first bad file under ``fail``, and
+    when no usable image is found."""
+    check_policy(policy)
+    if validate not in VALIDATE:
+        raise SSLClusterError(f"data.scan.validate={validate!r}; valid: {', '.join(VALIDATE)}")
+    if int(max_pixels) <= 0:
+        raise SSLClusterError(f"data.scan.max_pixels={max_pixels} must be positive")
+    root = Path(root)
+    if not root.is_dir():
+        raise SSLClusterError(f"image folder not found: {display_path(root)} (data.source.root)")
+    found, skipped = _walk(root)
+    cpath = cache_path(root, max_pixels, validate, cache_dir) if cache else None
+    files, skipped, validated = _judge(root, found, skipped, policy, max_pixels, validate, cpath)
     if not files:
         if not found:
             raise SSLClusterError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under "

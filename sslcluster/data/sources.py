@@ -153,6 +153,26 @@ def write_split_file(path: Path, assignment: dict[str, str]) -> None:
     write_csv(path, ("id", "split"), sorted(assignment.items()))
 
 
+def held_out_rows(ids: list[str], labels: np.ndarray | None, split: str, fraction: float, seed: int,
+                  split_file: str | None, where: str) -> list[int]:
+    """Positions of the rows of ``split`` (``train`` | ``test``) among ``ids`` under the run's recorded held-out
+    assignment ``split_file`` when there is one (ids added since are left out of both splits, with a warning), else
+    a new seeded one (:func:`holdout_split`), written to ``split_file`` when given. ``where`` names the images in
+    messages."""
+    record = Path(split_file) if split_file else None
+    if record is not None and record.is_file():
+        assignment = read_split_file(record)
+        new = [i for i in ids if i not in assignment]
+        if new:
+            log.warning("%d images of %s are not in the run's split record %s (added since it was made): left "
+                        "out of both splits", len(new), where, record)
+    else:
+        assignment = holdout_split(ids, labels, fraction, seed, root=where)
+        if record is not None:
+            write_split_file(record, assignment)
+    return [k for k, i in enumerate(ids) if assignment.get(i) == split]
+
+
 class ImageFolderSource:
     """A folder of images, with or without its own ``train/`` and ``test/`` sub-folders.
 
@@ -230,19 +250,8 @@ class ImageFolderSource:
 
     def _held_out(self, files, labels, split, fraction, seed, split_file):
         """The rows of ``split`` under the recorded (or a new, seeded, stratified) held-out assignment."""
-        ids = [i for _, i, _ in files]
-        record = Path(split_file) if split_file else None
-        if record is not None and record.is_file():
-            assignment = read_split_file(record)
-            new = [i for i in ids if i not in assignment]
-            if new:
-                log.warning("%d images of %s are not in the run's split record %s (added since it was made): left "
-                            "out of both splits", len(new), display_path(self.root), record)
-        else:
-            assignment = holdout_split(ids, labels, fraction, seed, root=display_path(self.root))
-            if record is not None:
-                write_split_file(record, assignment)
-        keep = [k for k, i in enumerate(ids) if assignment.get(i) == split]
+        keep = held_out_rows([i for _, i, _ in files], labels, split, fraction, seed, split_file,
+                             display_path(self.root))
         return [files[k] for k in keep], (labels[keep] if labels is not None else None)
 
     def __len__(self) -> int:

@@ -91,6 +91,7 @@ def evaluation_plots(cfg: DictConfig, cluster_dir: Path, record: dict[str, Any],
             x = l2_normalize(x)
         for m in projections:
             xy = plots.project_2d(x, m, seed=cfg.seed)
+            clustering.write_projection(m, sel, xy)  # the same points for other views of the run (FiftyOne)
             written.append(plots.scatter_2d(xy, labels_pred[sel], labels_true[sel], out / f"scatter_{m}.png", m,
                                             names, title=f"{record['key']} ({record['algorithm']})",
                                             cluster_names=cluster_names))

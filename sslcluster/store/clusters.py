@@ -25,12 +25,15 @@ import numpy as np
 
 from sslcluster.errors import SSLClusterError
 from sslcluster.store.embeddings import EmbeddingIndex, Embeddings, EmbeddingSet
-from sslcluster.store.io import csv_unescape, read_json
+from sslcluster.store.io import atomic_path, csv_unescape, read_json
 from sslcluster.store.representations import LEARNED, PIXELS, key_prefix
 from sslcluster.store.runconfig import own_cluster_key, read_run_config
 
 RECORD = "record.json"
 LABELS = "labels.npy"
+#: the 2-D projection evaluation drew (``projection_<method>.npz``: ``rows`` (R,) int64 positions among the
+#: clustering's rows, ``xy`` (R, 2) float32)
+PROJECTION = "projection_{}.npz"
 
 
 class Clustering:
@@ -125,6 +128,37 @@ class Clustering:
         if labels.ndim != 1:
             raise SSLClusterError(f"{self.labels_path}: expected a 1-D array of labels, got shape {labels.shape}")
         return labels
+
+    def projection_path(self, method: str) -> Path:
+        """``projection_<method>.npz`` (written by evaluation with its scatter plot)."""
+        return self.path / PROJECTION.format(method)
+
+    def write_projection(self, method: str, rows: np.ndarray, xy: np.ndarray) -> Path:
+        """Keep the 2-D points ``xy`` (R, 2) of the clustering's rows ``rows`` (R,) that a ``method`` projection
+        (umap, pca, tsne) placed, so other views of the run (the FiftyOne App) show the same picture."""
+        rows = np.asarray(rows, dtype=np.int64)
+        xy = np.asarray(xy, dtype=np.float32)
+        if xy.shape != (len(rows), 2):
+            raise SSLClusterError(f"{self.path}: {len(rows)} rows but points of shape {xy.shape}")
+        path = self.projection_path(method)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, rows=rows, xy=xy)
+        return path
+
+    def projection(self, method: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(rows (R,) int64, xy (R, 2) float32)`` of the ``method`` projection evaluation kept, or None."""
+        path = self.projection_path(method)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as z:
+                rows, xy = np.asarray(z["rows"], dtype=np.int64), np.asarray(z["xy"], dtype=np.float32)
+        except (OSError, ValueError, KeyError) as e:
+            raise SSLClusterError(f"{path}: not a readable projection file ({e})") from None
+        if xy.shape != (len(rows), 2):
+            raise SSLClusterError(f"{path}: {len(rows)} rows but points of shape {xy.shape}")
+        return rows, xy
 
     def load(self) -> tuple[dict[str, Any], np.ndarray]:
         """``(record, labels)`` of a complete clustering."""

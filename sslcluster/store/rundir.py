@@ -203,6 +203,13 @@ class RunDir:
         """The embeddings set ``embeddings/<name>/``."""
         return Embeddings(self.embeddings_dir(name))
 
+    def embedding_sets(self) -> list[Embeddings]:
+        """Every complete embeddings set of the run (``embeddings/<name>/`` with its manifest), by name."""
+        folder = self.path / "embeddings"
+        if not folder.is_dir():
+            return []
+        return [Embeddings(p) for p in sorted(folder.iterdir()) if p.is_dir() and Embeddings(p).is_complete()]
+
     def clustering(self, key: str) -> Clustering:
         """The clustering ``clusters/<key>/`` (it may not exist yet)."""
         return Clustering(self.cluster_dir(key))
