@@ -186,3 +186,21 @@ def test_bad_head_settings_are_one_line_and_write_nothing(tmp_path, base, overri
     assert not (run / "clusters").exists() or not any((run / "clusters").iterdir())
     assert main(["cluster", *base, *SCAN, "clustering.fit_split=train", override]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_scan_self_labelling_trains_the_selected_head_on_its_confident_points():
+    from sslcluster.clustering.heads.scan import SCANHeads
+
+    x, y = planted(240, 3, seed=0)
+    common = dict(k=3, num_heads=2, num_neighbors=5, epochs=10, batch_size=64, optimizer="adam", lr=0.01,
+                  device="cpu", features=None, mine_features=None)
+    plain = SCANHeads(**common)
+    plain.fit(x)
+    algo = SCANHeads(**common, self_label_epochs=3, confidence_threshold=0.9, self_label_lr=1e-3,
+                     self_label_batch_size=64)
+    algo.fit(x)
+    assert algo.best_head == plain.best_head  # self-labelling starts from SCAN's selected head
+    curve = algo.training_curve()
+    assert len(curve) == 13 and all("self_label_ce" in row for row in curve[10:])
+    assert all(0 < row["confident_fraction"] <= 1 for row in curve[10:])
+    assert normalized_mutual_info_score(y, algo.assign(x)) > 0.9
