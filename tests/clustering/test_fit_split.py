@@ -204,3 +204,15 @@ def test_scan_self_labelling_trains_the_selected_head_on_its_confident_points():
     assert len(curve) == 13 and all("self_label_ce" in row for row in curve[10:])
     assert all(0 < row["confident_fraction"] <= 1 for row in curve[10:])
     assert normalized_mutual_info_score(y, algo.assign(x)) > 0.9
+
+
+def test_the_heads_training_curve_is_in_the_report(tmp_path, base):
+    from sslcluster.stages.report import write_report
+
+    run = make_run(tmp_path / "runs")
+    cfg = compose(base + SCAN + ["clustering.fit_split=train", "clustering.key=h"])
+    stage_cluster(cfg)
+    stage_evaluate(cfg)
+    assert (run / "clusters" / "h" / "plots" / "training_curve.png").is_file()
+    html = write_report(cfg, RunDir(run)).read_text()
+    assert "clusters/h/plots/training_curve.png" in html
