@@ -258,18 +258,25 @@ class TrainProgress(pl.Callback):
 
     def __init__(self) -> None:
         self.bar: Any = None
+        self.total = 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Open the progress bar over the estimated steps, starting at the current step (rank 0 only)."""
         if not trainer.is_global_zero:
             return
         total = trainer.estimated_stepping_batches
-        total = int(total) if math.isfinite(total) else 0
-        self.bar = progress(total, "training", unit="step", initial=int(trainer.global_step))
+        self.total = int(total) if math.isfinite(total) else 0
+        self.bar = progress(self.total, "training", unit="step", initial=int(trainer.global_step))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        """Advance the progress bar by one step; show the epoch on an epoch's first batch."""
+        """Advance the progress bar by one step; show the epoch on an epoch's first batch. When a time budget
+        fixes the run's steps (``step_plan``), the bar counts towards them from then on."""
+        plan = pl_module.step_plan if isinstance(pl_module, SSLMethod) else None
+        if self.bar is not None and plan is not None and not plan.pending and plan.total not in (None, self.total):
+            self.bar.close()
+            self.total = int(plan.total)  # type: ignore[arg-type]
+            self.bar = progress(self.total, "training", unit="step", initial=max(int(trainer.global_step) - 1, 0))
         if self.bar is not None:
             if hasattr(self.bar, "set_postfix_str") and batch_idx == 0:
                 self.bar.set_postfix_str(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
