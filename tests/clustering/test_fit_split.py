@@ -216,3 +216,19 @@ def test_the_heads_training_curve_is_in_the_report(tmp_path, base):
     assert (run / "clusters" / "h" / "plots" / "training_curve.png").is_file()
     html = write_report(cfg, RunDir(run)).read_text()
     assert "clusters/h/plots/training_curve.png" in html
+
+
+def test_heads_read_their_rows_in_mini_batches_and_blocks(monkeypatch):
+    """The heads never read the embeddings whole: mini-batches for training, blocks for mining and predictions."""
+    from sslcluster.clustering.heads import common
+    from sslcluster.clustering.heads.scan import SCANHeads
+
+    from clustering.test_streaming import RowReader
+
+    monkeypatch.setattr(common, "BLOCK", 100)
+    x, y = planted(600, 3, seed=0)
+    rows, mine = RowReader(x), RowReader(x[:, :8].copy())
+    algo = SCANHeads(k=3, num_heads=2, num_neighbors=5, epochs=3, batch_size=64, device="cpu")
+    algo.fit_rows(rows, None, mine)
+    assert rows.max_rows <= 100 and algo.trained_on == 600
+    assert mine.max_rows == 600  # the mining features are read whole, for faiss
