@@ -195,7 +195,7 @@ def trainer_mode(args: argparse.Namespace, root: Path, work: Path, device: torch
                 if args.backbone == "tiny" else
                 [f"backbone={args.backbone}", f"backbone.module.cifar_stem={str(args.cifar_stem).lower()}"])
     overrides = [
-        "data=image_folder", f"data.source.root={root}", "augmentation=simclr", "method=simclr",
+        "data=image_folder", f"data.source.root={root}", "augmentation=simclr", "method=simclr", *FIXED_DATA,
         f"data.image_size={args.image_size}", f"data.batch_size={args.batch_size}",
         f"data.num_workers={args.workers}", "data.pipeline=device", f"data.device_cache.dir={work / 'cache'}",
         *backbone, f"trainer={'gpu' if cuda else 'cpu'}", f"trainer.accelerator={'gpu' if cuda else 'cpu'}",
@@ -216,6 +216,12 @@ def trainer_mode(args: argparse.Namespace, root: Path, work: Path, device: torch
     return out
 
 
+#: the image folder's data settings fixed (CIFAR-10's), so no data-aware default is decided from the images: the
+#: throughput of a given configuration is measured
+FIXED_DATA = ["data.channels=3", "data.num_classes=10", "data.mean=[0.4914,0.4822,0.4465]",
+              "data.std=[0.2470,0.2435,0.2616]", "data.cluster_split=test"]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -225,7 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bf16 = args.precision == "bf16"
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="sslcluster-throughput-"))
     root = prepare_data(args.data, args.synthetic, args.image_size, work)
-    cfg = compose(["data=image_folder", f"data.source.root={root}", "augmentation=simclr",
+    cfg = compose(["data=image_folder", f"data.source.root={root}", "augmentation=simclr", *FIXED_DATA,
                    f"data.image_size={args.image_size}", f"data.batch_size={args.batch_size}",
                    f"data.num_workers={args.workers}", "data.pipeline=cpu",
                    f"data.device_cache.dir={work / 'cache'}"])

@@ -40,8 +40,9 @@ def test_end_to_end_run_directory(tiny, capsys):
     assert metrics["ari"] == pytest.approx(adjusted_rand_score(truth, pred), abs=1e-12)
     assert metrics["acc"] == pytest.approx(reference_hungarian(truth, pred), abs=1e-12)
     # one epoch on digits: far above chance (kNN 0.1; NMI of random 10-way labels ~0.05). The projection NMI is
-    # 0.18 since SimCLR's hidden layer follows the tiny backbone's 16 features (issue 32)
-    assert metrics["nmi"] > 0.15 and metrics["knn_top1"] > 0.5
+    # 0.18 since SimCLR's hidden layer follows the tiny backbone's 16 features (issue 32); kNN 0.38 since the one
+    # epoch's 22 steps warm up for 2 (10 % of the run) and then decay, where the warm-up filled the run before
+    assert metrics["nmi"] > 0.15 and metrics["knn_top1"] > 0.3
     assert (p / "checkpoints" / "last.ckpt").is_file()
     for split in ("train", "test", "test_projection", "pixels_train", "pixels_test"):
         es = read_embeddings(p / "embeddings" / split, with_labels=True)

@@ -104,6 +104,17 @@ METRICS: tuple[Metric, ...] = (
     Metric("time_<stage>_s", "Wall time of a stage, seconds (pretrain, export, cluster, naming, evaluate, baseline, "
                              "report).", scope="run", fmt=".1f"),
     Metric("wall_time_s", "Wall time of the whole run, seconds.", scope="run", fmt=".1f"),
+    Metric("train_steps", "Optimiser steps pretraining took.", scope="run", fmt="d"),
+    Metric("train_epochs", "Epochs pretraining reached (optimiser steps over steps per epoch).", scope="run",
+           fmt=".2f"),
+    Metric("train_planned_steps", "Optimiser steps the learning-rate schedule spans (max_epochs, max_steps, or "
+                                  "a time budget's measured rate).", scope="run", fmt="d"),
+    Metric("train_fit_s", "Seconds of this session's training loop (first batch to the end of training).",
+           scope="run", fmt=".1f"),
+    Metric("train_images_per_s", "Training images per second over this session's optimiser steps.", scope="run",
+           fmt=".1f"),
+    Metric("train_time_budget_s", "The time budget of pretraining (trainer.max_time), seconds.", scope="run",
+           fmt=".0f"),
     Metric("seed", "The run's seed.", scope="run", fmt="d"),
 )
 

@@ -85,6 +85,7 @@ def check_resume_config(cfg: DictConfig, ckpt_path: Path) -> None:
 
 def build_monitors(cfg: DictConfig, run_path: Path | None = None) -> OnlineMonitors | None:
     """The kNN / linear-probe monitors on the labeled train and test splits, or None when off or unlabeled."""
+    resolve_data_defaults(cfg)  # data.*=auto (no-op where already decided)
     settings: dict[str, Any] = dict(OmegaConf.to_container(cfg.get("monitor") or {}, resolve=True))  # type: ignore[arg-type]
     settings.setdefault("num_workers", int(cfg.data.num_workers))
     mcfg = MonitorConfig(**settings)
