@@ -29,7 +29,7 @@ from sslcluster.stages.pixels_umap import export_pixels_umap
 from sslcluster.stages.export import export_split
 from sslcluster.stages.pretrain import pretrain
 from sslcluster.stages.report import report, write_report
-from sslcluster.store.embeddings import Embeddings, read_manifest
+from sslcluster.store.embeddings import Embeddings, read_embeddings, read_manifest
 from sslcluster.store.io import write_text
 from sslcluster.store.representations import LEARNED, PIXELS, PIXELS_UMAP, key_prefix, metric_prefix, parse_baseline
 from sslcluster.store.rundir import RunDir
@@ -313,6 +313,10 @@ def validation_figures(cfg: DictConfig, run: RunDir, checkpoint: Path | None, le
     """Figures for tuning (``val_*``): a validation subset of the train split, never the test split."""
     val_fraction = float((cfg.evaluate.get("validation") or {}).get("fraction", 0) or 0)
     if not (cfg.stages.evaluate and val_fraction > 0 and "train" in learned.splits):
+        return {}
+    labels = read_embeddings(learned.splits["train"], with_labels=True).index.labels
+    if labels is None or not (labels >= 0).any():
+        log.info("no validation figures: the train split has no labels")
         return {}
     with timed("evaluate"):
         train_clustered = learned.splits["train"]

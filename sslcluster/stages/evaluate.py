@@ -211,7 +211,9 @@ def evaluate_representation(cfg: DictConfig, train_dir: Path, test_dir: Path) ->
     unlabelled = [name for name, es in (("train", train), ("test", test))
                   if es.index.labels is None or not (np.asarray(es.index.labels) >= 0).any()]
     if unlabelled:  # e.g. a folder of photos without class folders: the label-free figures stand alone
-        note_no_labels(f"kNN and linear-probe accuracy (the {' and '.join(unlabelled)} split has no labels)")
+        note_no_labels("kNN and linear-probe accuracy (no labels in the "
+                       + (" and ".join(unlabelled) + " splits" if len(unlabelled) > 1 else f"{unlabelled[0]} split")
+                       + ")")
         return {}
     assert train.index.labels is not None and test.index.labels is not None
     tx, ty = train.array, train.index.labels
