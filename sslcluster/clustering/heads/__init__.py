@@ -1,0 +1,1 @@
+"""Learned clustering heads (SCAN, TEMI) trained on frozen embeddings, and their losses."""
