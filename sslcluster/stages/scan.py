@@ -47,7 +47,7 @@ from sslcluster.stages.cluster import prepare_cluster_dir
 from sslcluster.stages.common import build, build_source, resolve_device, to_plain
 from sslcluster.stages.export import export_split
 from sslcluster.store.embeddings import Embeddings, open_streaming
-from sslcluster.store.io import read_json, write_json, write_npy, write_text
+from sslcluster.store.io import write_json, write_npy, write_text
 from sslcluster.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,7 @@ def _fit(cfg: DictConfig, run: RunDir, trainer: pl.Trainer, module: pl.Lightning
     ckpt = str(last) if resume and last.is_file() else None
     if ckpt is not None:
         _check_same(_checkpoint_settings(last), module.settings, last)  # type: ignore[arg-type]
+    module.train()  # Lightning keeps the modules' mode: the loaded backbone and the evaluation passes left eval mode
     previous = os.environ.get(RUN_KEY_ENV)
     os.environ[RUN_KEY_ENV] = run.key  # processes started by Lightning's DDP launcher reuse this run directory
     try:
@@ -238,8 +239,7 @@ def check_targets(cfg: DictConfig, run: RunDir) -> bool:
             raise SSLClusterError(f"scan.resume=last: no checkpoint {scan_dir / 'checkpoints' / 'scan' / 'last.ckpt'}"
                                   f" in run {run.key}")
         return True
-    done = [k for k in scan_keys(cfg).values() if read_json(run.cluster_dir(k) / "record.json").get("status")
-            == "complete"] if is_global_rank_zero() else []
+    done = [k for k in scan_keys(cfg).values() if run.clustering(k).read_record().get("status") == "complete"]
     if (scan_dir.exists() or done) and not cfg.scan.overwrite:
         raise SSLClusterError(f"run {run.key} already has a SCAN stage ({scan_dir if scan_dir.exists() else done[0]});"
                               " continue it with scan.resume=last or redo it with scan.overwrite=true")
