@@ -388,11 +388,12 @@ def stage_scan(cfg: DictConfig) -> RunDir:
     check_scan_config(cfg)
     checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
     with open_run(cfg, "scan", must_exist=True) as run:
-        if checkpoint is None:
-            checkpoint = _existing_file(str(run.checkpoints_dir / "last.ckpt"), "checkpoint (set checkpoint=PATH)")
+        pretrained = checkpoint or run.checkpoints_dir / "last.ckpt"
+        if not pretrained.is_file():
+            raise SSLClusterError(f"checkpoint not found: {pretrained} (set checkpoint=PATH)")
         timed = _Timer()
         with timed("scan"):
-            scanned = scan_stage(cfg, run, checkpoint)
+            scanned = scan_stage(cfg, run, pretrained)
         if not is_global_rank_zero():
             return run
         metrics = score_scan(cfg, scanned, timed)

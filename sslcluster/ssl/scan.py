@@ -75,6 +75,7 @@ class Cutout:
         self.length = int(length)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        """A copy of ``img`` (C, H, W) with one square zeroed."""
         h, w = img.shape[-2:]
         side = int(torch.randint(1, self.length + 1, ()).item())
         cy, cx = int(torch.randint(h, ()).item()), int(torch.randint(w, ()).item())
@@ -168,7 +169,7 @@ class ClusteringModel(nn.Module):
         if num_heads < 1:
             raise SSLClusterError(f"scan.num_heads={num_heads} must be at least 1")
         self.backbone = backbone
-        dim = int(getattr(backbone, "out_dim"))
+        dim = int(backbone.out_dim)  # every backbone of sslcluster.ssl.backbones declares it
         self.heads = nn.ModuleList([nn.Linear(dim, num_clusters) for _ in range(num_heads)])
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:

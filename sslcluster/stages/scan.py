@@ -136,7 +136,8 @@ def _embeddings(cfg: DictConfig, run: RunDir, split: str, features: str, checkpo
     return path
 
 
-def _trainer(cfg: DictConfig, run: RunDir, step: str, epochs: int, curve: EpochCurve) -> tuple[pl.Trainer, Path]:
+def _trainer(cfg: DictConfig, run: RunDir, step: str, epochs: int, curve: EpochCurve,
+             extra: list[pl.Callback] | None = None) -> tuple[pl.Trainer, Path]:
     ckpt_dir = run.path / SCAN_DIR / "checkpoints" / step
     last = ckpt_dir / "last.ckpt"
     kwargs, speed = split_trainer_config(cfg.trainer)
@@ -147,7 +148,8 @@ def _trainer(cfg: DictConfig, run: RunDir, step: str, epochs: int, curve: EpochC
         pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="epoch{epoch:04d}", auto_insert_metric_name=False,
                                      save_last=True, every_n_epochs=int(speed["checkpoint_every_n_epochs"]),
                                      save_top_k=1, monitor=None, enable_version_counter=False),
-        CheckpointOnInterrupt(last), RNGState(), NonFiniteLossGuard(ckpt_dir), FinalCheckpoint(last), curve]
+        CheckpointOnInterrupt(last), RNGState(), NonFiniteLossGuard(ckpt_dir), FinalCheckpoint(last), curve,
+        *(extra or [])]
     kwargs["enable_progress_bar"] = False
     if progress_mode() != "off":
         callbacks.append(TrainProgress())
@@ -248,9 +250,10 @@ def check_targets(cfg: DictConfig, run: RunDir) -> bool:
     return False
 
 
-def scan_stage(cfg: DictConfig, run: RunDir, checkpoint: Path) -> list[Path]:
+def scan_stage(cfg: DictConfig, run: RunDir, checkpoint: Path, callbacks: list[pl.Callback] | None = None) -> list[Path]:
     """Run SCAN's three steps on the pretrained ``checkpoint`` of ``run``; the clustering folders written (global
-    rank 0; the other processes of a DDP launch return an empty list after training)."""
+    rank 0; the other processes of a DDP launch return an empty list after training). ``callbacks``: more
+    Lightning callbacks for both training steps."""
     check_scan_config(cfg)
     s = cfg.scan
     train_source = build_source(cfg, "train", run.path)
@@ -291,7 +294,7 @@ def scan_stage(cfg: DictConfig, run: RunDir, checkpoint: Path) -> list[Path]:
                         entropy_weight=float(s.entropy_weight), update_cluster_head_only=bool(s.update_cluster_head_only))
     module.settings = _settings(cfg, "scan")
     curve = EpochCurve()
-    trainer, last = _trainer(cfg, run, "scan", int(s.epochs), curve)
+    trainer, last = _trainer(cfg, run, "scan", int(s.epochs), curve, callbacks)
     t0 = time.perf_counter()
     _fit(cfg, run, trainer, module, _loader(NeighborPairs(train_source, neighbors, strong_tf), int(s.batch_size),
                                             workers), last, resume, "scan")
@@ -339,7 +342,7 @@ def scan_stage(cfg: DictConfig, run: RunDir, checkpoint: Path) -> list[Path]:
                                   class_balance=bool(sl.class_balance))
         module3.settings = {**_settings(cfg, "selflabel"), "head": head}
         curve3 = EpochCurve()
-        trainer3, last3 = _trainer(cfg, run, "selflabel", int(sl.epochs), curve3)
+        trainer3, last3 = _trainer(cfg, run, "selflabel", int(sl.epochs), curve3, callbacks)
         t0 = time.perf_counter()
         _fit(cfg, run, trainer3, module3, _loader(WeakStrong(train_source, eval_tf, strong_tf), int(sl.batch_size),
                                                   workers), last3, resume, "selflabel")
