@@ -336,7 +336,7 @@ class EpochCurve(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         """Count the batch's items."""
-        self._items += int(batch[0].shape[0]) * trainer.world_size
+        self._items += len(batch[-1]) * trainer.world_size  # the row positions (B,) end every batch
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Append the epoch's row."""

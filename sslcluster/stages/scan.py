@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -250,6 +250,50 @@ def check_targets(cfg: DictConfig, run: RunDir) -> bool:
     return False
 
 
+def _mine(cfg: DictConfig, run: RunDir, checkpoint: Path, n_train: int) -> np.ndarray:
+    """Step 1: the neighbours (N_train, k + 1) of the train rows on ``scan.mine_features`` of the pretrained model
+    (exported now if the export stage left none); rank 0 writes ``scan/neighbors.npy`` and ``neighbors.json``."""
+    s = cfg.scan
+    mine_path = _embeddings(cfg, run, "train", str(s.mine_features), checkpoint)
+    mine_set = Embeddings(mine_path).read(with_labels=False)
+    if len(mine_set.array) != n_train:
+        raise SSLClusterError(f"{mine_path} has {len(mine_set.array)} rows, the train split {n_train}")
+    neighbors = mine_neighbors(np.asarray(mine_set.array, dtype=np.float32), int(s.num_neighbors))
+    if is_global_rank_zero():
+        write_npy(run.path / SCAN_DIR / "neighbors.npy", neighbors)
+        write_json(run.path / SCAN_DIR / "neighbors.json", {
+            "num_neighbors": int(s.num_neighbors), "columns": int(neighbors.shape[1]), "self_included": True,
+            "metric": "cosine", "features": str(s.mine_features), "embeddings": run.store_path(mine_path),
+            "ids_sha256": Embeddings(mine_path).index().ids_sha256()})
+    return neighbors
+
+
+def _selflabel(cfg: DictConfig, run: RunDir, model: ClusteringModel, head: int, data: WeakStrong, resume: bool,
+               callbacks: list[pl.Callback] | None, assign: Callable[[], np.ndarray], clustered_emb: Path,
+               info: dict[str, Any], key: str) -> Path | None:
+    """Step 3: self-label ``model`` (its one kept head, ``head`` of step 2) and write its clustering ``key``
+    (global rank 0; None elsewhere)."""
+    sl = cfg.scan.selflabel
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    module = SelfLabelModule(model, lr=float(sl.lr), weight_decay=float(sl.weight_decay),
+                             confidence_threshold=float(sl.confidence_threshold), class_balance=bool(sl.class_balance))
+    module.settings = {**_settings(cfg, "selflabel"), "head": head}
+    curve = EpochCurve()
+    trainer, last = _trainer(cfg, run, "selflabel", int(sl.epochs), curve, callbacks)
+    t0 = time.perf_counter()
+    _fit(cfg, run, trainer, module, _loader(data, int(sl.batch_size), int(cfg.data.num_workers)), last, resume,
+         "selflabel")
+    times = {"train": time.perf_counter() - t0}
+    if not is_global_rank_zero():
+        return None
+    t0 = time.perf_counter()
+    labels = assign()
+    times["assign"] = time.perf_counter() - t0
+    info = {**info, "from_head": head, "checkpoint_selflabel": run.store_path(last), "images_per_s": _rate(curve.rows)}
+    params = {k: (float(v) if isinstance(v, float) else v) for k, v in to_plain(sl).items()}
+    return _write_clustering(cfg, run, key, "scan_selflabel", labels, clustered_emb, params, info, curve.rows, times)
+
+
 def scan_stage(cfg: DictConfig, run: RunDir, checkpoint: Path, callbacks: list[pl.Callback] | None = None) -> list[Path]:
     """Run SCAN's three steps on the pretrained ``checkpoint`` of ``run``; the clustering folders written (global
     rank 0; the other processes of a DDP launch return an empty list after training). ``callbacks``: more
@@ -273,17 +317,7 @@ def scan_stage(cfg: DictConfig, run: RunDir, checkpoint: Path, callbacks: list[p
 
     # 1. neighbours, on the pretrained model's exported train features (every process mines the same, in memory)
     t0 = time.perf_counter()
-    mine_path = _embeddings(cfg, run, "train", str(s.mine_features), checkpoint)
-    mine_set = Embeddings(mine_path).read(with_labels=False)
-    if len(mine_set.array) != len(train_source):
-        raise SSLClusterError(f"{mine_path} has {len(mine_set.array)} rows, the train split {len(train_source)}")
-    neighbors = mine_neighbors(np.asarray(mine_set.array, dtype=np.float32), int(s.num_neighbors))
-    if is_global_rank_zero():
-        write_npy(run.path / SCAN_DIR / "neighbors.npy", neighbors)
-        write_json(run.path / SCAN_DIR / "neighbors.json", {
-            "num_neighbors": int(s.num_neighbors), "columns": int(neighbors.shape[1]), "self_included": True,
-            "metric": "cosine", "features": str(s.mine_features), "embeddings": run.store_path(mine_path),
-            "ids_sha256": Embeddings(mine_path).index().ids_sha256()})
+    neighbors = _mine(cfg, run, checkpoint, len(train_source))
     times["mine"] = time.perf_counter() - t0
 
     # 2. backbone + heads on neighbour pairs
@@ -335,27 +369,9 @@ def scan_stage(cfg: DictConfig, run: RunDir, checkpoint: Path, callbacks: list[p
 
     # 3. self-labelling from the chosen head
     if "selflabel" in keys:
-        sl = s.selflabel
-        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        module3 = SelfLabelModule(model, lr=float(sl.lr), weight_decay=float(sl.weight_decay),
-                                  confidence_threshold=float(sl.confidence_threshold),
-                                  class_balance=bool(sl.class_balance))
-        module3.settings = {**_settings(cfg, "selflabel"), "head": head}
-        curve3 = EpochCurve()
-        trainer3, last3 = _trainer(cfg, run, "selflabel", int(sl.epochs), curve3, callbacks)
-        t0 = time.perf_counter()
-        _fit(cfg, run, trainer3, module3, _loader(WeakStrong(train_source, eval_tf, strong_tf), int(sl.batch_size),
-                                                  workers), last3, resume, "selflabel")
-        t3 = {"train": time.perf_counter() - t0}
-        if is_global_rank_zero():
-            t0 = time.perf_counter()
-            labels = assign()
-            t3["assign"] = time.perf_counter() - t0
-            info = {**pretrained, "from_head": head, "checkpoint_selflabel": run.store_path(last3),
-                    "images_per_s": _rate(curve3.rows)}
-            params3 = {k: (float(v) if isinstance(v, float) else v) for k, v in to_plain(sl).items()}
-            written.append(_write_clustering(cfg, run, keys["selflabel"], "scan_selflabel", labels, clustered_emb,
-                                             params3, info, curve3.rows, t3))
+        done = _selflabel(cfg, run, model, head, WeakStrong(train_source, eval_tf, strong_tf), resume, callbacks,
+                          assign, clustered_emb, pretrained, keys["selflabel"])
+        written += [done] if done is not None else []
     return written
 
 
