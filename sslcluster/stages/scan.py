@@ -236,6 +236,8 @@ def check_targets(cfg: DictConfig, run: RunDir) -> bool:
     ``scan.resume=last``, and a resume without a checkpoint. With ``scan.overwrite`` the old files go."""
     scan_dir = run.path / SCAN_DIR
     resume = cfg.scan.resume == "last"
+    if not is_global_rank_zero():  # rank 0 checks (and may already be writing scan/)
+        return resume
     if resume:
         if not (scan_dir / "checkpoints" / "scan" / "last.ckpt").is_file():
             raise SSLClusterError(f"scan.resume=last: no checkpoint {scan_dir / 'checkpoints' / 'scan' / 'last.ckpt'}"
@@ -245,7 +247,7 @@ def check_targets(cfg: DictConfig, run: RunDir) -> bool:
     if (scan_dir.exists() or done) and not cfg.scan.overwrite:
         raise SSLClusterError(f"run {run.key} already has a SCAN stage ({scan_dir if scan_dir.exists() else done[0]});"
                               " continue it with scan.resume=last or redo it with scan.overwrite=true")
-    if scan_dir.exists() and is_global_rank_zero():
+    if scan_dir.exists():
         shutil.rmtree(scan_dir)
     return False
 

@@ -23,6 +23,7 @@ from sslcluster.pipeline import stage_evaluate, stage_pretrain, stage_scan
 from sslcluster.ssl.scan import confidence_cross_entropy, mine_neighbors
 
 from test_resume_killed import child_env
+from tests.gloo import needs_gloo
 
 MODEL = ["trainer.max_epochs=1", "data.batch_size=64", "trainer.deterministic=true", "backbone.module.width=8",
          "backbone.module.depth=2", "logger=none", "monitor.knn=false", "monitor.linear=false",
@@ -194,3 +195,27 @@ def test_scan_stage_killed_mid_epoch_resumes_to_the_uninterrupted_weights(pretra
 def test_resume_without_a_scan_checkpoint_is_refused(pretrained, tmp_path):
     with pytest.raises(SSLClusterError, match="scan.resume=last: no checkpoint"):
         stage_scan(compose(copy_run(pretrained, tmp_path, "a") + ["scan.resume=last"]))
+
+
+@pytest.mark.slow
+@needs_gloo
+def test_scan_stage_under_two_process_ddp(tmp_path):
+    """``train.py trainer.devices=2 stages.scan=true`` (Lightning's DDP, 2 CPU processes): both processes train
+    SCAN's steps into the one run; rank 0 alone writes the clusterings, each once, scored in metrics.json."""
+    args = [sys.executable, str(Path(__file__).resolve().parents[2] / "train.py"), f"run.root={tmp_path / 'runs'}",
+            "run.key=ddp", "trainer.devices=2", "trainer.accelerator=cpu", *MODEL, "+trainer.limit_train_batches=2",
+            "clustering.algorithm.n_init=1", "evaluate.linear_probe=false", "stages.baseline=false",
+            "evaluate.plots.enabled=false", "report.enabled=false", "stages.scan=true", "scan.epochs=1",
+            "scan.batch_size=32", "scan.selflabel.epochs=1", "scan.selflabel.batch_size=32"]
+    env = child_env()
+    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+        env.pop(var, None)
+    proc = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "runs" / "ddp"
+    for step in ("scan", "selflabel"):
+        ckpt = torch.load(run / "scan" / "checkpoints" / step / "last.ckpt", weights_only=False)
+        assert ckpt["global_step"] == 2  # trainer.limit_train_batches=2 steps per epoch, one epoch
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"scan_backbone_nmi", "scan_selflabel_nmi"} <= set(metrics)
+    assert sorted(p.name for p in (run / "clusters").iterdir()) == ["kmeans-test", *KEYS]
