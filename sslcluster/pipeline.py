@@ -194,6 +194,24 @@ def clustered_embeddings_name(cfg: DictConfig) -> str:
     return split if cfg.clustering.features == cfg.export.features else f"{split}_{cfg.clustering.features}"
 
 
+def clustering_exports(cfg: DictConfig) -> list[tuple[str, str, str]]:
+    """``(split, features, embeddings name)`` of every set the configured clustering reads: the clustered split
+    (``clustering.features``, or the features the algorithm reads itself), the split it is fitted on
+    (``clustering.fit_split``) and the features it mines neighbours on (SCAN: the projection head's outputs)."""
+    from sslcluster.clustering.base import ClusteringAlgorithm
+
+    algo = build(cfg.clustering.algorithm)
+    split, fit = cfg.clustering.split, cfg.clustering.get("fit_split")
+    reads = (algo.input_features() if isinstance(algo, ClusteringAlgorithm) else None) or cfg.clustering.features
+    pairs = [(split, cfg.clustering.features), (split, reads)]
+    if fit is not None:
+        pairs.append((fit, reads))
+    mine = algo.mining_features() if isinstance(algo, ClusteringAlgorithm) and algo.trains_on_rows else None
+    if mine is not None:
+        pairs.append((fit or split, mine))
+    return [(s, f, s if f == cfg.export.features else f"{s}_{f}") for s, f in dict.fromkeys(pairs)]
+
+
 def cluster_key(cfg: DictConfig, prefix: str = "") -> str:
     """The clustering's key: ``clustering.key``, else ``<algorithm>-<split>``, after ``prefix``."""
     base = cfg.clustering.key or f"{cfg.clustering.name}-{cfg.clustering.split}"
@@ -236,16 +254,22 @@ def export_representations(cfg: DictConfig, run: RunDir, checkpoint: Path | None
                 learned.splits[s] = export_split(cfg, run, s, checkpoint, cfg.export.features, model=learned.model,
                                                  eval_node=learned.eval_node, info=learned.info, distributed=True)
             learned.clustered = learned.splits[split]
-            if cfg.clustering.features != cfg.export.features:
-                learned.clustered = export_split(cfg, run, split, checkpoint, cfg.clustering.features,
-                                                 name=clustered_embeddings_name(cfg), distributed=True)
+            for s, features, name in clustering_exports(cfg):  # what the clustering reads beyond export.splits
+                if learned.model is not None and features != "backbone":
+                    continue  # a pretrained backbone used as it is has only backbone features
+                if features == cfg.export.features and s in learned.splits:
+                    continue
+                done = export_split(cfg, run, s, checkpoint, features, name=name, model=learned.model,
+                                    eval_node=learned.eval_node, info=learned.info, distributed=True)
+                if s == split and features == cfg.clustering.features:
+                    learned.clustered = done
     reps = [learned]
     if not is_global_rank_zero():
         return reps
     if embeddings is None:
         for base in baselines if baselines is not None else baseline_representations(cfg):
             with timed("baseline"):
-                for s in dict.fromkeys([*learned.splits, split]):
+                for s in dict.fromkeys([*learned.splits, split, *[f for f in [cfg.clustering.get("fit_split")] if f]]):
                     if base.name == PIXELS:
                         base.splits[s] = export_split(cfg, run, s, None, "pixels")
                     else:
@@ -425,9 +449,9 @@ def stage_export(cfg: DictConfig) -> RunDir:
                                          info=frozen.info, distributed=True))
             else:
                 done.append(export_split(cfg, run, s, checkpoint, cfg.export.features, distributed=True))
-        if cfg.clustering.features != cfg.export.features and frozen_model is None:  # what the cluster stage reads
-            done.append(export_split(cfg, run, cfg.clustering.split, checkpoint, cfg.clustering.features,
-                                     name=clustered_embeddings_name(cfg), distributed=True))
+        for s, features, name in clustering_exports(cfg):  # what the cluster stage reads
+            if frozen_model is None and not (features == cfg.export.features and s in cfg.export.splits):
+                done.append(export_split(cfg, run, s, checkpoint, features, name=name, distributed=True))
         if is_global_rank_zero():  # every process of a multi-process launch exported its share
             print("\n".join(f"exported: {d}" for d in done))
             print(f"run key: {run.key}\nrun dir: {run.path}")

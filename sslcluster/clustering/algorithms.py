@@ -144,6 +144,7 @@ class KMeans(ClusteringAlgorithm):
     trained_on: int | None = field(default=None, init=False)
     fit_fields = ("inertia", "n_iter", "trained_on")
     streams = True
+    assigns_new_points = True
 
     def resolved_train_size(self, n: int) -> int:
         """How many of ``n`` points k-means is trained on; a ``train_size`` above ``n`` is refused."""
@@ -379,8 +380,10 @@ class GaussianMixture(ClusteringAlgorithm):
     init_params: str = "kmeans"
     seed: int = 0
     bic: float | None = field(default=None, init=False)
+    model: Any = field(default=None, init=False, repr=False)
     fit_fields = ("bic",)
     provides_bic = True
+    assigns_new_points = True
 
     def check(self) -> None:
         """Raise a one-line error naming the first invalid setting."""
@@ -402,7 +405,22 @@ class GaussianMixture(ClusteringAlgorithm):
                     random_state=self.seed)
         labels = gmm.fit_predict(x.astype(np.float64)).astype(np.int64)
         self.bic = float(gmm.bic(x.astype(np.float64)))
+        self.model = gmm
         return labels
+
+    def fit(self, x: np.ndarray) -> None:
+        """Fit the mixture on ``x`` (T, D) float32 (``clustering.fit_split``); :meth:`assign` labels other points."""
+        self.fit_predict(x)
+
+    def start_assign(self) -> None:
+        """Nothing to reset: the mixture's assignment keeps no running figure."""
+
+    def assign(self, block: np.ndarray, checked: bool = False) -> np.ndarray:
+        """The most likely component (B,) int64 of each point of ``block`` (B, D) under the fitted mixture."""
+        if self.model is None:
+            raise RuntimeError("GaussianMixture.assign before fit")
+        block = np.asarray(block, dtype=np.float32) if checked else check_points(block)
+        return self.model.predict(block.astype(np.float64)).astype(np.int64)
 
 
 LINKAGES = ("ward", "average", "complete", "single")

@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
+
+
+class Rows(Protocol):
+    """An (N, D) array read by rows: a numpy array, or the run's memory-mapped embeddings
+    (:class:`sslcluster.store.embeddings.RowFile`). ``rows[start:end]`` reads a block, ``rows[idx]`` (an int array)
+    gathers rows in the order asked; only the rows asked for are read."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, item: Any) -> np.ndarray: ...
 
 
 class ClusteringAlgorithm:
@@ -31,6 +44,12 @@ class ClusteringAlgorithm:
     #: whether the algorithm reads the embeddings file itself (``fit_predict_file``: a distributed engine whose
     #: workers read blocks of it); the cluster stage then hands it the file instead of an array.
     reads_files: ClassVar[bool] = False
+    #: whether the algorithm labels points it was not fitted on (``fit``, then ``start_assign`` and ``assign``), so
+    #: ``clustering.fit_split`` can fit it on one split and assign another. Streaming algorithms do.
+    assigns_new_points: ClassVar[bool] = False
+    #: whether the algorithm trains by mini-batches over rows it reads itself (``fit_rows``: the learned heads),
+    #: so the cluster stage hands it the memory-mapped embeddings instead of a copy, then assigns with ``assign``.
+    trains_on_rows: ClassVar[bool] = False
 
     def check(self) -> None:
         """Validate the parameters before any work (preprocessing can take minutes); one-line errors."""
@@ -72,6 +91,26 @@ class ClusteringAlgorithm:
         """File-reading algorithms: cluster the rows of the (N, D) ``.npy`` file at ``path`` (L2-normalised when
         ``l2``) -> labels (N,) int64."""
         raise NotImplementedError(f"{type(self).__name__} does not read files")
+
+    def mining_features(self) -> str | None:
+        """Features (``projection``, ``backbone``) whose embeddings of the fitted split :meth:`fit_rows` mines
+        neighbours on; None: it mines on the points it reads."""
+        return None
+
+    def input_features(self) -> str | None:
+        """Features (``backbone``, ``projection``) the algorithm reads whatever ``clustering.features`` says (the
+        learned heads: SCAN's heads read backbone features); None: ``clustering.features``."""
+        return None
+
+    def training_curve(self) -> list[dict[str, float]]:
+        """Per epoch of a trained algorithm, its loss terms (the cluster stage writes them to ``curve.csv``)."""
+        return []
+
+    def fit_rows(self, rows: Rows, transform: Any, mine: Rows | None = None) -> None:
+        """Row-training algorithms: fit on the (N, D) ``rows``, each mini-batch passed through ``transform`` (the
+        preprocessing: (B, D) -> (B, D') float32) before use; ``mine`` (N, D_m): the embeddings of the same points
+        that neighbours are mined on (None: the transformed rows themselves)."""
+        raise NotImplementedError(f"{type(self).__name__} does not train on rows")
 
     def resolved_backend(self, n: int) -> str | None:
         """The library that fits ``n`` points (for algorithms with a ``backend`` choice), else None."""

@@ -75,7 +75,9 @@ class SOM(ClusteringAlgorithm):
     bmu: np.ndarray | None = field(default=None, init=False, repr=False)          # (N,) node index
     node_labels: np.ndarray | None = field(default=None, init=False, repr=False)  # (X*Y,) cluster per node
     quantization_error: float | None = field(default=None, init=False)
+    assigned_bmu: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
     fit_fields = ("quantization_error",)
+    assigns_new_points = True
 
     def check(self) -> None:
         """Validate the parameters (before any work)."""
@@ -134,6 +136,24 @@ class SOM(ClusteringAlgorithm):
         else:
             self.node_labels = self._cluster_nodes(flat, np.bincount(self.bmu, minlength=gx * gy))
         return self.node_labels[self.bmu]
+
+    def fit(self, x: np.ndarray) -> None:
+        """Train the map on ``x`` (T, D) (``clustering.fit_split``); :meth:`assign` labels other points."""
+        self.fit_predict(x)
+
+    def start_assign(self) -> None:
+        """Begin a pass of :meth:`assign`: the winning nodes it collects replace the fitted points' ones."""
+        self.assigned_bmu = []
+
+    def assign(self, block: np.ndarray, checked: bool = False) -> np.ndarray:
+        """Labels (B,) int64 of ``block`` (B, D): the cluster of each point's best-matching node."""
+        if self.weights is None or self.node_labels is None:
+            raise RuntimeError("SOM.assign before fit")
+        block = np.asarray(block, dtype=np.float32) if checked else check_points(block)
+        bmu = best_matching_units(block, self.weights.reshape(-1, self.weights.shape[-1]))
+        self.assigned_bmu.append(bmu)
+        self.bmu = np.concatenate(self.assigned_bmu)  # the pictures show the assigned points
+        return self.node_labels[bmu]
 
     def _cluster_nodes(self, flat: np.ndarray, hits: np.ndarray) -> np.ndarray:
         """Group the node weights (M, D) into k clusters; k-means weighs each node by its hit count, so empty

@@ -246,6 +246,21 @@ def k_selection_curves(result: dict[str, Any], path: str | Path) -> Path:
     return save(fig, path)
 
 
+def training_curve(curve: Sequence[dict[str, float]], path: str | Path, title: str = "training curve") -> Path:
+    """A trained clustering's loss terms per epoch (``curve.csv`` of the learned heads): one panel per term."""
+    terms = [k for k in dict.fromkeys(k for row in curve for k in row) if k not in ("epoch", "selected_head")]
+    fig, axes = plt.subplots(1, max(1, len(terms)), figsize=(4.0 * max(1, len(terms)), 3.2), squeeze=False,
+                             layout="constrained")
+    for ax, term in zip(axes[0], terms):
+        rows = [r for r in curve if term in r and r[term] != ""]
+        ax.plot([r["epoch"] for r in rows], [float(r[term]) for r in rows], "-", lw=1.2)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(term)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return save(fig, path)
+
+
 def confusion_matrix(labels_true: np.ndarray, labels_pred: np.ndarray, path: str | Path,
                      class_names: Sequence[str] | None = None, max_clusters: int = 60) -> Path:
     """Counts (clusters x classes) of the labelled points; clusters sorted by the class of their majority mapping,

@@ -26,18 +26,18 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from sslcluster.clustering.algorithms import (ASSIGN_BLOCK, fit_predict_shuffled, precheck, row_permutation,
-                                              train_rows)
+from sslcluster.clustering.algorithms import (ASSIGN_BLOCK, AUTO_TRAIN_SIZE, fit_predict_shuffled, precheck,
+                                              row_permutation, train_rows)
 from sslcluster.clustering.base import ClusteringAlgorithm
 from sslcluster.clustering.preprocess import Preprocessor, PreprocessConfig, preprocess
 from sslcluster.clustering.select_k import SelectKConfig, check_config, sweep_k
 from sslcluster.errors import SSLClusterError
 from sslcluster.evaluation.metrics import (QUALITY_SPACE, cluster_metrics, internal_metrics, internal_rows,
                                            quality_space)
-from sslcluster.evaluation.plots import k_selection_curves
+from sslcluster.evaluation.plots import k_selection_curves, training_curve
 from sslcluster.factory import build
-from sslcluster.store.embeddings import ARRAY, RowFile, open_streaming
-from sslcluster.store.io import read_json, write_json, write_npy
+from sslcluster.store.embeddings import ARRAY, RowFile, open_streaming, read_manifest
+from sslcluster.store.io import read_json, write_csv, write_json, write_npy
 from sslcluster.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,13 @@ def checked_algorithm(cfg: DictConfig, shape: tuple[int, ...], pre_cfg: Preproce
     if not isinstance(algo, ClusteringAlgorithm):
         raise SSLClusterError(f"clustering.algorithm._target_={cfg.clustering.algorithm.get('_target_')} is not a "
                               "ClusteringAlgorithm (sslcluster.clustering.base)")
+    check_for_points(cfg, algo, shape, pre_cfg, sel_cfg)
+    return algo
+
+
+def check_for_points(cfg: DictConfig, algo: ClusteringAlgorithm, shape: tuple[int, ...], pre_cfg: PreprocessConfig,
+                     sel_cfg: SelectKConfig | None) -> None:
+    """The algorithm's parameters, the preprocessing's and the k sweep's checked for embeddings of ``shape``."""
     n = int(shape[0])
     if sel_cfg is not None:
         check_config(sel_cfg, algo, n)
@@ -97,7 +104,6 @@ def checked_algorithm(cfg: DictConfig, shape: tuple[int, ...], pre_cfg: Preproce
         raise SSLClusterError(f"clustering={cfg.clustering.name} reads the embeddings file on its workers: only "
                               "clustering.preprocess.l2 applies (set pca_dim and umap_dim to null, "
                               "select_k.method to null)")
-    return algo
 
 
 def _select_k(cfg: DictConfig, algo: ClusteringAlgorithm, x: np.ndarray, sel_cfg: SelectKConfig,
@@ -112,14 +118,17 @@ def _select_k(cfg: DictConfig, algo: ClusteringAlgorithm, x: np.ndarray, sel_cfg
 
 def _cluster_streamed(cfg: DictConfig, array: RowFile, algo: ClusteringAlgorithm, pre_cfg: PreprocessConfig,
                       sel_cfg: SelectKConfig | None, record: dict[str, Any],
-                      out: Path) -> tuple[np.ndarray, int, float, float]:
+                      out: Path, fit_array: RowFile | None = None) -> tuple[np.ndarray, int, float, float]:
     """Streaming clustering of ``array`` (N, D), read from its file block by block: the preprocessing and the algorithm are fitted on
-    a seeded sample of ``train_size`` rows (random order), then every row is preprocessed and assigned block by
-    block. Memory: the sample, one block, and the labels (N,) int64. Returns labels, the clustered dimension and
-    the times preprocessing and k selection ended."""
+    a seeded sample of ``train_size`` rows (random order) of ``fit_array`` (another split: ``clustering.fit_split``;
+    default ``array`` itself), then every row of ``array`` is preprocessed and assigned block by block. Memory: the
+    sample, one block, and the labels (N,) int64. Returns labels, the clustered dimension and the times
+    preprocessing and k selection ended."""
     n = int(array.shape[0])
-    rows = train_rows(n, algo.resolved_train_size(n), cfg.seed)
-    sample = np.asarray(array[rows], dtype=np.float32)  # RowFile reads in file order, returns the rows' random order
+    source = array if fit_array is None else fit_array
+    n_fit = int(source.shape[0])
+    rows = train_rows(n_fit, algo.resolved_train_size(n_fit), cfg.seed)
+    sample = np.asarray(source[rows], dtype=np.float32)  # RowFile reads in file order, returns the rows' random order
     bad = ~np.isfinite(sample).all(axis=1)
     if bad.any():  # named by their rows in the file (the sample's own order is random)
         first = np.sort(rows[bad])
@@ -143,16 +152,131 @@ def _cluster_streamed(cfg: DictConfig, array: RowFile, algo: ClusteringAlgorithm
     return labels, dim, t1, t_sel
 
 
+def sibling_embeddings(embeddings: Path, split: str, features: str, key: str, required: bool = True) -> Path | None:
+    """The embeddings set beside ``embeddings`` (same representation) of ``split`` with ``features``
+    (``<prefix><split>`` or ``<prefix><split>_<features>``, checked against its manifest). Missing: a one-line error
+    naming ``key`` and the folders looked for, or None when not ``required``."""
+    manifest = read_manifest(embeddings)
+    cur_split, cur_features = manifest.get("split"), manifest.get("features")
+    if manifest.get("split") == split and cur_features == features:
+        return embeddings
+    name = embeddings.name
+    prefix = None
+    for tail in (f"{cur_split}_{cur_features}", str(cur_split)):
+        if cur_split is not None and name.endswith(tail):
+            prefix = name[:-len(tail)]
+            break
+    if prefix is None:
+        raise SSLClusterError(f"{key}: cannot tell the split of {embeddings} (its manifest names split "
+                              f"{cur_split!r}); give the run's own embeddings")
+    candidates = [f"{prefix}{split}_{features}", f"{prefix}{split}"]
+    for c in candidates:
+        folder = embeddings.parent / c
+        if (folder / "manifest.json").is_file():
+            m = read_manifest(folder)
+            if m.get("split") == split and m.get("features") == features:
+                return folder
+    if not required:
+        return None
+    raise SSLClusterError(f"{key}: no {split} embeddings of {features} features beside {embeddings} (looked for "
+                          f"{', '.join(candidates)}): export them (sslcluster export export.splits=[{split}] "
+                          f"export.features={features})")
+
+
+def _inputs(cfg: DictConfig, algo: ClusteringAlgorithm, embeddings: Path) -> tuple[Path, Path | None, Path | None]:
+    """What the algorithm reads: the embeddings it assigns (``embeddings``, or their sibling of the features the
+    algorithm reads, ``input_features``), those it is fitted on (``clustering.fit_split``: None for the same) and
+    those it mines neighbours on (``mining_features``: None for the fitted ones). A model without a projection head
+    (pixels, a pretrained backbone used as it is: no checkpoint) reads and mines its only features."""
+    manifest = read_manifest(embeddings)
+    trained = manifest.get("checkpoint") is not None and manifest.get("features") in ("backbone", "projection")
+    read = embeddings
+    want = algo.input_features()
+    if want is not None and trained and manifest.get("features") != want:
+        read = sibling_embeddings(embeddings, str(manifest.get("split")), want,
+                                  f"clustering.algorithm.features={want}") or embeddings
+    fit = None
+    fit_split = cfg.clustering.get("fit_split")
+    if fit_split is not None and fit_split != manifest.get("split"):
+        if not algo.assigns_new_points:
+            raise SSLClusterError(f"clustering.fit_split={fit_split}: clustering={cfg.clustering.name} cannot assign "
+                                  "points it was not fitted on; use one that can (kmeans, gmm, som, scan, temi) or "
+                                  "clustering.fit_split=null")
+        read_manifest_ = read_manifest(read)
+        fit = sibling_embeddings(read, str(fit_split), str(read_manifest_.get("features")),
+                                 f"clustering.fit_split={fit_split}")
+    mine = None
+    mf = algo.mining_features()
+    if mf is not None and algo.trains_on_rows and trained:
+        base = fit or read
+        if read_manifest(base).get("features") != mf:
+            mine = sibling_embeddings(base, str(read_manifest(base).get("split")), mf,
+                                      f"clustering.algorithm.mine_features={mf}")
+    return read, fit, mine
+
+
+def _cluster_rows(algo: ClusteringAlgorithm, array: RowFile, fit_array: RowFile, mine: RowFile | None,
+                  pre_cfg: PreprocessConfig, seed: int) -> tuple[np.ndarray, int, float]:
+    """A row-training algorithm (the learned heads): fitted by mini-batches read from ``fit_array`` (N_f, D),
+    neighbours mined on ``mine`` (N_f, D_m) when given; then every row of ``array`` (N, D) assigned block by
+    block. A PCA or UMAP of the preprocessing is fitted on a seeded sample of the fitted rows first. Returns
+    labels (N,), the dimension the algorithm read and the time its fit began."""
+    pre = Preprocessor(pre_cfg)
+    if pre_cfg.pca_dim or pre_cfg.umap_dim:
+        n_fit = int(fit_array.shape[0])
+        pre.fit_transform(np.asarray(fit_array[train_rows(n_fit, min(n_fit, AUTO_TRAIN_SIZE), seed)]))
+    t_fit = time.perf_counter()
+    algo.fit_rows(fit_array, pre.transform, mine)
+    n = int(array.shape[0])
+    algo.start_assign()
+    labels = np.empty(n, dtype=np.int64)
+    dim = 0
+    for s in range(0, n, ASSIGN_BLOCK):
+        block = pre.transform(array[s:s + ASSIGN_BLOCK], offset=s)
+        dim = int(block.shape[1])
+        labels[s:s + ASSIGN_BLOCK] = algo.assign(block, checked=True)
+    return labels, dim, t_fit
+
+
+def write_curve(out: Path, curve: list[dict[str, float]]) -> None:
+    """``curve.csv``: one row per epoch, a column per loss term (empty where an epoch has no such term)."""
+    columns = list(dict.fromkeys(k for row in curve for k in row))
+    write_csv(out / CURVE, columns, [[row.get(c, "") for c in columns] for row in curve])
+
+
+#: the training curve of a trained clustering (the learned heads), in its folder
+CURVE = "curve.csv"
+
+
 def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite: bool = False,
             representation: str = "learned", primary: bool = False) -> Path:
     """Cluster the embeddings set ``embeddings`` with ``cfg.clustering`` into ``clusters/<key>/``; its path.
 
     ``representation`` (``learned``, ``pixels``) and ``primary`` (the run's own clustering of that representation,
-    which its ``metrics.json`` summarises) are recorded in ``record.json``."""
-    manifest, array, ids_sha256 = open_streaming(embeddings)  # neither the array nor the index held in memory
+    which its ``metrics.json`` summarises) are recorded in ``record.json``. With ``clustering.fit_split`` the
+    algorithm is fitted on that split's embeddings (the same features, beside ``embeddings``) and assigns these;
+    an algorithm that reads other features (``input_features``: SCAN's heads read backbone features) reads their
+    sibling of the same split, and one that mines neighbours (``mining_features``) mines on the fitted split's
+    embeddings of those features."""
     pre_cfg = PreprocessConfig(**OmegaConf.to_container(cfg.clustering.preprocess, resolve=True), seed=cfg.seed)
     sel_cfg = select_k_config(cfg)
-    algo = checked_algorithm(cfg, array.shape, pre_cfg, sel_cfg)
+    algo = checked_algorithm(cfg, open_streaming(embeddings)[1].shape, pre_cfg, sel_cfg)
+    embeddings, fit_emb, mine_emb = _inputs(cfg, algo, embeddings)
+    manifest, array, ids_sha256 = open_streaming(embeddings)  # neither the array nor the index held in memory
+    fit_array = fit_ids = mine_array = None
+    if fit_emb is not None:
+        _, fit_array, fit_ids = open_streaming(fit_emb)
+        check_for_points(cfg, algo, fit_array.shape, pre_cfg, sel_cfg)  # k, neighbours against the fitted points
+        if fit_array.shape[1] != array.shape[1]:
+            raise SSLClusterError(f"clustering.fit_split={cfg.clustering.fit_split}: {fit_emb} has {fit_array.shape[1]}"
+                                  f" dimensions, {embeddings} {array.shape[1]}")
+    else:
+        check_for_points(cfg, algo, array.shape, pre_cfg, sel_cfg)
+    if mine_emb is not None:
+        mine_array = open_streaming(mine_emb)[1]
+    if algo.trains_on_rows and sel_cfg is not None:
+        raise SSLClusterError(f"clustering.select_k.method={sel_cfg.method}: clustering={cfg.clustering.name} trains "
+                              "its heads for a given k; set clustering.select_k.method=null")
     out = prepare_cluster_dir(run, key, overwrite)
     record: dict[str, Any] = {
         "key": key,
@@ -167,13 +291,31 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         "ids_sha256": ids_sha256,
         "n_points": int(array.shape[0]),
         "seed": cfg.seed,
+        "fit_split": cfg.clustering.get("fit_split"),
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if fit_emb is not None:
+        record.update({"fit_embeddings": run.store_path(fit_emb), "fit_ids_sha256": fit_ids,
+                       "fit_n_points": int(fit_array.shape[0])})  # type: ignore[union-attr]
+    if mine_emb is not None:
+        record["mine_embeddings"] = run.store_path(mine_emb)
     write_json(out / "record.json", record)
+    curve: list[dict[str, float]] = []
     try:
         t0 = time.perf_counter()
-        if algo.reads_files:  # a distributed engine: its workers read the file in blocks
+        if algo.trains_on_rows:
+            labels, dim, t1 = _cluster_rows(algo, array, fit_array if fit_array is not None else array, mine_array,
+                                            pre_cfg, int(cfg.seed))
+            t_sel = t1
+            curve = algo.training_curve()
+            if curve:
+                write_curve(out, curve)
+                training_curve(curve, out / "plots" / "training_curve.png",
+                               title=f"{cfg.clustering.name}: the heads' mean loss per epoch")
+        elif fit_array is not None:
+            labels, dim, t1, t_sel = _cluster_streamed(cfg, array, algo, pre_cfg, sel_cfg, record, out, fit_array)
+        elif algo.reads_files:  # a distributed engine: its workers read the file in blocks
             t1 = t_sel = time.perf_counter()
             labels = algo.fit_predict_file(embeddings / ARRAY, int(array.shape[0]), int(array.shape[1]),
                                            l2=pre_cfg.l2)
@@ -215,6 +357,7 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         "row_order": f"seeded permutation (seed {cfg.seed})",
         "fit_info": algo.fit_info(),
         "artifacts": sorted(artifacts),
+        "curve": CURVE if curve else None,
         "quality": quality,
         "times_s": {"preprocess": t1 - t0, "select_k": t_sel - t1, "fit": t2 - t_sel, "quality": t3 - t2},
         "status": "complete",

@@ -18,6 +18,7 @@ The run is then finished; in offline mode the folder to upload is printed (``wan
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections import Counter
 from contextlib import contextmanager
@@ -247,6 +248,11 @@ class Tracker:
                     table.add_data(r.cluster, r.size, wandb.Image(strip) if strip is not None else None, r.name,
                                    r.description, r.majority_label, r.purity)
                 payload[f"clusters/{cdir.name}"] = table
+        for curve in sorted(Path(self.run.path).glob("clusters/*/curve.csv")):  # the learned heads' training
+            with open(curve, newline="") as f:
+                rows = list(csv.reader(f))
+            if len(rows) > 1:
+                payload[f"curves/{curve.parent.name}"] = wandb.Table(columns=rows[0], data=rows[1:])
         if int(lc.get("max_embedding_rows", 0) or 0) > 0:
             tv_root = self.cfg.data.source.get("root") if "source" in self.cfg.data else None
             for cdir in sorted(p.parent for p in Path(self.run.path).glob("clusters/*/record.json")):
