@@ -2,8 +2,8 @@
 2020; reference: wvangansbeke/Unsupervised-Classification): the pieces the SCAN stage
 (:mod:`sslcluster.stages.scan`) wires together.
 
-1. :func:`mine_neighbors`: the top-k neighbours of every train image by cosine similarity of the pretrained
-   model's features, the image itself included (SCAN's ``utils/memory.py`` searches ``k + 1`` with faiss).
+1. :func:`sslcluster.clustering.heads.common.mine_neighbours`: the top-k neighbours of every train image by
+   cosine similarity of the pretrained model's features, the image itself included (SCAN's ``utils/memory.py``).
 2. :class:`SCANModule`: the pretrained backbone and ``num_heads`` linear heads trained together on (anchor,
    neighbour) image pairs (:class:`NeighborPairs`), both under SCAN's strong augmentation
    (:func:`strong_transform`), with the SCAN loss (:func:`sslcluster.clustering.heads.losses.scan_loss`); the head
@@ -35,30 +35,6 @@ from sslcluster.errors import SSLClusterError
 
 #: checkpoint entry holding the SCAN stage's settings (checked on resume) and the run config.
 SCAN_CONFIG_KEY = "sslcluster_scan"
-
-
-# -- neighbours --------------------------------------------------------------------------------------------
-
-def mine_neighbors(features: np.ndarray, k: int) -> np.ndarray:
-    """The ``k + 1`` nearest rows (N, k + 1) int64 of every row of ``features`` (N, D) by cosine similarity, most
-    similar first, the row itself included (SCAN's ``MemoryBank.mine_nearest_neighbors``: an exact inner-product
-    search of ``k + 1`` on L2-normalised features). Exact (faiss ``IndexFlatIP``), so the same on any machine."""
-    import faiss
-
-    x = np.ascontiguousarray(features, dtype=np.float32)
-    n = len(x)
-    if k < 1:
-        raise SSLClusterError(f"scan.num_neighbors={k} must be at least 1")
-    if k + 1 > n:
-        raise SSLClusterError(f"scan.num_neighbors={k}: more neighbours than the {n} train images allow "
-                              f"(at most {n - 1})")
-    if not np.isfinite(x).all():
-        raise SSLClusterError("the features neighbours are mined on contain NaN or inf")
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    _, idx = index.search(x, k + 1)
-    return idx.astype(np.int64)
 
 
 # -- augmentation ------------------------------------------------------------------------------------------

@@ -17,8 +17,6 @@ pictures and label-free quality are in that space.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import shutil
@@ -39,15 +37,16 @@ from sslcluster.evaluation.metrics import QUALITY_SPACE, cluster_metrics, intern
 from sslcluster.progress import mode as progress_mode
 from sslcluster.ssl.callbacks import CheckpointOnInterrupt, FinalCheckpoint, NonFiniteLossGuard, RNGState, TrainProgress
 from sslcluster.ssl.factory import load_method
+from sslcluster.clustering.heads.common import mine_neighbours
 from sslcluster.ssl.scan import (SCAN_CONFIG_KEY, ClusteringModel, EpochCurve, NeighborPairs, SCANModule,
-                                 SelfLabelModule, WeakStrong, all_logits, head_losses, mine_neighbors,
-                                 strong_transform)
+                                 SelfLabelModule, WeakStrong, all_logits, head_losses, strong_transform)
 from sslcluster.ssl.speed import split_trainer_config
-from sslcluster.stages.cluster import prepare_cluster_dir
+from sslcluster.evaluation.plots import training_curve
+from sslcluster.stages.cluster import prepare_cluster_dir, write_curve
 from sslcluster.stages.common import build, build_source, resolve_device, to_plain
 from sslcluster.stages.export import export_split
 from sslcluster.store.embeddings import Embeddings, open_streaming
-from sslcluster.store.io import write_json, write_npy, write_text
+from sslcluster.store.io import write_json, write_npy
 from sslcluster.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -57,6 +56,8 @@ SCAN_DIR = "scan"
 STEPS = ("scan", "selflabel")
 #: clustering keys (after them ``-<split>``) of step 2 and step 3
 KEYS = {"scan": "scan_backbone", "selflabel": "scan_selflabel"}
+#: the curve's columns that are not loss terms (left out of its picture)
+CURVE_TIMING = ("step", "seconds", "images", "images_per_s")
 
 
 def scan_keys(cfg: DictConfig) -> dict[str, str]:
@@ -189,15 +190,6 @@ def _loader(dataset: Any, batch_size: int, num_workers: int) -> torch.utils.data
                                        num_workers=num_workers, persistent_workers=False)
 
 
-def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
 def _write_clustering(cfg: DictConfig, run: RunDir, key: str, algorithm: str, labels: np.ndarray,
                       embeddings: Path, params: dict[str, Any], fit_info: dict[str, Any],
                       curve: list[dict[str, Any]], times: dict[str, float]) -> Path:
@@ -218,7 +210,9 @@ def _write_clustering(cfg: DictConfig, run: RunDir, key: str, algorithm: str, la
         quality = cluster_metrics(None, labels, None)
         rows = internal_rows(labels)
         quality.update(internal_metrics(quality_space(array[rows]), labels[rows]))
-        _write_curve(out / "curve.csv", curve)
+        write_curve(out, curve)
+        losses = [{k: v for k, v in row.items() if k not in CURVE_TIMING} for row in curve]
+        training_curve(losses, out / "plots" / "training_curve.png", title=f"{key}: loss terms per epoch")
         write_npy(out / "labels.npy", labels)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
@@ -260,7 +254,7 @@ def _mine(cfg: DictConfig, run: RunDir, checkpoint: Path, n_train: int) -> np.nd
     mine_set = Embeddings(mine_path).read(with_labels=False)
     if len(mine_set.array) != n_train:
         raise SSLClusterError(f"{mine_path} has {len(mine_set.array)} rows, the train split {n_train}")
-    neighbors = mine_neighbors(np.asarray(mine_set.array, dtype=np.float32), int(s.num_neighbors))
+    neighbors = mine_neighbours(np.asarray(mine_set.array, dtype=np.float32), int(s.num_neighbors))
     if is_global_rank_zero():
         write_npy(run.path / SCAN_DIR / "neighbors.npy", neighbors)
         write_json(run.path / SCAN_DIR / "neighbors.json", {

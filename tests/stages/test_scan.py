@@ -20,7 +20,7 @@ import torch
 from sslcluster.config import compose
 from sslcluster.errors import SSLClusterError
 from sslcluster.pipeline import stage_evaluate, stage_pretrain, stage_scan
-from sslcluster.ssl.scan import confidence_cross_entropy, mine_neighbors
+from sslcluster.ssl.scan import confidence_cross_entropy
 
 from test_resume_killed import child_env
 from tests.gloo import needs_gloo
@@ -63,7 +63,7 @@ def test_scan_stage_end_to_end_gives_scored_clusterings(pretrained, tmp_path):
         assert record["status"] == "complete" and record["primary"] is False
         assert labels.shape == (360,) and labels.min() >= 0 and labels.max() < 10
         assert (cdir / "curve.csv").read_text().splitlines()[0].startswith("epoch,step,")
-        assert (cdir / "metrics.json").is_file()
+        assert (cdir / "metrics.json").is_file() and (cdir / "plots" / "training_curve.png").is_file()
     rec = json.loads((run.path / "clusters" / KEYS[0] / "record.json").read_text())
     assert rec["fit_info"]["chosen_head"] == int(np.argmin(rec["fit_info"]["head_losses"]["total"]))
     assert len((run.path / "clusters" / KEYS[0] / "curve.csv").read_text().splitlines()) == 3  # header + 2 epochs
@@ -105,19 +105,6 @@ def test_bad_settings_get_one_line_and_nothing_written(pretrained, tmp_path, ove
         stage_scan(compose(overrides + [override]))
     assert "\n" not in str(e.value)
     assert not (tmp_path / "a" / "scan").exists() and not (tmp_path / "a" / "clusters").exists()
-
-
-def test_mine_neighbors_is_exact_cosine_with_self():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(50, 8)).astype(np.float32) * rng.uniform(0.1, 10, size=(50, 1)).astype(np.float32)
-    idx = mine_neighbors(x, 5)
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    sim = xn @ xn.T
-    assert idx.shape == (50, 6) and (idx[:, 0] == np.arange(50)).all()
-    expected = np.argsort(-sim, axis=1, kind="stable")[:, :6]
-    assert np.allclose(np.take_along_axis(sim, idx, 1), np.take_along_axis(sim, expected, 1), atol=1e-5)
-    with pytest.raises(SSLClusterError, match="scan.num_neighbors=50: more neighbours than the 50"):
-        mine_neighbors(x, 50)
 
 
 def test_confidence_cross_entropy_is_scans_balanced_masked_cross_entropy():
