@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from sslcluster.config import compose
+from sslcluster.data.sources import DigitsSource
 from sslcluster.errors import SSLClusterError
 from sslcluster.pipeline import stage_evaluate, stage_pretrain, stage_scan
 from sslcluster.ssl.scan import confidence_cross_entropy
@@ -76,9 +77,20 @@ def test_scan_stage_end_to_end_gives_scored_clusterings(pretrained, tmp_path):
     assert 0.0 <= scored["nmi"] <= 1.0 and scored["nmi"] == pytest.approx(metrics["scan_backbone_nmi"])
 
 
-def test_same_seed_same_assignments(pretrained, tmp_path):
+def test_same_seed_same_assignments_and_labels_never_read(pretrained, tmp_path, monkeypatch):
     a = stage_scan(compose(copy_run(pretrained, tmp_path, "a")))
+    # the same stage where every digits source carries shuffled labels: nothing SCAN does may change
+    original = DigitsSource.__init__
+
+    def poisoned(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.labels = np.random.default_rng(1).permutation(self.labels)
+
+    monkeypatch.setattr(DigitsSource, "__init__", poisoned)
     b = stage_scan(compose(copy_run(pretrained, tmp_path, "b")))
+    assert np.load(b.path / "embeddings" / "test_projection" / "embeddings.npy").shape == (360, 16)
+    assert json.loads((a.path / "metrics.json").read_text())["scan_backbone_nmi"] != \
+        json.loads((b.path / "metrics.json").read_text())["scan_backbone_nmi"]  # the poison reached evaluation
     for key in KEYS:
         assert np.array_equal(np.load(a.path / "clusters" / key / "labels.npy"),
                               np.load(b.path / "clusters" / key / "labels.npy")), key
@@ -129,6 +141,7 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     import pytorch_lightning as pl
     from sslcluster.config import compose
+from sslcluster.data.sources import DigitsSource
     from sslcluster.pipeline import open_run
     from sslcluster.stages.scan import scan_stage
 
