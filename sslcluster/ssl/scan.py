@@ -255,7 +255,8 @@ class SelfLabelModule(_ScanBase):
             raise SSLClusterError("self-labelling trains one head; keep_head() first")
         self.threshold, self.balance = float(confidence_threshold), bool(class_balance)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],  # type: ignore[override]
+                      batch_idx: int) -> torch.Tensor | None:
         """Confidence-based cross-entropy of weak views (B, C, H, W) and strong views (B, C, H, W)."""
         weak, strong, _ = batch
         with torch.no_grad():
@@ -266,7 +267,10 @@ class SelfLabelModule(_ScanBase):
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=b, sync_dist=True)
         self.log("train/confident", confident.float() / b, on_step=False, on_epoch=True, batch_size=b,
                  sync_dist=True)
-        return loss
+        # no target on any process: skip the optimiser step (SCAN raises here), so that Adam's weight decay alone
+        # never moves the weights; every process decides alike (a skip on one rank alone would desynchronise DDP)
+        anywhere = confident if self.trainer.world_size == 1 else self.all_gather(confident).sum()
+        return None if int(anywhere) == 0 else loss
 
 
 # -- evaluation passes (label-free) --------------------------------------------------------------------------

@@ -94,9 +94,10 @@ def check_scan_config(cfg: DictConfig) -> None:
 
 
 def _settings(cfg: DictConfig, step: str) -> dict[str, Any]:
-    """What a step's checkpoint must agree on to be resumed: the scan block (less run controls) and the seed."""
+    """What a step's checkpoint must agree on to be resumed: the scan block (less run controls; step 2 less the
+    self-labelling settings, which may change before step 3 starts) and the seed."""
     s = to_plain(cfg.scan)
-    for key in ("resume", "overwrite"):
+    for key in ("resume", "overwrite", *(("selflabel",) if step == "scan" else ())):
         s.pop(key, None)
     return {"step": step, "seed": int(cfg.seed), "scan": s, "clustering_split": str(cfg.clustering.split)}
 

@@ -219,3 +219,22 @@ def test_scan_stage_under_two_process_ddp(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"scan_backbone_nmi", "scan_selflabel_nmi"} <= set(metrics)
     assert sorted(p.name for p in (run / "clusters").iterdir()) == ["kmeans-test", *KEYS]
+
+
+def test_selflabel_without_a_confident_image_leaves_the_weights(tmp_path):
+    """No weak view above the threshold: no optimiser step, so Adam's weight decay alone moves nothing."""
+    import pytorch_lightning as pl
+
+    from sslcluster.ssl.backbones import TinyCNN
+    from sslcluster.ssl.scan import ClusteringModel, SelfLabelModule
+
+    torch.manual_seed(0)
+    model = ClusteringModel(TinyCNN(1, width=4, depth=1, norm="none"), num_clusters=3)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    x = torch.randn(16, 1, 8, 8)
+    data = torch.utils.data.TensorDataset(x, x + 0.1 * torch.randn_like(x), torch.arange(16))
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer.fit(SelfLabelModule(model, confidence_threshold=0.999999), torch.utils.data.DataLoader(data, batch_size=8))
+    for k, v in model.named_parameters():
+        assert torch.equal(v, before[k]), k
