@@ -142,3 +142,20 @@ def test_evaluating_another_clustering_keeps_the_runs_summary(tiny, tmp_path, ca
     # re-evaluating everything also leaves the summary on the run's own clustering
     stage_evaluate(compose(tiny + ["run.key=s"]))
     assert json.loads((run.path / "metrics.json").read_text())["n_clusters"] == before["n_clusters"] == 10
+
+
+def test_pipeline_exports_what_scan_reads_and_fits_on_train(tiny):
+    """``python train.py clustering=scan clustering.fit_split=train``: the run exports the train split's backbone
+    features (what the heads read) and its projection features (where SCAN mines neighbours), the heads are
+    fitted on train and assign test, and the pixels baseline is fitted on its own train split."""
+    base = [o for o in tiny if not o.startswith(("clustering.algorithm.n_init", "clustering.features"))]
+    run = run_pipeline(compose(base + ["run.key=scan", "clustering=scan", "clustering.fit_split=train",
+                                       "clustering.algorithm.epochs=2", "clustering.algorithm.num_heads=2",
+                                       "clustering.algorithm.num_neighbors=5", "clustering.algorithm.device=cpu"]))
+    rec = json.loads((run.path / "clusters" / "scan-test" / "record.json").read_text())
+    assert (rec["embeddings"], rec["fit_embeddings"], rec["mine_embeddings"]) == \
+        ("embeddings/test", "embeddings/train", "embeddings/train_projection")
+    assert (run.path / "clusters" / "scan-test" / "curve.csv").is_file()
+    pixels = json.loads((run.path / "clusters" / "pixels-scan-test" / "record.json").read_text())
+    assert pixels["fit_embeddings"] == "embeddings/pixels_train" and "mine_embeddings" not in pixels
+    assert "nmi" in json.loads((run.path / "metrics.json").read_text())

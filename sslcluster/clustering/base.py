@@ -20,7 +20,8 @@ class Rows(Protocol):
     gathers rows in the order asked; only the rows asked for are read."""
 
     @property
-    def shape(self) -> tuple[int, ...]: ...
+    def shape(self) -> tuple[int, ...]:
+        """(N, D)."""
 
     def __len__(self) -> int: ...
 

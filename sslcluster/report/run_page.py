@@ -99,7 +99,7 @@ def definitions_section() -> str:
     return f'<h2 id="definitions">Metric definitions</h2><dl>{items}</dl>'
 
 
-PLOT_ORDER = ("scatter_", "select_k", "confusion", "som_")
+PLOT_ORDER = ("scatter_", "select_k", "training_curve", "confusion", "som_")
 
 
 def _plots(run_path: Path, cluster_dir: Path) -> list[Path]:

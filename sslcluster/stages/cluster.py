@@ -76,21 +76,19 @@ def select_k_config(cfg: DictConfig) -> SelectKConfig | None:
     return SelectKConfig(**values)
 
 
-def checked_algorithm(cfg: DictConfig, shape: tuple[int, ...], pre_cfg: PreprocessConfig,
-                      sel_cfg: SelectKConfig | None) -> ClusteringAlgorithm:
-    """``cfg.clustering.algorithm`` built, with its parameters, the preprocessing's and the k sweep's checked for
-    embeddings of ``shape`` (N, D) before any work (and before any folder is made)."""
+def built_algorithm(cfg: DictConfig) -> ClusteringAlgorithm:
+    """``cfg.clustering.algorithm`` built (checked against the points by :func:`check_for_points`)."""
     algo = build(cfg.clustering.algorithm)
     if not isinstance(algo, ClusteringAlgorithm):
         raise SSLClusterError(f"clustering.algorithm._target_={cfg.clustering.algorithm.get('_target_')} is not a "
                               "ClusteringAlgorithm (sslcluster.clustering.base)")
-    check_for_points(cfg, algo, shape, pre_cfg, sel_cfg)
     return algo
 
 
 def check_for_points(cfg: DictConfig, algo: ClusteringAlgorithm, shape: tuple[int, ...], pre_cfg: PreprocessConfig,
                      sel_cfg: SelectKConfig | None) -> None:
-    """The algorithm's parameters, the preprocessing's and the k sweep's checked for embeddings of ``shape``."""
+    """The algorithm's parameters, the preprocessing's and the k sweep's checked for the embeddings it is fitted on,
+    of ``shape`` (N, D), before any work (and before any folder is made)."""
     n = int(shape[0])
     if sel_cfg is not None:
         check_config(sel_cfg, algo, n)
@@ -260,7 +258,8 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
     embeddings of those features."""
     pre_cfg = PreprocessConfig(**OmegaConf.to_container(cfg.clustering.preprocess, resolve=True), seed=cfg.seed)
     sel_cfg = select_k_config(cfg)
-    algo = checked_algorithm(cfg, open_streaming(embeddings)[1].shape, pre_cfg, sel_cfg)
+    algo = built_algorithm(cfg)
+    algo.check()
     embeddings, fit_emb, mine_emb = _inputs(cfg, algo, embeddings)
     manifest, array, ids_sha256 = open_streaming(embeddings)  # neither the array nor the index held in memory
     fit_array = fit_ids = mine_array = None

@@ -250,9 +250,9 @@ class Tracker:
                 payload[f"clusters/{cdir.name}"] = table
         for curve in sorted(Path(self.run.path).glob("clusters/*/curve.csv")):  # the learned heads' training
             with open(curve, newline="") as f:
-                rows = list(csv.reader(f))
-            if len(rows) > 1:
-                payload[f"curves/{curve.parent.name}"] = wandb.Table(columns=rows[0], data=rows[1:])
+                lines = list(csv.reader(f))
+            if len(lines) > 1:
+                payload[f"curves/{curve.parent.name}"] = wandb.Table(columns=lines[0], data=lines[1:])
         if int(lc.get("max_embedding_rows", 0) or 0) > 0:
             tv_root = self.cfg.data.source.get("root") if "source" in self.cfg.data else None
             for cdir in sorted(p.parent for p in Path(self.run.path).glob("clusters/*/record.json")):

@@ -70,8 +70,8 @@ class SCANHeads(LearnedHeads):
         self.opt.zero_grad(set_to_none=True)
         total.sum().backward()
         self.opt.step()
-        return {"loss": float(total.mean()), "consistency": float(consistency.mean()),
-                "entropy": float(entropy.mean())}
+        return {"loss": float(total.detach().mean()), "consistency": float(consistency.detach().mean()),
+                "entropy": float(entropy.detach().mean())}
 
     @torch.no_grad()
     def head_losses(self, probs: Tensor, neighbours: np.ndarray) -> Tensor:
@@ -128,7 +128,7 @@ class SCANHeads(LearnedHeads):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                ce_sum += float(loss)
+                ce_sum += float(loss.detach())
                 confident += int(mask.sum())
             self.curve.append({"epoch": len(self.curve) + 1, "self_label_ce": ce_sum / max(1, steps),
                                "confident_fraction": confident / max(1, steps * batch)})

@@ -109,7 +109,7 @@ class TEMIHeads(LearnedHeads):
             m = float(self.teacher_momentum)
             for pt, ps in zip(self.teacher.parameters(), self.model.parameters()):
                 pt.mul_(m).add_(ps.detach(), alpha=1 - m)
-        return {"loss": float(loss)}
+        return {"loss": float(loss.detach())}
 
     def predict_module(self) -> nn.Module:
         """The teacher labels the points (TEMI evaluates the teacher)."""
