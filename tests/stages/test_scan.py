@@ -141,7 +141,6 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     import pytorch_lightning as pl
     from sslcluster.config import compose
-from sslcluster.data.sources import DigitsSource
     from sslcluster.pipeline import open_run
     from sslcluster.stages.scan import scan_stage
 
