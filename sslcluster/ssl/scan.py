@@ -254,9 +254,11 @@ class SelfLabelModule(_ScanBase):
         if len(model.heads) != 1:
             raise SSLClusterError("self-labelling trains one head; keep_head() first")
         self.threshold, self.balance = float(confidence_threshold), bool(class_balance)
+        # the step is made here (no step on a batch without a target), which Lightning's automatic optimisation
+        # cannot do under DDP
+        self.automatic_optimization = False
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],  # type: ignore[override]
-                      batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Confidence-based cross-entropy of weak views (B, C, H, W) and strong views (B, C, H, W)."""
         weak, strong, _ = batch
         with torch.no_grad():
@@ -267,10 +269,15 @@ class SelfLabelModule(_ScanBase):
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=b, sync_dist=True)
         self.log("train/confident", confident.float() / b, on_step=False, on_epoch=True, batch_size=b,
                  sync_dist=True)
-        # no target on any process: skip the optimiser step (SCAN raises here), so that Adam's weight decay alone
-        # never moves the weights; every process decides alike (a skip on one rank alone would desynchronise DDP)
+        # no target on any process: no optimiser step (SCAN raises here), so that Adam's weight decay alone never
+        # moves the weights; every process decides alike (a step on some ranks only would desynchronise DDP)
         anywhere = confident if self.trainer.world_size == 1 else self.all_gather(confident).sum()
-        return None if int(anywhere) == 0 else loss
+        if int(anywhere) > 0:
+            optimizer = self.optimizers()
+            optimizer.zero_grad()  # type: ignore[union-attr]
+            self.manual_backward(loss)
+            optimizer.step()  # type: ignore[union-attr]
+        return loss.detach()
 
 
 # -- evaluation passes (label-free) --------------------------------------------------------------------------

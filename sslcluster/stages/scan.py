@@ -129,12 +129,21 @@ def _check_same(saved: dict[str, Any], now: dict[str, Any], path: Path) -> None:
                                   "repeat the stopped run's overrides")
 
 
+def _sync() -> None:
+    """Wait for every process of a DDP launch (nothing when alone): global rank 0 assembles an export's files after
+    the others have returned from it, and they read them next."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
 def _embeddings(cfg: DictConfig, run: RunDir, split: str, features: str, checkpoint: Path) -> Path:
-    """The run's embeddings of ``split`` in ``features`` (exported now when the export stage left none)."""
+    """The run's embeddings of ``split`` in ``features`` (exported now when the export stage left none; every
+    process decides alike, as all waited for rank 0's last assembly in :func:`scan_stage`)."""
     name = split if features == cfg.export.features else f"{split}_{features}"
     path = run.embeddings_dir(name)
     if not Embeddings(path).is_complete():
         path = export_split(cfg, run, split, checkpoint, features, name=name, distributed=True)
+        _sync()  # rank 0 has assembled the set
     return path
 
 
@@ -296,6 +305,7 @@ def scan_stage(cfg: DictConfig, run: RunDir, checkpoint: Path, callbacks: list[p
     rank 0; the other processes of a DDP launch return an empty list after training). ``callbacks``: more
     Lightning callbacks for both training steps."""
     check_scan_config(cfg)
+    _sync()  # the pipeline's export: rank 0 may still be assembling its last set
     s = cfg.scan
     train_source = build_source(cfg, "train", run.path)
     if int(s.num_neighbors) + 1 > len(train_source):
