@@ -5,6 +5,7 @@ same config tree as ``train.py``.
     sslcluster pretrain [overrides]
     sslcluster export   run.key=KEY | checkpoint=PATH [overrides]
     sslcluster cluster  run.key=KEY | embeddings=PATH [clustering=...]
+    sslcluster scan     run.key=KEY [scan.epochs=...] [scan.resume=last]   SCAN's recipe with the backbone
     sslcluster evaluate run.key=KEY [clustering.key=...]
     sslcluster name     run.key=KEY [clustering.key=...] [naming.model=...] [naming.dry_run=true]
     sslcluster report   run.key=KEY                   write runs/<key>/report.html again
@@ -37,6 +38,7 @@ def _stages() -> dict[str, Callable]:
         "pretrain": pipeline.stage_pretrain,
         "export": pipeline.stage_export,
         "cluster": pipeline.stage_cluster,
+        "scan": pipeline.stage_scan,
         "evaluate": pipeline.stage_evaluate,
         "name": pipeline.stage_name,
         "report": pipeline.stage_report,
@@ -54,6 +56,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "embeddings/<split>/; an interrupted export resumes."),
     "cluster": ("run.key=KEY | embeddings=PATH [clustering=OPTION] [overrides]", "Cluster a run's embeddings "
                 "into clusters/<key>/ (labels are never read)."),
+    "scan": ("run.key=KEY | checkpoint=PATH [scan.epochs=N] [scan.resume=last] [overrides]", "SCAN's recipe with "
+             "the backbone on a pretrained run: neighbours mined on its train features, backbone + heads trained "
+             "on neighbour pairs, self-labelling; into clusters/scan_backbone-<split>/ and "
+             "clusters/scan_selflabel-<split>/, evaluated."),
     "evaluate": ("run.key=KEY [clustering.key=KEY] [overrides]", "Score a run's clusterings and representation "
                  "against held-out labels; pictures, metrics.json and report.html."),
     "name": ("run.key=KEY [clustering.key=KEY] [naming.model=...] [naming.dry_run=true]", "Name a clustering's "

@@ -29,8 +29,9 @@ from sslcluster.stages.pixels_umap import export_pixels_umap
 from sslcluster.stages.export import export_split
 from sslcluster.stages.pretrain import pretrain
 from sslcluster.stages.report import report, write_report
+from sslcluster.stages.scan import check_scan_config, scan_stage
 from sslcluster.store.embeddings import Embeddings, read_embeddings, read_manifest
-from sslcluster.store.io import write_text
+from sslcluster.store.io import read_json, write_text
 from sslcluster.store.representations import LEARNED, PIXELS, PIXELS_UMAP, key_prefix, metric_prefix, parse_baseline
 from sslcluster.store.rundir import RunDir
 from sslcluster.tracking.wandb_log import tracking_session
@@ -308,6 +309,28 @@ def score_representation(cfg: DictConfig, run: RunDir, rep: Representation, time
     return {rep.metric_prefix + k: v for k, v in metrics.items()}
 
 
+#: metrics of the SCAN stage's clusterings copied into the run's metrics.json, after the key's first part
+SCAN_SUMMARY = ("nmi", "ari", "acc", "purity")
+
+
+def score_scan(cfg: DictConfig, scanned: list[Path], timed: _Timer) -> dict[str, Any]:
+    """Name (when naming is on) and evaluate the SCAN stage's clusterings; their NMI, ARI, ACC (and purity) as
+    ``scan_backbone_nmi``, ``scan_selflabel_nmi``, ... for the run's summary."""
+    metrics: dict[str, Any] = {}
+    for cdir in scanned:
+        if cfg.get("naming") is not None and cfg.naming.enabled:
+            from sslcluster.naming import name_in_pipeline
+
+            with timed("naming"):
+                name_in_pipeline(cfg, cdir)
+        if cfg.stages.evaluate:
+            with timed("evaluate"):
+                m = evaluate_clustering(cfg, cdir)
+            prefix = cdir.name.rsplit("-", 1)[0]
+            metrics.update({f"{prefix}_{k}": m[k] for k in SCAN_SUMMARY if k in m})
+    return metrics
+
+
 def validation_figures(cfg: DictConfig, run: RunDir, checkpoint: Path | None, learned: Representation,
                        timed: _Timer) -> dict[str, Any]:
     """Figures for tuning (``val_*``): a validation subset of the train split, never the test split."""
@@ -339,6 +362,11 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
         from sslcluster.naming import check_settings
 
         check_settings(cfg.naming)  # fail now too
+    if cfg.stages.get("scan"):
+        check_scan_config(cfg)  # fail now, not after pretraining
+        if embeddings is not None or (checkpoint is None and not cfg.stages.pretrain):
+            raise SSLClusterError("stages.scan=true trains the pretrained model: it needs pretraining or "
+                                  "checkpoint=PATH (not embeddings=PATH or a backbone used as it is)")
     learned = None  # frozen pretrained features: built now, so a missing weights file fails before anything runs
     if checkpoint is None and embeddings is None and not cfg.stages.pretrain and cfg.stages.export:
         learned = frozen_learned(cfg)
@@ -350,10 +378,15 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
                 checkpoint = pretrain(cfg, run, logger=tracker.training_logger())
         metrics: dict[str, Any] = {}
         reps = export_representations(cfg, run, checkpoint, embeddings, timed, learned, baselines)  # every process
+        scanned: list[Path] = []
+        if cfg.stages.get("scan") and checkpoint is not None:
+            with timed("scan"):
+                scanned = scan_stage(cfg, run, checkpoint)  # every process trains; rank 0 writes
         if not is_global_rank_zero():
-            return run  # DDP processes other than rank 0 stop after the export
+            return run  # DDP processes other than rank 0 stop after the export (and the SCAN stage)
         for rep in reps:
             metrics.update(score_representation(cfg, run, rep, timed))
+        metrics.update(score_scan(cfg, scanned, timed))
         metrics.update(validation_figures(cfg, run, checkpoint, reps[0], timed))
         metrics.update({f"time_{stage}_s": seconds for stage, seconds in timed.seconds.items()})
         metrics["wall_time_s"] = time.perf_counter() - t0
@@ -381,6 +414,31 @@ def stage_pretrain(cfg: DictConfig) -> RunDir:
         if not is_global_rank_zero():
             return run
         print(f"checkpoint: {ckpt}\nrun key: {run.key}\nrun dir: {run.path}")
+    return run
+
+
+def stage_scan(cfg: DictConfig) -> RunDir:
+    """SCAN's recipe on an existing run's pretrained checkpoint (or ``checkpoint=PATH``): neighbours, backbone +
+    heads, self-labelling, into ``clusters/scan_backbone-<split>/`` and ``clusters/scan_selflabel-<split>/``, each
+    evaluated (``stages.evaluate``); their figures join the run's metrics.json."""
+    check_scan_config(cfg)
+    checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
+    with open_run(cfg, "scan", must_exist=True) as run:
+        pretrained = checkpoint or run.checkpoints_dir / "last.ckpt"
+        if not pretrained.is_file():
+            raise SSLClusterError(f"checkpoint not found: {pretrained} (set checkpoint=PATH)")
+        timed = _Timer()
+        with timed("scan"):
+            scanned = scan_stage(cfg, run, pretrained)
+        if not is_global_rank_zero():
+            return run
+        metrics = score_scan(cfg, scanned, timed)
+        metrics.update({f"time_{stage}_s": seconds for stage, seconds in timed.seconds.items()})
+        run.update_metrics(metrics)
+        for cdir in scanned:
+            m = read_json(cdir / "metrics.json") if (cdir / "metrics.json").is_file() else {}
+            print(f"{cdir.name}: " + ", ".join(f"{k}={m[k]:.4f}" for k in ("nmi", "ari", "acc") if k in m))
+        print(f"run key: {run.key}\nrun dir: {run.path}")
     return run
 
 

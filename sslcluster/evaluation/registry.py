@@ -131,7 +131,7 @@ def lookup(key: str) -> Metric | None:
         return BY_NAME[key]
     if _STAGE_TIME.fullmatch(key):
         return BY_NAME["time_<stage>_s"]
-    for prefix in ("pixels_umap_", "pixels_"):
+    for prefix in ("pixels_umap_", "pixels_", "scan_backbone_", "scan_selflabel_"):
         if key.startswith(prefix):
             m = BY_NAME.get(key[len(prefix):])
             return m if m is not None and m.scope != "run" else None
