@@ -38,7 +38,7 @@ def _tiny(root: Path) -> list[str]:
     return [f"run.root={root}", "trainer.max_epochs=1", "data.batch_size=64", "backbone.module.width=8",
             "backbone.module.depth=2", "logger=none", "clustering.algorithm.n_init=1", "evaluate.linear_probe=false",
             "export.batch_size=256", "clustering.features=backbone", "report.enabled=false",
-            "evaluate.validation.fraction=0"]
+            "evaluate.validation.fraction=0", "baselines=[pixels]"]
 
 
 # the LLM's name and description of cluster 0: quotes, markup, an ampersand, a non-ASCII letter
@@ -160,7 +160,8 @@ def test_fiftyone_dataset_trains_to_the_folders_embeddings(fo, tmp_path):
                                          "data.mean=[0.5]", "data.std=[0.5]", "data.num_classes=2",
                                          "clustering.algorithm.k=2", "evaluate.plots.enabled=false",
                                          "stages.baseline=false", "data.holdout_fraction=0.25", "data.batch_size=16",
-                                         "data.scan.cache=false", "evaluate.knn_k=5"]
+                                         "data.scan.cache=false", "evaluate.knn_k=5",
+                                         "augmentation=digits"]  # the same views (an image folder's are auto)
     by_folder = run_pipeline(compose(common + ["run.key=folder", "data=image_folder",
                                                f"data.source.root={folder}"]))
     by_fiftyone = run_pipeline(compose(common + ["run.key=fo", "data=fiftyone", f"data.source.dataset={ds.name}",
