@@ -30,6 +30,16 @@ def build_source(cfg: DictConfig, split: str, run_path: Path | None = None) -> I
     return build(cfg.data.source, **kwargs)
 
 
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested plain dict as ``{"a.b.c": value}`` (for naming the first setting two configs differ in)."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def check_data_config(cfg: DictConfig) -> None:
     """Refuse bad data settings before any run directory is made (one line naming the key)."""
     if "holdout_fraction" in cfg.data:

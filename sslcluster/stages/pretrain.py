@@ -30,7 +30,7 @@ from sslcluster.ssl.methods.base import CONFIG_KEY
 from sslcluster.ssl.monitors import LabeledImages, MonitorConfig, OnlineMonitors, labeled_subset
 from sslcluster.ssl.schedule import TimeBudget, parse_max_time
 from sslcluster.ssl.speed import apply_speed, split_trainer_config
-from sslcluster.stages.common import build, build_source, to_plain
+from sslcluster.stages.common import build, build_source, flatten, to_plain
 from sslcluster.stages.data_defaults import resolve_data_defaults
 from sslcluster.tracking.loggers import build_logger, finish_wandb
 from sslcluster.store.rundir import RunDir
@@ -54,15 +54,6 @@ def resume_path(cfg: DictConfig, run: RunDir) -> Path | None:
     return path
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def check_resume_config(cfg: DictConfig, ckpt_path: Path) -> None:
     """Refuse, in one line, to resume a checkpoint whose model settings (method, backbone, data channels) differ
     from this run's, instead of a state-dict mismatch deep inside Lightning."""
@@ -75,8 +66,8 @@ def check_resume_config(cfg: DictConfig, ckpt_path: Path) -> None:
     now = to_plain(cfg)
     for section in ("method.name", "method.module", "backbone"):
         head, _, tail = section.partition(".")
-        a = _flat(saved.get(head, {}) if not tail else saved.get(head, {}).get(tail), section)
-        b = _flat(now.get(head, {}) if not tail else now.get(head, {}).get(tail), section)
+        a = flatten(saved.get(head, {}) if not tail else saved.get(head, {}).get(tail), section)
+        b = flatten(now.get(head, {}) if not tail else now.get(head, {}).get(tail), section)
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 raise SSLClusterError(f"resume={cfg.resume}: the checkpoint has {key}={a.get(key)!r}, this run "

@@ -43,7 +43,7 @@ from sslcluster.ssl.scan import (SCAN_CONFIG_KEY, ClusteringModel, EpochCurve, N
 from sslcluster.ssl.speed import split_trainer_config
 from sslcluster.evaluation.plots import training_curve
 from sslcluster.stages.cluster import prepare_cluster_dir, write_curve
-from sslcluster.stages.common import build, build_source, resolve_device, to_plain
+from sslcluster.stages.common import build, build_source, flatten, resolve_device, to_plain
 from sslcluster.stages.export import export_split
 from sslcluster.store.embeddings import Embeddings, open_streaming
 from sslcluster.store.io import write_json, write_npy
@@ -112,17 +112,8 @@ def _checkpoint_settings(path: Path) -> dict[str, Any]:
     return saved
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def _check_same(saved: dict[str, Any], now: dict[str, Any], path: Path) -> None:
-    a, b = _flat(saved), _flat(now)
+    a, b = flatten(saved), flatten(now)
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
             raise SSLClusterError(f"scan.resume=last: {path} has {key}={a.get(key)!r}, this run {b.get(key)!r}; "
