@@ -103,7 +103,6 @@ def _from_data(cfg: DictConfig, keys: list[str], run_path: Path | None) -> dict[
     if n == 0:
         raise SSLClusterError(f"no images in the train split of data.source.root={cfg.data.source.get('root')}")
     facts = inspect_images(source.load, n, source.classes, sample=sample, seed=seed)
-    decided: dict[str, Any] = {}
     lines = [f"data defaults, from {facts.sampled:,} of the {n:,} train images (seeded sample):"]
     with open_dict(cfg):
         if "data.channels" in keys:

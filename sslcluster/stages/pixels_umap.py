@@ -14,6 +14,7 @@ UMAP), and scored like every representation.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,6 @@ def export_pixels_umap(cfg: DictConfig, run: RunDir, pixels: dict[str, Path]) ->
     """``embeddings/pixels_umap_<split>`` for every split of ``pixels`` (split -> the raw-pixel embeddings):
     UMAP fitted on the train split's pixels (else the first split's), every row mapped by ``transform``. Sets
     already written with the same settings and rows are kept (a rerun or resumed run does not fit again)."""
-    import time
-
     import umap
 
     settings = umap_settings(cfg)
