@@ -31,6 +31,19 @@ DEFAULTS: dict[str, Any] = {"channels_last": False, "compile": False, "compile_m
                             "matmul_precision": None, "progress_bar_refresh_rate": 1, "checkpoint_every_n_epochs": 1}
 
 
+def native_bf16(accelerator: str | None = "auto") -> bool:
+    """Whether the device training will run on computes bfloat16 natively: a CUDA GPU with bf16 support, or a CPU
+    whose oneDNN reports bf16 instructions (AMX or AVX-512 BF16). Elsewhere bf16 is emulated and slower than
+    float32, so ``precision=auto`` keeps float32 there."""
+    wants_cuda = str(accelerator or "auto") in ("auto", "gpu", "cuda")
+    if wants_cuda and torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # private, but the only bf16 probe torch has
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def split_trainer_config(trainer: DictConfig | dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(keyword arguments for ``pl.Trainer``, speed options with defaults filled in)."""
     kwargs = OmegaConf.to_container(trainer, resolve=True) if isinstance(trainer, DictConfig) else dict(trainer)

@@ -15,6 +15,9 @@ is not ``auto`` and so is kept as given. The batch size is capped to the train s
   ``clustering.select_k`` (silhouette, where the clustering option leaves its method null);
 - cluster_split (``clustering.split``): ``test`` with labels, ``all`` without (an unlabelled folder is clustered
   whole);
+- precision (``trainer.precision``) and channels_last (``trainer.speed.channels_last``): bf16-mixed with the
+  channels-last layout where the device computes bfloat16 natively (:func:`sslcluster.ssl.speed.native_bf16`),
+  float32 elsewhere (the recipe study in benchmarks/RESULTS.md);
 - augmentation=auto: the method's own views for photos (``method.photo_augmentation``, e.g. SimCLR's), and for
   grayscale images the same views without colour operations (saturation, hue, random grayscale).
 """
@@ -33,6 +36,7 @@ from sslcluster.data.inspect import channel_stats, inspect_images
 from sslcluster.distributed import is_global_rank_zero
 from sslcluster.errors import SSLClusterError
 from sslcluster.factory import build
+from sslcluster.ssl.speed import native_bf16
 from sslcluster.stages.common import split_name
 from sslcluster.store.runconfig import read_run_config
 
@@ -40,7 +44,7 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"
 #: data keys that may be ``auto``
-DATA_KEYS = ("channels", "image_size", "mean", "std", "num_classes", "cluster_split")
+DATA_KEYS = ("channels", "image_size", "mean", "std", "num_classes", "cluster_split", "precision", "channels_last")
 #: colour operations of lightly's view transforms, switched off for grayscale images
 COLOUR_OFF = {"cj_sat": 0.0, "cj_hue": 0.0, "random_gray_scale": 0.0}
 
@@ -129,6 +133,19 @@ def _from_data(cfg: DictConfig, keys: list[str], run_path: Path | None) -> dict[
             cfg.data.cluster_split = "test" if facts.classes else "all"
             if not facts.classes:
                 lines.append("  clustering.split=all (unlabelled images: every image is clustered)")
+        if "data.precision" in keys or "data.channels_last" in keys:
+            fast = native_bf16(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+            # an explicit trainer.precision / trainer.speed.channels_last wins (they follow data.* unless set)
+            given = {"data.precision": OmegaConf.select(cfg, "trainer.precision", default=AUTO),
+                     "data.channels_last": OmegaConf.select(cfg, "trainer.speed.channels_last", default=AUTO)}
+            if "data.precision" in keys:
+                cfg.data.precision = ("bf16-mixed" if fast else "32-true") if given["data.precision"] == AUTO \
+                    else given["data.precision"]
+            if "data.channels_last" in keys:
+                cfg.data.channels_last = fast if given["data.channels_last"] == AUTO \
+                    else bool(given["data.channels_last"])
+            lines.append(f"  trainer precision={cfg.data.precision}, channels_last={cfg.data.channels_last} ("
+                         + ("the device computes bfloat16 natively" if fast else "no native bfloat16 here") + ")")
         if "augmentation" in keys:
             name = photo_views(cfg, grayscale=channels == 1)
             lines.append(f"  augmentation={name} (the {cfg.method.name} method's photo views"

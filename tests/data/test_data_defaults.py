@@ -91,3 +91,26 @@ def test_unlabelled_flat_folder_runs_end_to_end_with_label_free_figures(flat_col
     assert saved["data"]["image_size"] == 16 and saved["augmentation"]["name"] == "simclr"
     said = [r.getMessage() for r in caplog.records if "no held-out labels" in r.getMessage()]
     assert said and len(said) == len(set(said))  # said, and each thing once
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_follows_the_devices_bf16_support_and_an_explicit_setting_wins(gray_folder, tmp_path, native,
+                                                                                monkeypatch):
+    import sslcluster.stages.data_defaults as dd
+
+    monkeypatch.setattr(dd, "native_bf16", lambda accelerator: native)
+    base = [f"run.root={tmp_path / 'runs'}", "data=image_folder", f"data.source.root={gray_folder}"]
+    cfg = compose(base)
+    resolve_data_defaults(cfg)
+    assert cfg.trainer.precision == ("bf16-mixed" if native else "32-true")
+    assert cfg.trainer.speed.channels_last is native
+    cfg = compose(base + ["trainer.precision=32-true", "trainer.speed.channels_last=false"])
+    resolve_data_defaults(cfg)
+    assert cfg.trainer.precision == "32-true" and cfg.trainer.speed.channels_last is False
+    assert cfg.data.precision == "32-true"  # the record agrees with what trains
+
+
+def test_digits_default_keeps_float32(tmp_path):
+    cfg = compose([f"run.root={tmp_path / 'runs'}"])
+    resolve_data_defaults(cfg)
+    assert cfg.trainer.precision == "32-true" and cfg.trainer.speed.channels_last is False
