@@ -21,8 +21,7 @@ from _common import machine, planted_blobs  # noqa: E402  (also puts the reposit
 
 from sklearn.metrics import normalized_mutual_info_score
 
-from sslcluster.clustering.algorithms import KMeans
-from sslcluster.clustering.dask_kmeans import DaskKMeans
+from sslcluster.clustering.kmeans import DaskKMeans, KMeans
 
 
 def main(argv: Sequence[str] | None = None) -> None:

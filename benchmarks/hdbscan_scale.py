@@ -22,7 +22,7 @@ from _common import machine, planted_blobs  # noqa: E402
 
 from sklearn.metrics import normalized_mutual_info_score
 
-from sslcluster.clustering.algorithms import HDBSCAN
+from sslcluster.clustering.density import HDBSCAN
 from sslcluster.clustering.preprocess import PreprocessConfig, preprocess
 
 

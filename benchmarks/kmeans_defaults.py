@@ -24,7 +24,7 @@ from _common import faiss_restarts, machine, planted_blobs  # noqa: E402  (also 
 
 from sklearn.metrics import normalized_mutual_info_score
 
-from sslcluster.clustering.algorithms import AUTO_TRAIN_SIZE, KMeans
+from sslcluster.clustering.kmeans import AUTO_TRAIN_SIZE, KMeans
 from sslcluster.config import compose
 from sslcluster.pipeline import stage_cluster  # imported here: its import time is not the stage's
 from sslcluster.store.embeddings import EmbeddingIndex, write_embeddings

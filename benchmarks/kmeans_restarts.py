@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sslcluster.clustering.algorithms import KMeans  # noqa: E402
+from sslcluster.clustering.kmeans import KMeans  # noqa: E402
 from sslcluster.store.embeddings import read_embeddings  # noqa: E402
 
 

@@ -24,7 +24,7 @@ from _common import machine, planted_blobs  # noqa: E402  (also puts the reposit
 
 from sklearn.metrics import normalized_mutual_info_score
 
-from sslcluster.clustering.algorithms import KMeans
+from sslcluster.clustering.kmeans import KMeans
 
 FULL = [(1_000_000, 128, 1000), (50_000, 512, 10), (50_000, 512, 100)]
 QUICK = [(4_000, 32, 20), (2_000, 64, 5)]

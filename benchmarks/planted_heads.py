@@ -42,7 +42,7 @@ def main() -> None:
     import torch
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from sslcluster.clustering.algorithms import KMeans
+    from sslcluster.clustering.kmeans import KMeans
     from sslcluster.clustering.heads.common import mine_neighbours
     from sslcluster.clustering.heads.scan import SCANHeads
     from sslcluster.clustering.heads.temi import TEMIHeads

@@ -111,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     a = p.parse_args(argv)
     from sklearn.metrics import normalized_mutual_info_score
 
-    from sslcluster.clustering.algorithms import ASSIGN_BLOCK, KMeans
+    from sslcluster.clustering.base import ASSIGN_BLOCK
+    from sslcluster.clustering.kmeans import KMeans
 
     print(f"# streaming_cluster | {machine()}", flush=True)
     tmp = Path(tempfile.mkdtemp(dir=a.dir, prefix="sslcluster-stream-"))

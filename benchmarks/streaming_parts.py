@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     import faiss
     import torch  # noqa: F401  (imported as in the stage's process)
 
-    from sslcluster.clustering.algorithms import ASSIGN_BLOCK, KMeans, train_rows
+    from sslcluster.clustering.base import ASSIGN_BLOCK, train_rows
+    from sslcluster.clustering.kmeans import KMeans
     from sslcluster.clustering.preprocess import Preprocessor, PreprocessConfig
     from sslcluster.store.embeddings import RowFile
 

@@ -3,6 +3,11 @@
 An algorithm is a dataclass whose fields are its parameters (instantiated from ``configs/clustering/<name>.yaml``).
 It fits on points and returns labels; everything else it produces is declared here, with a default, so the stages
 never probe for optional attributes.
+
+The seeded order in which rows reach an algorithm is decided here too (:func:`row_permutation`,
+:func:`train_rows`, :meth:`ClusteringAlgorithm.fit_predict_shuffled`); an algorithm that keeps per-point state of a
+fit puts it back in the original order in :meth:`ClusteringAlgorithm.restore_row_order` (the SOM's winning nodes).
+This module imports no algorithm: every algorithm module imports it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,23 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
+
+#: rows per block when points are assigned after a fit (``assign``; memory: one block of float32 plus its distances).
+ASSIGN_BLOCK = 65_536
+
+
+def row_permutation(n: int, seed: int) -> np.ndarray:
+    """The seeded order (N,) in which :meth:`ClusteringAlgorithm.fit_predict_shuffled` presents ``n`` rows."""
+    return np.random.default_rng(seed).permutation(n)
+
+
+def train_rows(n: int, train_size: int, seed: int) -> np.ndarray:
+    """Positions (train_size,) of a seeded sample of ``n`` rows, in random order (exported rows are sorted by class
+    and k-means++ seeding picks rows by position); all ``n`` rows, permuted, when ``train_size >= n``."""
+    rng = np.random.default_rng(seed)
+    if train_size >= n:
+        return rng.permutation(n)
+    return rng.choice(n, train_size, replace=False)
 
 
 class Rows(Protocol):
@@ -58,6 +80,27 @@ class ClusteringAlgorithm:
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
         """Cluster ``x`` (N, D) float32 -> labels (N,) int64, -1 for noise."""
         raise NotImplementedError
+
+    def fit_predict_shuffled(self, x: np.ndarray, seed: int) -> np.ndarray:
+        """:meth:`fit_predict` on the rows of ``x`` (N, D) in a seeded random order (:func:`row_permutation`),
+        labels (N,) mapped back to the original rows. Exported rows follow the folder order, i.e. they are sorted by
+        class; BIRCH (its CF tree is built point by point), DBSCAN (a border point joins the first core point's
+        cluster that reaches it), mini-batch k-means (batches in row order) and the SOM (online updates) depend on
+        that order, and k-means++ seeding picks rows by position. Per-point state the algorithm keeps is mapped
+        back by :meth:`restore_row_order`."""
+        perm = row_permutation(len(x), seed)
+        inverse = np.empty_like(perm)
+        inverse[perm] = np.arange(len(perm))
+        labels = np.asarray(self.fit_predict(x[perm]), dtype=np.int64)
+        if labels.shape != (len(x),):
+            return labels  # the caller reports the wrong shape
+        self.restore_row_order(inverse)
+        return labels[inverse]
+
+    def restore_row_order(self, inverse: np.ndarray) -> None:
+        """After :meth:`fit_predict` on shuffled rows, put per-point state of the fit (arrays of one entry per
+        point) back in the original row order: ``state[inverse]``, ``inverse`` (N,) int64. Nothing by default: an
+        algorithm that keeps such state (the SOM's best-matching units) overrides this."""
 
     def requested_k(self) -> int | None:
         """The number of clusters asked for (checked against the number of points), None when the algorithm

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sslcluster.clustering.algorithms import check_points, wcss
+from sslcluster.clustering.checks import check_points, wcss
 from sslcluster.clustering.base import ClusteringAlgorithm
 from sslcluster.errors import SSLClusterError
 

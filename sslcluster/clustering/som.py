@@ -9,7 +9,9 @@ clusters (``mode``):
   point takes its BMU's group (the two-level approach of Vesanto & Alhoniemi 2000).
 
 The fitted weights and each point's BMU are kept (:meth:`SOM.artifacts`) so that evaluation can draw the U-matrix
-and the hit map with the held-out labels, which never reach the fit.
+and the hit map with the held-out labels, which never reach the fit. The BMUs follow the rows given; after a fit on
+shuffled rows :meth:`SOM.restore_row_order` puts them back in the original order. Config:
+``configs/clustering/som.yaml``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sslcluster.clustering.algorithms import KEY, LINKAGES, _check_choice, _check_k, check_points
 from sslcluster.clustering.base import ClusteringAlgorithm
+from sslcluster.clustering.checks import KEY, LINKAGES, check_choice, check_k, check_points
 from sslcluster.errors import SSLClusterError
 
 MODES = ("node", "kmeans", "agglomerative")
@@ -96,9 +98,9 @@ class SOM(ClusteringAlgorithm):
         if (isinstance(self.iterations, bool) or not isinstance(self.iterations, (int, np.integer))
                 or self.iterations < 1):
             raise SSLClusterError(f"{KEY}.iterations={self.iterations!r} must be a positive integer")
-        _check_choice(self.init, "init", ("pca", "random"))
-        _check_choice(self.mode, "mode", MODES)
-        _check_choice(self.neighborhood, "neighborhood", ("gaussian", "mexican_hat", "bubble", "triangle"))
+        check_choice(self.init, "init", ("pca", "random"))
+        check_choice(self.mode, "mode", MODES)
+        check_choice(self.neighborhood, "neighborhood", ("gaussian", "mexican_hat", "bubble", "triangle"))
         n_nodes = grid[0] * grid[1]
         if self.mode != "node":
             if self.k is None:
@@ -106,7 +108,7 @@ class SOM(ClusteringAlgorithm):
             if n_nodes < self.k:
                 raise SSLClusterError(f"{KEY}.grid={grid} has {n_nodes} nodes, fewer than {KEY}.k={self.k}: "
                                       "use a larger grid or a smaller k")
-            _check_choice(self.linkage, "linkage", LINKAGES)
+            check_choice(self.linkage, "linkage", LINKAGES)
         return int(grid[0]), int(grid[1])
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
@@ -114,7 +116,7 @@ class SOM(ClusteringAlgorithm):
         gx, gy = self._grid()
         x = check_points(x)
         if self.mode != "node":
-            _check_k(self.k, x.shape[0])
+            check_k(self.k, x.shape[0])
         if self.init == "pca" and (x.shape[0] < 2 or x.shape[1] < 2):
             raise SSLClusterError(f"{KEY}.init='pca' needs at least 2 samples and 2 dimensions, got {x.shape}")
         from minisom import MiniSom
@@ -140,6 +142,12 @@ class SOM(ClusteringAlgorithm):
     def fit(self, x: np.ndarray) -> None:
         """Train the map on ``x`` (T, D) (``clustering.fit_split``); :meth:`assign` labels other points."""
         self.fit_predict(x)
+
+    def restore_row_order(self, inverse: np.ndarray) -> None:
+        """The winning nodes of a fit on shuffled rows, put back in the original row order (``inverse`` (N,): see
+        :meth:`ClusteringAlgorithm.restore_row_order`), so ``som_bmu.npy`` lines up with ``labels.npy``."""
+        if self.bmu is not None:
+            self.bmu = self.bmu[inverse]
 
     def start_assign(self) -> None:
         """Begin a pass of :meth:`assign`: the winning nodes it collects replace the fitted points' ones."""

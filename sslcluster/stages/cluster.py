@@ -5,7 +5,7 @@ Reads the embeddings without their labels. The record is written first with ``st
 Label-free quality (variances, silhouette, ...) is measured here, in one declared space for every clustering: the
 L2-normalised embeddings before PCA/UMAP (:func:`~sslcluster.evaluation.metrics.quality_space`), so clusterings
 with different preprocessing can be compared. Rows are presented to the algorithm in a seeded random order
-(:func:`~sslcluster.clustering.algorithms.fit_predict_shuffled`): exported rows are sorted by class.
+(:meth:`~sslcluster.clustering.base.ClusteringAlgorithm.fit_predict_shuffled`): exported rows are sorted by class.
 
 With ``clustering.select_k.method`` set, k is chosen first by a sweep (elbow, silhouette or BIC; see
 :mod:`sslcluster.clustering.select_k`): the curves go to ``plots/select_k.png`` and the sweep and the chosen k to
@@ -26,9 +26,9 @@ from typing import Any, Callable
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from sslcluster.clustering.algorithms import (ASSIGN_BLOCK, AUTO_TRAIN_SIZE, fit_predict_shuffled, precheck,
-                                              row_permutation, train_rows)
-from sslcluster.clustering.base import ClusteringAlgorithm
+from sslcluster.clustering.base import ASSIGN_BLOCK, ClusteringAlgorithm, row_permutation, train_rows
+from sslcluster.clustering.checks import precheck
+from sslcluster.clustering.kmeans import AUTO_TRAIN_SIZE
 from sslcluster.clustering.preprocess import Preprocessor, PreprocessConfig, preprocess
 from sslcluster.clustering.select_k import SelectKConfig, check_config, sweep_k
 from sslcluster.errors import SSLClusterError
@@ -140,8 +140,8 @@ def cluster_rows(cfg: DictConfig, array: RowFile | np.ndarray, algo: ClusteringA
     rows (random order) of ``fit_array`` (default ``array`` itself), then every row of ``array`` is preprocessed and
     assigned block by block; rows of ``array`` that were in the sample take the coordinates they were fitted on
     (:class:`Preprocessor`). Memory: the sample, one block, and the labels. The others: every row preprocessed at
-    once and clustered in a seeded random order (:func:`fit_predict_shuffled`). ``select``, where given, runs k
-    selection on the preprocessed rows (a seeded random order) before the fit."""
+    once and clustered in a seeded random order (:meth:`ClusteringAlgorithm.fit_predict_shuffled`). ``select``,
+    where given, runs k selection on the preprocessed rows (a seeded random order) before the fit."""
     n = int(array.shape[0])
     if not algo.streams and fit_array is None:
         x = preprocess(array[:], pre_cfg)
@@ -149,7 +149,7 @@ def cluster_rows(cfg: DictConfig, array: RowFile | np.ndarray, algo: ClusteringA
         if select is not None:
             select(x[row_permutation(len(x), cfg.seed)])
         t_sel = time.perf_counter()
-        labels = fit_predict_shuffled(algo, x, seed=cfg.seed)
+        labels = algo.fit_predict_shuffled(x, seed=cfg.seed)
         return Fitted(labels, int(x.shape[1]), t1, t_sel)
     source = array if fit_array is None else fit_array
     n_fit = int(source.shape[0])

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from sslcluster.clustering.algorithms import (DBSCAN, HDBSCAN, Agglomerative, Birch, GaussianMixture, KMeans,
-                                              MiniBatchKMeans, Spectral, wcss)
+from sslcluster.clustering.checks import wcss
+from sslcluster.clustering.density import DBSCAN, HDBSCAN
+from sslcluster.clustering.hierarchical import Agglomerative, Birch
+from sslcluster.clustering.kmeans import KMeans, MiniBatchKMeans
+from sslcluster.clustering.mixture import GaussianMixture
+from sslcluster.clustering.spectral import Spectral
 from sslcluster.clustering.som import SOM
 from sslcluster.config import compose
 from sslcluster.pipeline import run_pipeline, stage_cluster

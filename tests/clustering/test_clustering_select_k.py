@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from sslcluster.cli import main
-from sslcluster.clustering.algorithms import Agglomerative, GaussianMixture, KMeans
+from sslcluster.clustering.hierarchical import Agglomerative
+from sslcluster.clustering.kmeans import KMeans
+from sslcluster.clustering.mixture import GaussianMixture
 from sslcluster.clustering.select_k import SelectKConfig, elbow_k, sweep_k
 from sslcluster.clustering.som import SOM
 from sslcluster.config import compose

@@ -13,7 +13,7 @@ import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
 from sslcluster.cli import main
-from sslcluster.clustering.dask_kmeans import DaskKMeans
+from sslcluster.clustering.kmeans import DaskKMeans
 from sslcluster.config import compose
 from sslcluster.errors import SSLClusterError
 from sslcluster.pipeline import stage_cluster
@@ -102,7 +102,7 @@ def test_local_cluster_leaves_the_process_environment_as_it_was(monkeypatch):
     (a DDP rank, a resumed training) would then run single-threaded and compute other bits."""
     import os
 
-    from sslcluster.clustering.dask_kmeans import DaskKMeans
+    from sslcluster.clustering.kmeans import DaskKMeans
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = dict(os.environ)

@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from sslcluster.clustering.optics import OPTICS
+from sslcluster.clustering.density import OPTICS
 from sslcluster.errors import SSLClusterError
 from sslcluster.factory import build
 

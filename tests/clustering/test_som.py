@@ -51,6 +51,15 @@ def test_node_weights_clustered_into_k(mode, init):
     assert set(arts) == {"som_weights", "som_bmu", "som_node_labels"} and arts["som_bmu"].shape == (len(x),)
 
 
+
+def test_winning_nodes_follow_the_original_rows_after_a_shuffled_fit():
+    # the cluster stage fits on rows in a seeded random order; som_bmu.npy must still line up with labels.npy
+    x, _ = blobs()
+    som = SOM(grid=[4, 4], mode="node", k=None, iterations=800)
+    labels = som.fit_predict_shuffled(x, seed=5)
+    assert np.array_equal(som.bmu, labels)
+    assert_nearest(x, som.weights.reshape(16, -1), som.bmu)
+
 def test_same_seed_same_map_other_seed_differs():
     x, _ = blobs()
     a = SOM(grid=[5, 5], init="random", iterations=800, seed=3, k=4)

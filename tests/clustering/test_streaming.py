@@ -11,8 +11,9 @@ import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
 from sslcluster.cli import main
-from sslcluster.clustering import algorithms
-from sslcluster.clustering.algorithms import KMeans
+from sslcluster.clustering import kmeans
+from sslcluster.clustering.base import train_rows
+from sslcluster.clustering.kmeans import KMeans
 from sslcluster.config import compose
 from sslcluster.errors import SSLClusterError
 from sslcluster.evaluation.metrics import cluster_metrics, quality_space
@@ -129,7 +130,7 @@ def test_train_size_above_n_is_refused_in_one_line(tmp_path, base, capsys):
     assert_nothing_written(run)
 
 
-@pytest.mark.skipif(algorithms.faiss_gpus() > 0, reason="faiss sees a GPU here")
+@pytest.mark.skipif(kmeans.faiss_gpus() > 0, reason="faiss sees a GPU here")
 def test_gpu_faiss_asked_for_but_missing_is_one_line(tmp_path, base, capsys):
     x, y = planted(300, 8, 3)
     run = make_run(tmp_path / "runs", x, y)
@@ -154,7 +155,7 @@ def test_sample_then_assign_equals_an_in_memory_fit_on_the_same_rows():
     x, y = planted(5000, 8, 5)
     a = KMeans(k=5, train_size=2000, backend="sklearn")
     la = a.fit_predict(x)
-    rows = np.sort(algorithms.train_rows(5000, 2000, 0))
+    rows = np.sort(train_rows(5000, 2000, 0))
     b = KMeans(k=5, train_size=2000, backend="sklearn")
     b.fit(x[rows])
     b.start_assign()
@@ -193,7 +194,7 @@ def test_umap_rows_are_assigned_from_the_coordinates_they_were_fitted_on(tmp_pat
     monkeypatch.setattr(cluster_stage, "ASSIGN_BLOCK", 150, raising=False)
     stage_cluster(compose(base + ["clustering.algorithm.k=4", "clustering.algorithm.train_size=250",
                                   "clustering.preprocess.umap_dim=2", "evaluate.validation.fraction=0"]))
-    rows = algorithms.train_rows(400, 250, 0)  # the stage's seeded sample (seed 0), in the order it was fitted
+    rows = train_rows(400, 250, 0)  # the stage's seeded sample (seed 0), in the order it was fitted
     coords = np.concatenate(assigned)
     assert len(fitted) == 1 and coords.shape == (400, 2)
     np.testing.assert_array_equal(coords[rows], fitted[0])

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sslcluster.clustering.algorithms import KEY, _check_choice, _check_k, _check_positive
 from sslcluster.clustering.base import ClusteringAlgorithm, Rows
+from sslcluster.clustering.checks import KEY, check_choice, check_k, check_positive
 from sslcluster.clustering.preprocess import l2_normalize
 from sslcluster.errors import SSLClusterError
 
@@ -170,15 +170,15 @@ class LearnedHeads(ClusteringAlgorithm):
         if self.k is None or isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 2:
             raise SSLClusterError(f"{KEY}.k={self.k!r} must be an integer of at least 2 (clusters of a head)")
         for name in ("num_heads", "num_neighbors", "hidden_dim", "epochs", "batch_size"):
-            _check_positive(getattr(self, name), name, integer=True)
-        _check_positive(self.lr, "lr")
+            check_positive(getattr(self, name), name, integer=True)
+        check_positive(self.lr, "lr")
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
                 or self.weight_decay < 0:
             raise SSLClusterError(f"{KEY}.weight_decay={self.weight_decay!r} must be >= 0")
-        _check_choice(self.head, "head", self.head_kinds)
+        check_choice(self.head, "head", self.head_kinds)
         for name in ("features", "mine_features"):
             if getattr(self, name) is not None:
-                _check_choice(getattr(self, name), name, FEATURES)
+                check_choice(getattr(self, name), name, FEATURES)
         if not (self.device == "auto" or self.device == "cpu" or str(self.device).startswith("cuda")):
             raise SSLClusterError(f"{KEY}.device={self.device!r}: use auto, cpu or cuda[:N]")
 
@@ -231,7 +231,7 @@ class LearnedHeads(ClusteringAlgorithm):
         self.check()
         transform = transform or (lambda b: np.asarray(b, dtype=np.float32))
         n = int(rows.shape[0])
-        _check_k(int(self.k), n)
+        check_k(int(self.k), n)
         if self.num_neighbors >= n:
             raise SSLClusterError(f"{KEY}.num_neighbors={self.num_neighbors} is not below the number of points "
                                   f"({n})")

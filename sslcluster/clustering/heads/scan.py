@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sslcluster.clustering.algorithms import KEY, _check_choice, _check_positive
+from sslcluster.clustering.checks import KEY, check_choice, check_positive
 from sslcluster.clustering.heads.common import LearnedHeads, MultiHead, pair_block
 from sslcluster.clustering.heads.losses import SCAN_ENTROPY_EPS, scan_loss
 from sslcluster.errors import SSLClusterError
@@ -45,13 +45,13 @@ class SCANHeads(LearnedHeads):
         if (isinstance(self.entropy_weight, bool) or not isinstance(self.entropy_weight, (int, float))
                 or self.entropy_weight < 0):
             raise SSLClusterError(f"{KEY}.entropy_weight={self.entropy_weight!r} must be >= 0")
-        _check_choice(self.optimizer, "optimizer", ("sgd", "adam"))
+        check_choice(self.optimizer, "optimizer", ("sgd", "adam"))
         if not 0 < float(self.confidence_threshold) < 1:
             raise SSLClusterError(f"{KEY}.confidence_threshold={self.confidence_threshold!r} must be in (0, 1)")
         if self.self_label_epochs:
             for name in ("self_label_epochs", "self_label_batch_size"):
-                _check_positive(getattr(self, name), name, integer=True)
-            _check_positive(self.self_label_lr, "self_label_lr")
+                check_positive(getattr(self, name), name, integer=True)
+            check_positive(self.self_label_lr, "self_label_lr")
 
     def build(self, d_in: int) -> None:
         """The heads and SCAN's optimiser for them."""

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sslcluster.clustering.algorithms import KEY, _check_positive
+from sslcluster.clustering.checks import KEY, check_positive
 from sslcluster.clustering.heads.common import LearnedHeads, MultiHead, pair_block
 from sslcluster.clustering.heads.losses import temi_loss, temi_marginal_update
 from sslcluster.errors import SSLClusterError
@@ -44,10 +44,10 @@ class TEMIHeads(LearnedHeads):
     def check(self) -> None:
         """One-line errors naming the first invalid setting."""
         super().check()
-        _check_positive(self.beta, "beta")
-        _check_positive(self.student_temperature, "student_temperature")
-        _check_positive(self.teacher_temperature, "teacher_temperature")
-        _check_positive(self.bottleneck_dim, "bottleneck_dim", integer=True)
+        check_positive(self.beta, "beta")
+        check_positive(self.student_temperature, "student_temperature")
+        check_positive(self.teacher_temperature, "teacher_temperature")
+        check_positive(self.bottleneck_dim, "bottleneck_dim", integer=True)
         for name in ("teacher_momentum", "marginal_momentum"):
             if not 0 <= float(getattr(self, name)) < 1:
                 raise SSLClusterError(f"{KEY}.{name}={getattr(self, name)!r} must be in [0, 1)")
