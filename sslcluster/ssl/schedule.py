@@ -5,7 +5,9 @@ schedule (linear warm-up, then a cosine to its floor: lightly's ``cosine_warmup_
 run will really take, or it is cut short (a warm-up that fills the run, a cosine never reaching its floor).
 :func:`plan_steps` counts them from Lightning's ``estimated_stepping_batches`` (epochs and ``max_steps`` both
 count) and the optimiser steps per epoch; under a time budget :class:`TimeBudget` measures the step rate over the
-first steps and then fixes the count (and stops the run there), so warm-up and cosine fit the budget.
+first steps and then fixes the count (and stops the run there), so warm-up and cosine fit the budget; where the
+rate then drifts (other work on the machine starting or ending) it re-fits the count to the time left, the cosine
+carrying on from where it is (no jump in the learning rate).
 
 The momentum (EMA) and weight-decay schedules read the same :class:`StepPlan`.
 """
@@ -41,6 +43,10 @@ class StepPlan:
     budget_s: float | None = None
     #: True while the time budget is still measuring the step rate (``total`` provisional or None)
     pending: bool = False
+    #: where a time budget last re-fitted ``total`` after the cosine had begun: the step, and the cosine's progress
+    #: (0 at its start, 1 at its floor) there; the cosine goes on from that progress to 1 at the new last step
+    anchor_step: int | None = None
+    anchor_progress: float = 0.0
 
     def factor(self, step: int) -> float:
         """The learning rate at optimiser ``step`` (0-based) as a fraction of its peak: linear warm-up over
@@ -48,8 +54,32 @@ class StepPlan:
         not known yet only the warm-up ramp applies."""
         if self.total is None or self.pending:
             return min(1.0, (step + 1) / self.warmup) if self.warmup > 0 else 1.0
-        return cosine_warmup_schedule(step=min(step, self.total - 1), max_steps=self.total, start_value=1.0,
-                                      end_value=FLOOR, warmup_steps=self.warmup, warmup_start_value=0.0)
+        if self.anchor_step is None or step < self.warmup:
+            return cosine_warmup_schedule(step=min(step, self.total - 1), max_steps=self.total, start_value=1.0,
+                                          end_value=FLOOR, warmup_steps=self.warmup, warmup_start_value=0.0)
+        return FLOOR + (1.0 - FLOOR) * 0.5 * (1.0 + math.cos(math.pi * self.progress(step)))
+
+    def progress(self, step: int) -> float:
+        """How far the cosine phase is at ``step``: 0 at its first step, 1 at the last step (lightly's
+        ``cosine_warmup_schedule`` without a re-fit; from the anchor on after one)."""
+        assert self.total is not None
+        if step < self.warmup:
+            return 0.0
+        if self.anchor_step is None:
+            span = self.total - self.warmup - 1
+            return 1.0 if span <= 0 else min(1.0, (step - self.warmup) / span)
+        span = self.total - 1 - self.anchor_step
+        done = 1.0 if span <= 0 else min(1.0, max(0.0, (step - self.anchor_step) / span))
+        return self.anchor_progress + (1.0 - self.anchor_progress) * done
+
+    def refit(self, step: int, total: int) -> None:
+        """Make ``total`` the run's step count from optimiser ``step`` on, the learning rate continuous there: the
+        cosine keeps its progress at ``step`` and reaches its floor at the new last step."""
+        assert self.total is not None
+        total = max(int(total), step + 1, self.warmup + 1)
+        if step >= self.warmup:
+            self.anchor_progress, self.anchor_step = self.progress(step), step
+        self.total = total
 
     def span(self) -> int:
         """Steps the momentum and weight-decay schedules run over: ``total``, or, before a time budget fixed it,
@@ -59,6 +89,11 @@ class StepPlan:
     def state(self) -> dict[str, Any]:
         """Plain values for a checkpoint."""
         return asdict(self)
+
+
+def step_now(trainer: pl.Trainer) -> int:
+    """Optimiser steps taken so far."""
+    return int(trainer.global_step)
 
 
 def warmup_steps(warmup_epochs: float, steps_per_epoch: int, total: int | None, max_fraction: float) -> int:
@@ -137,9 +172,14 @@ class TimeBudget(pl.Callback):
 
     def __init__(self, seconds: float, skip: int = 3, measure: int = 20, margin: float = 0.05,
                  clock: Callable[[], float] = time.monotonic, max_fraction: float = 0.1,
-                 warmup_epochs: float = 0.0) -> None:
+                 warmup_epochs: float = 0.0, refit_every: float = 0.05, refit_tolerance: float = 0.03) -> None:
         self.seconds, self.skip, self.measure, self.margin = float(seconds), int(skip), int(measure), float(margin)
         self.clock, self.max_fraction, self.warmup_epochs = clock, float(max_fraction), float(warmup_epochs)
+        #: after the plan is fixed, the rate is measured again over every ``refit_every`` of the budget, and the
+        #: step count re-fitted where the steps the rest of the budget holds differ by more than
+        #: ``refit_tolerance`` of the steps planned for it
+        self.refit_every, self.refit_tolerance = float(refit_every), float(refit_tolerance)
+        self._window: tuple[float, int] | None = None
         self.elapsed_before = 0.0  # training seconds of earlier sessions of a resumed run
         self._start: float | None = None
         self._t_skip: float | None = None
@@ -155,12 +195,14 @@ class TimeBudget(pl.Callback):
         plan: StepPlan = pl_module.step_plan  # type: ignore[assignment]
         if not plan.pending and plan.total is not None:
             trainer.fit_loop.epoch_loop.max_steps = plan.total
+            self._window = (self._start, int(trainer.global_step))  # re-fits go on after a resume
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         """Time the measured steps; fix the plan once they are done."""
         plan: StepPlan = pl_module.step_plan  # type: ignore[assignment]
         if not plan.pending:
+            self._refit(trainer, plan)
             return
         step = int(trainer.global_step)
         if self._t_skip is None:
@@ -181,13 +223,45 @@ class TimeBudget(pl.Callback):
         plan.warmup = min(max(plan.warmup, step), plan.total - 1)  # the steps already ramped stay the warm-up's
         plan.pending = False
         trainer.fit_loop.epoch_loop.max_steps = plan.total
-        for config in trainer.lr_scheduler_configs:  # the next step's rate from the fixed plan, at once
-            scheduler = config.scheduler
-            for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
-                group["lr"] = base * plan.factor(step)
+        self._set_lr(trainer, plan, step)
+        self._window = (now, step)
         log.info("time budget %.0f s: %.2f steps/s over steps %d-%d; the schedule spans %d steps (%.1f epochs), "
                  "warm-up %d", self.seconds, rate, self._step_skip, step, plan.total,
                  plan.total / max(plan.steps_per_epoch, 1), plan.warmup)
+
+    @staticmethod
+    def _set_lr(trainer: pl.Trainer, plan: StepPlan, step: int) -> None:
+        """The next step's learning rate from the plan, at once."""
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = base * plan.factor(step)
+
+    def _refit(self, trainer: pl.Trainer, plan: StepPlan) -> None:
+        """Every ``refit_every`` of the budget, measure the rate over the last window and re-fit the step count
+        where the rest of the budget holds a different number of steps than planned (capped as the first fit)."""
+        if self._window is None or plan.total is None or self.refit_every <= 0 or step_now(trainer) >= plan.total - 1:
+            return
+        now, step = self.clock(), int(trainer.global_step)
+        t0, s0 = self._window
+        if now - t0 < self.refit_every * self.seconds or step <= s0:
+            return
+        self._window = (now, step)
+        rate = (step - s0) / max(now - t0, 1e-9)
+        left = self.seconds * (1.0 - self.margin) - self.elapsed()
+        total = step + max(1, int(rate * max(left, 0.0)))
+        limit = trainer.estimated_stepping_batches
+        if math.isfinite(limit):
+            total = min(total, int(limit))
+        planned = plan.total - step
+        if planned > 0 and abs(total - plan.total) <= self.refit_tolerance * planned:
+            return
+        before = plan.total
+        plan.refit(step, total)
+        trainer.fit_loop.epoch_loop.max_steps = plan.total
+        self._set_lr(trainer, plan, step)
+        log.info("time budget: %.2f steps/s over the last %.0f s; the schedule now spans %d steps (was %d)",
+                 rate, now - t0, plan.total, before)
 
     def state_dict(self) -> dict[str, Any]:
         """Training seconds so far (a resumed run's budget counts them)."""

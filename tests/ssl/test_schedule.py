@@ -95,7 +95,7 @@ def test_time_budget_fixes_the_schedule_from_the_measured_rate(tiny, tmp_path, m
 
     class Clocked(TimeBudget):
         def __init__(self, *a, **k):
-            super().__init__(*a, **k, clock=FakeClock(10000.0), skip=2, measure=4)
+            super().__init__(*a, **k, clock=FakeClock(10000.0), skip=2, measure=4, refit_every=0.0)
             made.append(self)
 
     monkeypatch.setattr(stage, "TimeBudget", Clocked)
@@ -117,6 +117,49 @@ def test_time_budget_fixes_the_schedule_from_the_measured_rate(tiny, tmp_path, m
         assert rec.lrs[s] == pytest.approx(rec.peak * (FLOOR + (1 - FLOOR) * (1 + math.cos(math.pi * t / n)) / 2),
                                            rel=1e-6), s
     assert rec.lrs[-1] == pytest.approx(rec.peak * FLOOR, rel=1e-6)
+
+
+class StepClock(pl.Callback):
+    """A clock that reads the time the run's steps have taken: ``dt`` seconds a step up to ``slow_from``, then
+    ``dt_slow`` (other work starting on the machine)."""
+
+    def __init__(self, dt: float, slow_from: int, dt_slow: float) -> None:
+        self.dt, self.slow_from, self.dt_slow, self.t = dt, slow_from, dt_slow, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        s = trainer.global_step + 1  # the time once this batch's step is done (read at its end)
+        self.t = self.dt * min(s, self.slow_from) + self.dt_slow * max(0, s - self.slow_from)
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_time_budget_refits_the_schedule_when_the_step_rate_changes(tiny, tmp_path, monkeypatch):
+    """Steps that become twice as slow mid-run (other work on the machine): the step count is re-fitted to the time
+    left, so the run ends within its budget with the learning rate at its floor, and the re-fit moves the
+    learning rate on from where it was (no jump)."""
+    import sslcluster.stages.pretrain as stage
+
+    clock = StepClock(1000.0, slow_from=40, dt_slow=2000.0)
+
+    class Clocked(TimeBudget):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k, clock=clock, skip=2, measure=4)
+
+    monkeypatch.setattr(stage, "TimeBudget", Clocked)
+    budget = 86400.0
+    rec, run, _ = fit(tiny, tmp_path, ["trainer.max_epochs=-1", "trainer.max_time=01:00:00:00"], callbacks=[clock])
+    total = len(rec.lrs)
+    # the plan fixed at step 6 held 82 steps at 1,000 s each; at 2,000 s a step after step 40 far fewer fit
+    assert 40 < total < 82
+    assert clock.t <= budget  # the run ended within its budget (82 planned steps would have taken 124,000 s)
+    assert clock.t >= budget * 0.95 - 3 * 2000.0  # ... and used it, less the margin and the re-fit tolerance
+    assert rec.lrs[-1] == pytest.approx(rec.peak * FLOOR, rel=1e-6)
+    drops = [a - b for a, b in zip(rec.lrs[10:], rec.lrs[11:])]
+    assert min(drops) >= -1e-12  # never rises after the warm-up
+    # no jump: a step's drop stays within the cosine's steepest per-step drop over the steps left (a re-fit that
+    # only changed the step count would drop about a quarter of the peak at once here)
+    assert max(drops) < 0.06 * rec.peak
 
 
 def test_max_epochs_minus_one_needs_an_end(tiny, tmp_path):
