@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "sslcluster") -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if command == "runs":
-            from sslcluster.tracking.records import runs_command
+            from sslcluster.report.runs_listing import runs_command
 
             if any(a in ("-h", "--help") for a in rest):
                 print("usage: sslcluster runs [KEY ...] [run.root=DIR]\n\nWithout KEY: one line per run under "
@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "sslcluster") -> int:
 
             return runs_command(rest)
         if command == "compare":
-            from sslcluster.tracking.compare import compare_command
+            from sslcluster.report.compare_page import compare_command
 
             return compare_command(rest)
         stages = _stages()

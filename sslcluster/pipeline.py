@@ -1,15 +1,14 @@
 """The stages wired together. ``run_pipeline`` is the main job (``python train.py``); the ``stage_*`` functions
-run one stage, on a new run directory or on an existing one (``run.key=...``)."""
+run one stage, on a new run directory or on an existing one (``run.key=...``). The work is the stages' (under
+:mod:`sslcluster.stages`; the representations a run compares: :mod:`sslcluster.stages.representations`)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,135 +17,26 @@ from omegaconf import DictConfig
 from sslcluster.config import to_yaml
 from sslcluster.distributed import RUN_KEY_ENV, is_global_rank_zero
 from sslcluster.errors import SSLClusterError
-from sslcluster.factory import build
 from sslcluster.stages.cluster import cluster
 from sslcluster.stages.evaluate import (evaluate_clustering, evaluate_representation, redraw_plots,
                                         validation_metrics)
-from sslcluster.stages.common import check_data_config
+from sslcluster.stages.common import StageTimer, check_data_config, cluster_key
 from sslcluster.stages.data_defaults import resolve_data_defaults
 from sslcluster.stages.pixels_umap import clustering_config as pixels_umap_clustering
-from sslcluster.stages.pixels_umap import export_pixels_umap
 from sslcluster.stages.export import export_split
 from sslcluster.stages.pretrain import pretrain
 from sslcluster.stages.report import report, write_report
+from sslcluster.stages.representations import (REPRESENTATIONS, Representation, baseline_representations,
+                                               clustering_exports, export_representations, frozen_learned,
+                                               representation_of)
 from sslcluster.stages.scan import check_scan_config, scan_stage
 from sslcluster.store.embeddings import Embeddings, read_embeddings, read_manifest
 from sslcluster.store.io import read_json, write_text
-from sslcluster.store.representations import LEARNED, PIXELS, PIXELS_UMAP, key_prefix, metric_prefix, parse_baseline
+from sslcluster.store.representations import LEARNED, PIXELS_UMAP, metric_prefix
 from sslcluster.store.rundir import RunDir
 from sslcluster.tracking.wandb_log import tracking_session
 
 log = logging.getLogger(__name__)
-
-BASELINE_PREFIX = "pixels_"
-
-
-@dataclass
-class Representation:
-    """One representation a run compares: its embeddings per split (kNN and linear probe score ``train`` against
-    ``test``) and the embeddings it clusters. Its results enter ``metrics.json`` under ``metric_prefix``, its
-    clustering under the key ``key_prefix + <cluster key>``; the name is recorded in the clustering's record."""
-
-    name: str
-    metric_prefix: str
-    key_prefix: str
-    splits: dict[str, Path] = field(default_factory=dict)
-    clustered: Path | None = None
-    named: bool = False  # whether its clustering is named (naming.enabled) before evaluation
-    model: Any = None      # a pretrained backbone used as it is (PretrainedFeatures), exported without a checkpoint
-    eval_node: Any = None  # its evaluation transform (config node)
-    info: dict[str, Any] = field(default_factory=dict)  # manifest entries: what the representation is
-
-    @classmethod
-    def named_as(cls, name: str) -> "Representation":
-        """A representation called ``name`` (``learned``, ``pixels``, ``timm:MODEL``) with its prefixes."""
-        return cls(name, metric_prefix(name), key_prefix(name))
-
-    def cluster_key(self, cfg: DictConfig) -> str:
-        """The clustering's key: ``clustering.key``, else ``<algorithm>-<split>``, after ``prefix``."""
-        return self.key_prefix + cluster_key(cfg)
-
-
-#: the fixed representations a run can hold, by the name recorded in ``record.json``: metric and key prefixes
-#: (pretrained baselines ``timm:MODEL`` have theirs from :func:`sslcluster.store.representations.metric_prefix`).
-REPRESENTATIONS = {"learned": ("", ""), "pixels": (BASELINE_PREFIX, "pixels-"),
-                   "pixels_umap": ("pixels_umap_", "pixels_umap-")}
-
-
-def representation_of(embeddings: Embeddings) -> str:
-    """The representation an embeddings set holds: as its manifest records it (pretrained baselines), else
-    ``pixels`` for raw pixels and ``learned`` for the rest."""
-    manifest = embeddings.manifest()
-    if manifest.get("representation"):
-        return str(manifest["representation"])
-    return "pixels" if manifest.get("features") == "pixels" else "learned"
-
-
-def _timm_eval_node(model_name: str, cfg: DictConfig, image_size: Any) -> DictConfig:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.create({"_target_": "sslcluster.ssl.timm_backbone.timm_eval_transform",
-                             "model_name": model_name, "in_channels": int(cfg.data.channels), "channels": "repeat",
-                             "image_size": image_size})
-
-
-def _weights_info(name: str, pretrained: bool, weights: str | None) -> dict[str, Any]:
-    from sslcluster.store.io import file_sha256
-
-    if weights is None:
-        return {"backbone": {"name": name, "weights": "timm hub" if pretrained else "random"}}
-    path = Path(weights).expanduser().resolve()
-    return {"backbone": {"name": name, "weights": str(path), "weights_sha256": file_sha256(path)}}
-
-
-def frozen_learned(cfg: DictConfig) -> Representation:
-    """The run's own backbone used as it is (``stages.pretrain=false`` without a checkpoint), built now with its
-    pretrained weights: the features clustered and scored are its pooled backbone features."""
-    from sslcluster.ssl.timm_backbone import pretrained_features
-
-    bb = cfg.backbone
-    if bb.get("eval") is None or not (bb.get("pretrained") or bb.get("weights")):
-        raise SSLClusterError("stages.pretrain=false without a checkpoint needs a pretrained backbone "
-                              "(backbone=timm backbone.pretrained=true, or backbone.weights=PATH) or checkpoint=PATH")
-    for key in ("export.features", "clustering.features"):
-        section, option = key.split(".")
-        if cfg[section][option] != "backbone":
-            log.warning("%s=%s: a backbone used without training has no projection head; using backbone features",
-                        key, cfg[section][option])
-            cfg[section][option] = "backbone"
-    rep = Representation.named_as(LEARNED)
-    rep.model = pretrained_features(build(bb.module))
-    rep.eval_node = bb.eval
-    rep.info = _weights_info(str(bb.name), bool(bb.pretrained), bb.weights)
-    return rep
-
-
-def baseline_representations(cfg: DictConfig) -> list[Representation]:
-    """The representations of ``baselines`` (``stages.baseline``), pretrained backbones built now (so that a
-    missing or wrong weights file fails before training)."""
-    from omegaconf import OmegaConf
-
-    from sslcluster.ssl.timm_backbone import TimmBackbone, pretrained_features
-
-    if not cfg.stages.baseline:
-        return []
-    entries = cfg.get("baselines")
-    entries = [PIXELS] if entries is None else (list(entries) if OmegaConf.is_list(entries) else [entries])
-    reps: list[Representation] = []
-    for entry in entries:
-        name, weights = parse_baseline(entry)
-        if any(r.name == name for r in reps):
-            raise SSLClusterError(f"baselines: {name} is listed twice")
-        rep = Representation.named_as(name)
-        if name not in (PIXELS, PIXELS_UMAP):
-            model_name = name.split(":", 1)[1]
-            image_size = cfg.get("baseline_image_size")
-            rep.model = pretrained_features(TimmBackbone(model_name, pretrained=weights is None, weights=weights,
-                                                         in_channels=int(cfg.data.channels), image_size=image_size))
-            rep.eval_node = _timm_eval_node(model_name, cfg, image_size)
-            rep.info = {"representation": name, **_weights_info(model_name, weights is None, weights)}
-        reps.append(rep)
-    return reps
 
 
 def _existing_file(path: str | None, what: str) -> Path | None:
@@ -198,96 +88,7 @@ def clustered_embeddings_name(cfg: DictConfig) -> str:
     return split if cfg.clustering.features == cfg.export.features else f"{split}_{cfg.clustering.features}"
 
 
-def clustering_exports(cfg: DictConfig) -> list[tuple[str, str, str]]:
-    """``(split, features, embeddings name)`` of every set the configured clustering reads: the clustered split
-    (``clustering.features``, or the features the algorithm reads itself), the split it is fitted on
-    (``clustering.fit_split``) and the features it mines neighbours on (SCAN: the projection head's outputs)."""
-    from sslcluster.clustering.base import ClusteringAlgorithm
-
-    algo = build(cfg.clustering.algorithm)
-    split, fit = cfg.clustering.split, cfg.clustering.get("fit_split")
-    reads = (algo.input_features() if isinstance(algo, ClusteringAlgorithm) else None) or cfg.clustering.features
-    pairs = [(split, cfg.clustering.features), (split, reads)]
-    if fit is not None:
-        pairs.append((fit, reads))
-    mine = algo.mining_features() if isinstance(algo, ClusteringAlgorithm) and algo.trains_on_rows else None
-    if mine is not None:
-        pairs.append((fit or split, mine))
-    return [(s, f, s if f == cfg.export.features else f"{s}_{f}") for s, f in dict.fromkeys(pairs)]
-
-
-def cluster_key(cfg: DictConfig, prefix: str = "") -> str:
-    """The clustering's key: ``clustering.key``, else ``<algorithm>-<split>``, after ``prefix``."""
-    base = cfg.clustering.key or f"{cfg.clustering.name}-{cfg.clustering.split}"
-    return f"{prefix}{base}"
-
-
-class _Timer:
-    """Wall time per stage, for ``time_<stage>_s`` in metrics.json (where a run's minutes go)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
-
-
-def export_representations(cfg: DictConfig, run: RunDir, checkpoint: Path | None, embeddings: Path | None,
-                           timed: _Timer, learned: Representation | None = None,
-                           baselines: list[Representation] | None = None) -> list[Representation]:
-    """Export what the run compares: the learned features (from the checkpoint, a pretrained backbone used as
-    it is in ``learned.model``, or the given ``embeddings``) and each baseline (raw pixels, pretrained
-    backbones), every one of the same splits.
-
-    Under a multi-process launch (DDP training, or ``trainer.devices``/``num_nodes`` above 1) every process exports
-    its share of the learned features; the baselines are exported by global rank 0 alone, after the other
-    processes have returned."""
-    split = cfg.clustering.split
-    learned = learned or Representation.named_as(LEARNED)
-    learned.named = cfg.get("naming") is not None and bool(cfg.naming.enabled)
-    if embeddings is not None:
-        learned.splits[split] = learned.clustered = embeddings
-    elif cfg.stages.export:
-        with timed("export"):
-            for s in dict.fromkeys([*cfg.export.splits, split]):
-                learned.splits[s] = export_split(cfg, run, s, checkpoint, cfg.export.features, model=learned.model,
-                                                 eval_node=learned.eval_node, info=learned.info, distributed=True)
-            learned.clustered = learned.splits[split]
-            for s, features, name in clustering_exports(cfg):  # what the clustering reads beyond export.splits
-                if learned.model is not None and features != "backbone":
-                    continue  # a pretrained backbone used as it is has only backbone features
-                if features == cfg.export.features and s in learned.splits:
-                    continue
-                done = export_split(cfg, run, s, checkpoint, features, name=name, model=learned.model,
-                                    eval_node=learned.eval_node, info=learned.info, distributed=True)
-                if s == split and features == cfg.clustering.features:
-                    learned.clustered = done
-    reps = [learned]
-    if not is_global_rank_zero():
-        return reps
-    if embeddings is None:
-        for base in baselines if baselines is not None else baseline_representations(cfg):
-            with timed("baseline"):
-                for s in dict.fromkeys([*learned.splits, split, *[f for f in [cfg.clustering.get("fit_split")] if f]]):
-                    if base.name in (PIXELS, PIXELS_UMAP):  # pixels_umap maps the raw pixels' embeddings
-                        base.splits[s] = export_split(cfg, run, s, None, "pixels")
-                    else:
-                        base.splits[s] = export_split(cfg, run, s, None, "backbone", name=base.metric_prefix + s,
-                                                      model=base.model, eval_node=base.eval_node, info=base.info)
-                if base.name == PIXELS_UMAP:
-                    base.splits = export_pixels_umap(cfg, run, base.splits)
-            base.clustered = base.splits[split]
-            base.model = None  # exported: its memory is not needed for clustering
-            reps.append(base)
-    return reps
-
-
-def score_representation(cfg: DictConfig, run: RunDir, rep: Representation, timed: _Timer) -> dict[str, Any]:
+def score_representation(cfg: DictConfig, run: RunDir, rep: Representation, timed: StageTimer) -> dict[str, Any]:
     """Cluster (name) and evaluate one representation; its metrics under its prefix."""
     metrics: dict[str, Any] = {}
     stage = "cluster" if rep.name == LEARNED else "baseline"
@@ -296,7 +97,7 @@ def score_representation(cfg: DictConfig, run: RunDir, rep: Representation, time
             cdir = cluster(pixels_umap_clustering(cfg) if rep.name == PIXELS_UMAP else cfg, run, rep.clustered,
                            rep.cluster_key(cfg), overwrite=cfg.run.overwrite, representation=rep.name, primary=True)
         if rep.named:  # before evaluation, so the pictures carry the names
-            from sslcluster.naming import name_in_pipeline  # the naming client is imported only when used
+            from sslcluster.stages.naming import name_in_pipeline  # the naming client is imported only when used
 
             with timed("naming"):
                 name_in_pipeline(cfg, cdir)  # optional: warns (never fails the run) without a key
@@ -313,13 +114,13 @@ def score_representation(cfg: DictConfig, run: RunDir, rep: Representation, time
 SCAN_SUMMARY = ("nmi", "ari", "acc", "purity")
 
 
-def score_scan(cfg: DictConfig, scanned: list[Path], timed: _Timer) -> dict[str, Any]:
+def score_scan(cfg: DictConfig, scanned: list[Path], timed: StageTimer) -> dict[str, Any]:
     """Name (when naming is on) and evaluate the SCAN stage's clusterings; their NMI, ARI, ACC (and purity) as
     ``scan_backbone_nmi``, ``scan_selflabel_nmi``, ... for the run's summary."""
     metrics: dict[str, Any] = {}
     for cdir in scanned:
         if cfg.get("naming") is not None and cfg.naming.enabled:
-            from sslcluster.naming import name_in_pipeline
+            from sslcluster.stages.naming import name_in_pipeline
 
             with timed("naming"):
                 name_in_pipeline(cfg, cdir)
@@ -332,7 +133,7 @@ def score_scan(cfg: DictConfig, scanned: list[Path], timed: _Timer) -> dict[str,
 
 
 def validation_figures(cfg: DictConfig, run: RunDir, checkpoint: Path | None, learned: Representation,
-                       timed: _Timer) -> dict[str, Any]:
+                       timed: StageTimer) -> dict[str, Any]:
     """Figures for tuning (``val_*``): a validation subset of the train split, never the test split."""
     val_fraction = float((cfg.evaluate.get("validation") or {}).get("fraction", 0) or 0)
     if not (cfg.stages.evaluate and val_fraction > 0 and "train" in learned.splits):
@@ -359,7 +160,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
     if embeddings is not None:
         read_manifest(embeddings)  # fail now, not after training
     if cfg.get("naming") is not None and cfg.naming.enabled:
-        from sslcluster.naming import check_settings
+        from sslcluster.stages.naming import check_settings
 
         check_settings(cfg.naming)  # fail now too
     if cfg.stages.get("scan"):
@@ -371,7 +172,7 @@ def run_pipeline(cfg: DictConfig) -> RunDir:
     if checkpoint is None and embeddings is None and not cfg.stages.pretrain and cfg.stages.export:
         learned = frozen_learned(cfg)
     baselines = baseline_representations(cfg) if embeddings is None else []
-    timed = _Timer()
+    timed = StageTimer()
     with open_run(cfg, "run", reuse=False) as run, tracking_session(cfg, run) as tracker:
         if checkpoint is None and embeddings is None and cfg.stages.pretrain:
             with timed("pretrain"):
@@ -427,7 +228,7 @@ def stage_scan(cfg: DictConfig) -> RunDir:
         pretrained = checkpoint or run.checkpoints_dir / "last.ckpt"
         if not pretrained.is_file():
             raise SSLClusterError(f"checkpoint not found: {pretrained} (set checkpoint=PATH)")
-        timed = _Timer()
+        timed = StageTimer()
         with timed("scan"):
             scanned = scan_stage(cfg, run, pretrained)
         if not is_global_rank_zero():
@@ -501,7 +302,7 @@ def stage_cluster(cfg: DictConfig) -> RunDir:
 def stage_name(cfg: DictConfig) -> RunDir:
     """Name the clusters of ``clustering.key`` (default: the pipeline's learned clustering) with ``cfg.naming``,
     whether or not ``naming.enabled``; writes ``clusters/<key>/names.json``."""
-    from sslcluster.naming import name_clustering
+    from sslcluster.stages.naming import name_clustering
 
     resolve_data_defaults(cfg)
     with open_run(cfg, "name", must_exist=True) as run:

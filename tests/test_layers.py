@@ -1,9 +1,12 @@
 """The layers of docs/architecture.md hold: no package or top-level module of sslcluster imports one above it or
-beside it on its line, at module level or inside a function; every one is on the list; ``store/`` uses ``errors``
-only. The import graph comes from ``benchmarks/architecture.py`` (read from the source with ``ast``)."""
+beside it on its line, at module level or inside a function; every one is on the list; ``store/`` and
+``integrations/`` use ``errors`` only; FiftyOne is imported by ``integrations/`` alone, inside its functions, and
+``integrations/`` only inside functions. The import graph comes from ``benchmarks/architecture.py`` (read from the
+source with ``ast``)."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 from pathlib import Path
@@ -29,15 +32,15 @@ def documented_layers(doc: Path = REPO / "docs" / "architecture.md") -> list[lis
     return rows
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Unit -> the units it imports (module level and inside functions), from benchmarks/architecture.py."""
+def import_graph(parts: tuple[str, ...] = ("imports", "function_local_imports")) -> dict[str, set[str]]:
+    """Unit -> the units it imports (``parts``: module level, inside functions), from benchmarks/architecture.py."""
     spec = importlib.util.spec_from_file_location("architecture", REPO / "benchmarks" / "architecture.py")
     assert spec is not None and spec.loader is not None
     arch = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(arch)
     f = arch.figures(REPO)
     graph: dict[str, set[str]] = {}
-    for part in ("imports", "function_local_imports"):
+    for part in parts:
         for src, dsts in f[part].items():
             graph.setdefault(src, set()).update(dsts)
     return graph
@@ -59,3 +62,24 @@ def test_every_import_points_down_the_documented_layers():
     assert wrong == [], "imports against the layers of docs/architecture.md (a lower line imports a higher or " \
                         "a sibling): " + "; ".join(wrong)
     assert graph.get("store", set()) <= {"errors"}, graph.get("store")
+
+
+def test_outside_tools_are_imported_only_when_used():
+    """docs/architecture.md's rule on ``integrations/``: it uses ``errors`` only; it is imported by the others only
+    inside their functions; FiftyOne is imported by ``integrations/`` alone, inside its functions."""
+    assert import_graph().get("integrations", set()) <= {"errors"}, import_graph()["integrations"]
+    at_module_level = sorted(src for src, dsts in import_graph(("imports",)).items() if "integrations" in dsts)
+    assert at_module_level == [], f"import sslcluster.integrations at module level in: {at_module_level}"
+    wrong = []
+    for path in sorted((REPO / "sslcluster").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        inside = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(n.split(".")[0] == "fiftyone" for n in names):
+                rel = path.relative_to(REPO)
+                if rel.parts[1] != "integrations" or id(node) not in inside:
+                    wrong.append(f"{rel}:{node.lineno}")
+    assert wrong == [], f"fiftyone imported outside integrations/ or at module level: {wrong}"

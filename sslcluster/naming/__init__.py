@@ -4,7 +4,8 @@ For each cluster a few images (nearest the centroid plus random members) are sen
 through the ``openai`` client (OpenAI or any OpenAI-compatible server), asking for a 1-3 word name and a
 one-sentence description as JSON. Modules: :mod:`.select` (which images), :mod:`.images` (data URLs),
 :mod:`.prompt` (request and answer validation), :mod:`.client` (key, retries, cap), :mod:`.cache` (answers on
-disk), :mod:`.stage` (the stage). Config: ``configs/naming/``; CLI: ``sslcluster name run.key=KEY``.
+disk), :mod:`.names` (reading ``names.json``). The stage that uses them (one clustering in, ``names.json`` out) is
+:mod:`sslcluster.stages.naming`. Config: ``configs/naming/``; CLI: ``sslcluster name run.key=KEY``.
 
 ``names.json`` (schema 1; written once per naming run, atomically; ``record.json`` and ``labels.npy`` are never
 touched)::
@@ -36,20 +37,6 @@ Readers (pictures, W&B) should use :func:`read_names`, which returns ``{cluster 
 clusters and nothing when the file was made for other labels.
 """
 
-from typing import Any
-
 from sslcluster.naming.names import NAMES, read_names
 
-_STAGE = ("check_settings", "name_clustering", "name_in_pipeline")
-
-
-def __getattr__(name: str) -> Any:
-    """The stage's functions, imported on first use: readers of names.json never import the ``openai`` client."""
-    if name in _STAGE:
-        from sslcluster.naming import stage
-
-        return getattr(stage, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["NAMES", "check_settings", "name_clustering", "name_in_pipeline", "read_names"]
+__all__ = ["NAMES", "read_names"]

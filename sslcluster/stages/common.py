@@ -1,9 +1,12 @@
-"""Helpers the stages share: the image source of a split, the export device."""
+"""Helpers the stages share: the image source of a split, the export device, a clustering's key, the wall time
+per stage."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from omegaconf import DictConfig
@@ -53,3 +56,25 @@ def resolve_device(name: str, key: str = "export.device") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SSLClusterError(f"{key}={name!r} but no CUDA device is available")
     return torch.device(name)
+
+
+def cluster_key(cfg: DictConfig, prefix: str = "") -> str:
+    """The clustering's key: ``clustering.key``, else ``<algorithm>-<split>``, after ``prefix``."""
+    base = cfg.clustering.key or f"{cfg.clustering.name}-{cfg.clustering.split}"
+    return f"{prefix}{base}"
+
+
+class StageTimer:
+    """Wall time per stage, for ``time_<stage>_s`` in metrics.json (where a run's minutes go)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        """Time the ``with`` block as ``stage``, added to that stage's earlier blocks."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start

@@ -1,1 +1,2 @@
-"""Following experiments: Lightning loggers and W&B, listing runs, comparing runs and multiruns."""
+"""Following experiments: Lightning loggers and W&B, multiruns, and reading run records (the runs of a root, runs
+grouped for comparison); the commands that print and write them are in :mod:`sslcluster.report`."""

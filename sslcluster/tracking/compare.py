@@ -1,17 +1,15 @@
-"""``sslcluster compare``: runs grouped by what varies between them, metrics as mean ± std over the rest (seeds).
+"""Runs compared: runs grouped by what varies between them, their metrics as mean ± std over the rest (seeds).
+The command that prints and writes the comparison (``sslcluster compare``: table, CSV, bar plot, compare.html) is
+:mod:`sslcluster.report.compare_page`.
 
 Reads run directories only (``config.yaml`` + ``metrics.json``), no W&B. Inputs are run directories, glob patterns,
 Hydra multirun folders (``<run.root>/multirun/<stamp>``, through the jobs' ``run.json``), folders of those
-(``<run.root>/multirun``) or folders of runs (a run root). The grouping keys are the config keys whose values differ between the runs (``--by`` to choose), leaving out
-the seed, ``run.*`` and ``logger.*``, keys that only repeat the seed, and keys that vary exactly like another one
-(``method.name`` stands for ``method.module._target_``).
+(``<run.root>/multirun``) or folders of runs (a run root). The grouping keys are the config keys whose values differ
+between the runs (``--by`` to choose), leaving out the seed, ``run.*`` and ``logger.*``, keys that only repeat the
+seed, and keys that vary exactly like another one (``method.name`` stands for ``method.module._target_``).
 
-The table and the plot show the headline metrics of :mod:`sslcluster.evaluation.registry` (``--metrics`` to
-choose others, ``--metrics all`` for every one), for the learned representation and each baseline present.
-
-Writes into the output folder: ``compare.md`` (the printed table), ``compare.csv`` (every metric: mean, std, n per
-group), ``compare_runs.csv`` (one row per run), ``compare.png`` (bar plot, error bars = std) and ``compare.html``
-(the table, the plot and a link to each run's report, offline).
+The metrics shown are the headline metrics of :mod:`sslcluster.evaluation.registry` (``--metrics`` to choose
+others, ``--metrics all`` for every one), for the learned representation and each baseline present.
 
 Bad input never stops the comparison while something is left to compare: folders that are not runs, runs without
 ``metrics.json``, failed multirun jobs, and runs missing metrics that the others have are named in warnings.
@@ -19,10 +17,8 @@ Bad input never stops the comparison while something is left to compare: folders
 
 from __future__ import annotations
 
-import argparse
 import glob
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -31,8 +27,8 @@ import numpy as np
 import yaml
 
 from sslcluster.errors import SSLClusterError
-from sslcluster.evaluation.registry import HEADLINE, lookup
-from sslcluster.store.io import atomic_path, read_json, write_csv, write_text
+from sslcluster.evaluation.registry import HEADLINE
+from sslcluster.store.io import read_json
 from sslcluster.store.representations import baseline_prefixes
 from sslcluster.store.runconfig import current_layout
 from sslcluster.tracking.multirun import is_multirun_folder, read_job_pointers
@@ -216,155 +212,3 @@ def compare_runs(runs: Sequence[RunResult], by: Sequence[str] | None = None, met
         groups.setdefault(tuple(r.config.get(k) for k in by), []).append(r)
     ordered = sorted(groups.items(), key=lambda kv: _sort_key(kv[0]))
     return Comparison(by, shown, ordered, warns)
-
-
-# -- output ---------------------------------------------------------------------------------------------------
-
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, tuple):
-        return "[" + ", ".join(map(str, v)) + "]"
-    return "-" if v is None else str(v)
-
-
-def fmt_cell(mean: float, std: float, n: int, group_n: int) -> str:
-    """``0.5123 ± 0.0100``; a single value alone; ``(n=k)`` when fewer runs than the group's have it."""
-    if n == 0:
-        return "-"
-    if float(mean).is_integer() and (math.isnan(std) or std == 0):  # counts such as n_clusters
-        text = f"{int(mean)}" + ("" if math.isnan(std) else " ± 0")
-    else:
-        text = f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
-    return text + (f" (n={n})" if n < group_n else "")
-
-
-def to_markdown(comp: Comparison) -> str:
-    """The comparison as a Markdown table: one row per group, one column per metric."""
-    header = [*(comp.by or ["runs"]), "n", *comp.metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for values, runs in comp.groups:
-        cells = [_fmt_value(v) for v in values] if comp.by else ["all"]
-        cells.append(str(len(runs)))
-        cells += [fmt_cell(*comp.stats(runs, m), len(runs)) for m in comp.metrics]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def group_label(comp: Comparison, values: tuple[Any, ...]) -> str:
-    """A group's label, ``key=value`` pairs of its grouping keys (``.name`` dropped), or ``all runs``."""
-    return ", ".join(f"{k[:-len('.name')] if k.endswith('.name') else k}={_fmt_value(v)}"
-                     for k, v in zip(comp.by, values)) or "all runs"
-
-
-def write_outputs(comp: Comparison, out: Path) -> dict[str, Path]:
-    """compare.md, compare.csv, compare_runs.csv, compare.png and compare.html in ``out``; their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    every = sorted({m for _, runs in comp.groups for r in runs for m in r.metrics})
-    paths = {"markdown": out / "compare.md", "csv": out / "compare.csv", "runs_csv": out / "compare_runs.csv",
-             "plot": out / "compare.png"}
-    write_text(paths["markdown"], to_markdown(comp) + "\n")
-    rows = []
-    for values, runs in comp.groups:
-        row: list[Any] = [*values, len(runs)]
-        for m in every:
-            mean, std, n = comp.stats(runs, m)
-            row += ["" if n == 0 else repr(mean), "" if math.isnan(std) else repr(std), n]
-        rows.append(row)
-    write_csv(paths["csv"], [*comp.by, "n_runs", *(f"{m}_{s}" for m in every for s in ("mean", "std", "n"))], rows)
-    run_rows = [[r.key, str(r.path), *(r.config.get(k) for k in comp.by), r.config.get("seed"),
-                 *("" if m not in r.metrics else repr(r.metrics[m]) for m in every)]
-                for _, runs in comp.groups for r in runs]
-    write_csv(paths["runs_csv"], ["run_key", "run_dir", *comp.by, "seed", *every], run_rows)
-    plot_bars(comp, paths["plot"])
-    from sslcluster.report.compare_page import write_compare_page
-
-    paths["html"] = write_compare_page(comp, out, paths["plot"], fmt_cell, group_label)
-    return paths
-
-
-def plot_bars(comp: Comparison, path: Path) -> Path:
-    """Grouped bars: one cluster of bars per metric, one bar per group, error bars = std over its runs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = {m for m in comp.metrics if (d := lookup(m)) is not None and d.fmt == "d"}  # n_clusters: no bar
-    metrics = [m for m in comp.metrics if m not in counts] or comp.metrics
-    n_groups = len(comp.groups)
-    width = 0.8 / max(1, n_groups)
-    x = np.arange(len(metrics))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(metrics) + 0.4 * n_groups), 4.5))
-    for i, (values, runs) in enumerate(comp.groups):
-        stats = [comp.stats(runs, m) for m in metrics]
-        means = [s[0] if s[2] else 0.0 for s in stats]
-        errs = [0.0 if math.isnan(s[1]) else s[1] for s in stats]
-        ax.bar(x + (i - (n_groups - 1) / 2) * width, means, width, yerr=errs, capsize=3,
-               label=group_label(comp, values))
-    ax.set_xticks(x, metrics, rotation=30, ha="right")
-    ax.set_ylabel("mean over runs (± std)")
-    ax.legend(fontsize=8, loc="best")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
-
-
-# -- the command ----------------------------------------------------------------------------------------------
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise SSLClusterError(f"compare: {message} (usage: {self.format_usage().strip()[7:]})")
-
-
-def _split(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
-
-
-def compare_command(args: Sequence[str]) -> int:
-    """``sslcluster compare [--out DIR] [--by K1,K2] [--metrics M1,M2|all] RUN_DIR|GLOB|MULTIRUN_FOLDER ...``."""
-    parser = _Parser(prog="sslcluster compare", add_help=False,
-                     description="Compare runs: mean ± std per group of runs, as Markdown, CSV and a bar plot.")
-    parser.add_argument("inputs", nargs="*", metavar="RUN_DIR|GLOB|MULTIRUN_FOLDER",
-                        help="run directories, glob patterns, multirun folders or folders of runs")
-    parser.add_argument("--out", default=None, help="output folder (default: <multirun>/compare or ./compare)")
-    parser.add_argument("--by", default=None, help="config keys to group by, comma separated")
-    parser.add_argument("--metrics", default=None, help="metrics to show, comma separated, or 'all'")
-    parser.add_argument("-h", "--help", action="store_true")
-    ns = parser.parse_args(list(args))
-    if ns.help:
-        print(parser.format_help())
-        return 0
-    if not ns.inputs:
-        raise SSLClusterError("compare needs run directories, a glob or a multirun folder "
-                              "(e.g. sslcluster compare runs/multirun/<stamp>)")
-    paths, problems = resolve_inputs(ns.inputs)
-    runs: list[RunResult] = []
-    for p in paths:
-        try:
-            runs.append(load_run(p))
-        except SSLClusterError as e:
-            problems.append(str(e))
-    for line in problems:
-        print(f"sslcluster: warning: {line}", file=sys.stderr)
-    if not runs:
-        raise SSLClusterError(f"nothing to compare in {', '.join(ns.inputs)}: "
-                              f"{problems[0] if problems else 'no runs found'}")
-    from sslcluster.config import rename_old_keys
-
-    by = _split(ns.by)
-    comp = compare_runs(runs, by=rename_old_keys(by) if by else None, metrics=_split(ns.metrics))
-    for line in comp.warnings:
-        print(f"sslcluster: warning: {line}", file=sys.stderr)
-    if ns.out:
-        out = Path(ns.out).expanduser()
-    elif len(ns.inputs) == 1 and Path(ns.inputs[0]).is_dir() and is_multirun_folder(Path(ns.inputs[0])):
-        out = Path(ns.inputs[0]) / "compare"
-    else:
-        out = Path("compare")
-    written = write_outputs(comp, out)
-    print(f"{len(runs)} runs in {len(comp.groups)} groups, by {', '.join(comp.by) or '(nothing varies)'}\n")
-    print(to_markdown(comp))
-    print("\nwritten: " + ", ".join(str(p) for p in written.values()))
-    return 0

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from sslcluster.cli import main
-from sslcluster.tracking.compare import compare_runs, fmt_cell, load_run, resolve_inputs, varying_keys
+from sslcluster.report.compare_page import fmt_cell
+from sslcluster.tracking.compare import compare_runs, load_run, resolve_inputs, varying_keys
 
 
 def make_run(root: Path, key: str, method: str, seed: int, metrics: dict, k: int = 10) -> Path:

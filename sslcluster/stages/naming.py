@@ -1,10 +1,11 @@
 """The naming stage: one clustering in, ``clusters/<key>/names.json`` out (schema in :mod:`sslcluster.naming`).
 
-For each cluster: pick images (:mod:`.select`), load them through :func:`sslcluster.data.resolve.load_image`,
-encode them (:mod:`.images`), look the request up in the cache, else send it (:mod:`.client`, at most
-``naming.concurrency`` at once) and validate the answer (:mod:`.prompt`). Then duplicate names are told apart, in
-cluster order, and ``names.json`` is written once, atomically. ``record.json`` and ``labels.npy`` are only read.
-"""
+For each cluster: pick images (:mod:`sslcluster.naming.select`), load them through
+:func:`sslcluster.data.resolve.load_image`, encode them (:mod:`sslcluster.naming.images`), look the request up in
+the cache (:mod:`sslcluster.naming.cache`), else send it (:mod:`sslcluster.naming.client`, at most
+``naming.concurrency`` at once) and validate the answer (:mod:`sslcluster.naming.prompt`). Then duplicate names
+are told apart, in cluster order, and ``names.json`` is written once, atomically. ``record.json`` and
+``labels.npy`` are only read."""
 
 from __future__ import annotations
 
