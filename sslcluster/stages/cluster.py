@@ -275,6 +275,100 @@ def write_curve(out: Path, curve: list[dict[str, float]]) -> None:
 CURVE = "curve.csv"
 
 
+@dataclasses.dataclass
+class ClusterInputs:
+    """The embeddings a clustering reads, opened for streaming (never held whole in memory)."""
+
+    embeddings: Path
+    manifest: dict[str, Any]
+    array: Any                      # (N, D) memory-mapped rows to assign
+    ids_sha256: str
+    fit_emb: Path | None = None     # clustering.fit_split's embeddings, where set
+    fit_array: Any = None
+    fit_ids: str | None = None
+    mine_emb: Path | None = None    # the features neighbours are mined on (learned heads)
+    mine_array: Any = None
+
+
+def open_inputs(cfg: DictConfig, algo: ClusteringAlgorithm, embeddings: Path, pre_cfg: PreprocessConfig,
+                sel_cfg: SelectKConfig | None) -> ClusterInputs:
+    """Open the clustered split, the fitted split and the mining features, and check them against the algorithm
+    (k, neighbours against the fitted points; equal widths; no k sweep for trained heads), before anything is
+    written."""
+    embeddings, fit_emb, mine_emb = _inputs(cfg, algo, embeddings)
+    manifest, array, ids_sha256 = open_streaming(embeddings)
+    inp = ClusterInputs(embeddings, manifest, array, ids_sha256, fit_emb=fit_emb, mine_emb=mine_emb)
+    if fit_emb is not None:
+        _, inp.fit_array, inp.fit_ids = open_streaming(fit_emb)
+        check_for_points(cfg, algo, inp.fit_array.shape, pre_cfg, sel_cfg)
+        if inp.fit_array.shape[1] != array.shape[1]:
+            raise SSLClusterError(f"clustering.fit_split={cfg.clustering.fit_split}: {fit_emb} has "
+                                  f"{inp.fit_array.shape[1]} dimensions, {embeddings} {array.shape[1]}")
+    else:
+        check_for_points(cfg, algo, array.shape, pre_cfg, sel_cfg)
+    if mine_emb is not None:
+        inp.mine_array = open_streaming(mine_emb)[1]
+    if algo.trains_on_rows and sel_cfg is not None:
+        raise SSLClusterError(f"clustering.select_k.method={sel_cfg.method}: clustering={cfg.clustering.name} trains "
+                              "its heads for a given k; set clustering.select_k.method=null")
+    return inp
+
+
+def start_record(cfg: DictConfig, run: RunDir, key: str, algo: ClusteringAlgorithm, pre_cfg: PreprocessConfig,
+                 inp: ClusterInputs, representation: str, primary: bool) -> dict[str, Any]:
+    """``record.json``'s fields known before the fit (status ``running``)."""
+    record: dict[str, Any] = {
+        "key": key,
+        "algorithm": cfg.clustering.name,
+        "params": algorithm_params(algo),
+        "preprocess": pre_cfg.describe(),
+        "config": OmegaConf.to_container(cfg.clustering, resolve=True),
+        "embeddings": run.store_path(inp.embeddings),
+        "features": inp.manifest.get("features"),
+        "representation": representation,
+        "primary": primary,
+        "ids_sha256": inp.ids_sha256,
+        "n_points": int(inp.array.shape[0]),
+        "seed": cfg.seed,
+        "fit_split": cfg.clustering.get("fit_split"),
+        "status": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if inp.fit_emb is not None:
+        record.update({"fit_embeddings": run.store_path(inp.fit_emb), "fit_ids_sha256": inp.fit_ids,
+                       "fit_n_points": int(inp.fit_array.shape[0])})
+    if inp.mine_emb is not None:
+        record["mine_embeddings"] = run.store_path(inp.mine_emb)
+    return record
+
+
+def fit_labels(cfg: DictConfig, algo: ClusteringAlgorithm, inp: ClusterInputs, pre_cfg: PreprocessConfig,
+               sel_cfg: SelectKConfig | None, record: dict[str, Any], out: Path
+               ) -> tuple[np.ndarray, int, float, float]:
+    """Fit the algorithm and label every row: (labels (N,), clustered width, time preprocessing ended, time k
+    selection ended). Trained heads write their curve into ``out``; a distributed engine reads the file itself."""
+    array, fit_array = inp.array, inp.fit_array
+    if algo.trains_on_rows:
+        labels, dim, t1 = _cluster_rows(algo, array, fit_array if fit_array is not None else array, inp.mine_array,
+                                        pre_cfg, int(cfg.seed))
+        curve = algo.training_curve()
+        if curve:
+            write_curve(out, curve)
+            training_curve(curve, out / "plots" / "training_curve.png",
+                           title=f"{cfg.clustering.name}: the heads' mean loss per epoch")
+        return labels, dim, t1, t1
+    if algo.reads_files and fit_array is None:  # a distributed engine: its workers read the file in blocks
+        t1 = time.perf_counter()
+        labels = algo.fit_predict_file(inp.embeddings / ARRAY, int(array.shape[0]), int(array.shape[1]),
+                                       l2=pre_cfg.l2)
+        return labels, int(array.shape[1]), t1, t1
+    select = None if sel_cfg is None else (lambda x: _select_k(cfg, algo, x, sel_cfg, record, out))
+    fitted = cluster_rows(cfg, array, algo, pre_cfg, select, fit_array=fit_array)
+    if fitted.train_rows is not None:
+        record["train_rows"] = fitted.train_rows
+    return fitted.labels, fitted.dim, fitted.t_preprocessed, fitted.t_selected
+
+
 def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite: bool = False,
             representation: str = "learned", primary: bool = False) -> Path:
     """Cluster the embeddings set ``embeddings`` with ``cfg.clustering`` into ``clusters/<key>/``; its path.
@@ -290,71 +384,15 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
     sel_cfg = select_k_config(cfg)
     algo = built_algorithm(cfg)
     algo.check()
-    embeddings, fit_emb, mine_emb = _inputs(cfg, algo, embeddings)
-    manifest, array, ids_sha256 = open_streaming(embeddings)  # neither the array nor the index held in memory
-    fit_array = fit_ids = mine_array = None
-    if fit_emb is not None:
-        _, fit_array, fit_ids = open_streaming(fit_emb)
-        check_for_points(cfg, algo, fit_array.shape, pre_cfg, sel_cfg)  # k, neighbours against the fitted points
-        if fit_array.shape[1] != array.shape[1]:
-            raise SSLClusterError(f"clustering.fit_split={cfg.clustering.fit_split}: {fit_emb} has {fit_array.shape[1]}"
-                                  f" dimensions, {embeddings} {array.shape[1]}")
-    else:
-        check_for_points(cfg, algo, array.shape, pre_cfg, sel_cfg)
-    if mine_emb is not None:
-        mine_array = open_streaming(mine_emb)[1]
-    if algo.trains_on_rows and sel_cfg is not None:
-        raise SSLClusterError(f"clustering.select_k.method={sel_cfg.method}: clustering={cfg.clustering.name} trains "
-                              "its heads for a given k; set clustering.select_k.method=null")
+    inp = open_inputs(cfg, algo, embeddings, pre_cfg, sel_cfg)
     out = prepare_cluster_dir(run, key, overwrite)
-    record: dict[str, Any] = {
-        "key": key,
-        "algorithm": cfg.clustering.name,
-        "params": algorithm_params(algo),
-        "preprocess": pre_cfg.describe(),
-        "config": OmegaConf.to_container(cfg.clustering, resolve=True),
-        "embeddings": run.store_path(embeddings),
-        "features": manifest.get("features"),
-        "representation": representation,
-        "primary": primary,
-        "ids_sha256": ids_sha256,
-        "n_points": int(array.shape[0]),
-        "seed": cfg.seed,
-        "fit_split": cfg.clustering.get("fit_split"),
-        "status": "running",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    if fit_emb is not None:
-        record.update({"fit_embeddings": run.store_path(fit_emb), "fit_ids_sha256": fit_ids,
-                       "fit_n_points": int(fit_array.shape[0])})  # type: ignore[union-attr]
-    if mine_emb is not None:
-        record["mine_embeddings"] = run.store_path(mine_emb)
+    record = start_record(cfg, run, key, algo, pre_cfg, inp, representation, primary)
     write_json(out / "record.json", record)
-    curve: list[dict[str, float]] = []
+    n = int(inp.array.shape[0])
     try:
         t0 = time.perf_counter()
-        if algo.trains_on_rows:
-            labels, dim, t1 = _cluster_rows(algo, array, fit_array if fit_array is not None else array, mine_array,
-                                            pre_cfg, int(cfg.seed))
-            t_sel = t1
-            curve = algo.training_curve()
-            if curve:
-                write_curve(out, curve)
-                training_curve(curve, out / "plots" / "training_curve.png",
-                               title=f"{cfg.clustering.name}: the heads' mean loss per epoch")
-        elif algo.reads_files and fit_array is None:  # a distributed engine: its workers read the file in blocks
-            t1 = t_sel = time.perf_counter()
-            labels = algo.fit_predict_file(embeddings / ARRAY, int(array.shape[0]), int(array.shape[1]),
-                                           l2=pre_cfg.l2)
-            dim = int(array.shape[1])
-        else:
-            select = None if sel_cfg is None else (lambda x: _select_k(cfg, algo, x, sel_cfg, record, out))
-            fitted = cluster_rows(cfg, array, algo, pre_cfg, select, fit_array=fit_array)
-            labels, dim, t1, t_sel = fitted.labels, fitted.dim, fitted.t_preprocessed, fitted.t_selected
-            if fitted.train_rows is not None:
-                record["train_rows"] = fitted.train_rows
+        labels, dim, t1, t_sel = fit_labels(cfg, algo, inp, pre_cfg, sel_cfg, record, out)
         t2 = time.perf_counter()
-        n = int(array.shape[0])
         if labels.shape != (n,):
             raise SSLClusterError(f"{cfg.clustering.name} returned {labels.shape} labels for {n} points")
         quality = cluster_metrics(None, labels, None)
@@ -362,7 +400,7 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
             raise SSLClusterError(f"{cfg.clustering.name} labelled every point as noise; nothing was clustered "
                                   "(try other parameters)")
         rows = internal_rows(labels)  # a fixed sample: only those rows of the embeddings are read
-        quality.update(internal_metrics(quality_space(array[rows]), labels[rows]))
+        quality.update(internal_metrics(quality_space(inp.array[rows]), labels[rows]))
         t3 = time.perf_counter()
         artifacts = algo.artifacts()
         for name, arr in artifacts.items():
@@ -379,7 +417,7 @@ def cluster(cfg: DictConfig, run: RunDir, embeddings: Path, key: str, overwrite:
         "row_order": f"seeded permutation (seed {cfg.seed})",
         "fit_info": algo.fit_info(),
         "artifacts": sorted(artifacts),
-        "curve": CURVE if curve else None,
+        "curve": CURVE if (out / CURVE).is_file() else None,
         "quality": quality,
         "times_s": {"preprocess": t1 - t0, "select_k": t_sel - t1, "fit": t2 - t_sel, "quality": t3 - t2},
         "status": "complete",
