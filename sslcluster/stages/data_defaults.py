@@ -134,18 +134,7 @@ def _from_data(cfg: DictConfig, keys: list[str], run_path: Path | None) -> dict[
             if not facts.classes:
                 lines.append("  clustering.split=all (unlabelled images: every image is clustered)")
         if "data.precision" in keys or "data.channels_last" in keys:
-            fast = native_bf16(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
-            # an explicit trainer.precision / trainer.speed.channels_last wins (they follow data.* unless set)
-            given = {"data.precision": OmegaConf.select(cfg, "trainer.precision", default=AUTO),
-                     "data.channels_last": OmegaConf.select(cfg, "trainer.speed.channels_last", default=AUTO)}
-            if "data.precision" in keys:
-                cfg.data.precision = ("bf16-mixed" if fast else "32-true") if given["data.precision"] == AUTO \
-                    else given["data.precision"]
-            if "data.channels_last" in keys:
-                cfg.data.channels_last = fast if given["data.channels_last"] == AUTO \
-                    else bool(given["data.channels_last"])
-            lines.append(f"  trainer precision={cfg.data.precision}, channels_last={cfg.data.channels_last} ("
-                         + ("the device computes bfloat16 natively" if fast else "no native bfloat16 here") + ")")
+            lines.append(decide_precision(cfg, keys))
         if "augmentation" in keys:
             name = photo_views(cfg, grayscale=channels == 1)
             lines.append(f"  augmentation={name} (the {cfg.method.name} method's photo views"
@@ -157,6 +146,22 @@ def _from_data(cfg: DictConfig, keys: list[str], run_path: Path | None) -> dict[
     if is_global_rank_zero():
         print("\n".join(lines))
     return decided
+
+
+def decide_precision(cfg: DictConfig, keys: list[str]) -> str:
+    """Set ``data.precision`` / ``data.channels_last`` (where ``auto``): bf16-mixed with channels-last where the
+    device computes bfloat16 natively, else float32; an explicit ``trainer.precision`` /
+    ``trainer.speed.channels_last`` wins and is recorded as decided. Returns the printed line."""
+    fast = native_bf16(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    given = {"data.precision": OmegaConf.select(cfg, "trainer.precision", default=AUTO),
+             "data.channels_last": OmegaConf.select(cfg, "trainer.speed.channels_last", default=AUTO)}
+    if "data.precision" in keys:
+        cfg.data.precision = ("bf16-mixed" if fast else "32-true") if given["data.precision"] == AUTO \
+            else given["data.precision"]
+    if "data.channels_last" in keys:
+        cfg.data.channels_last = fast if given["data.channels_last"] == AUTO else bool(given["data.channels_last"])
+    return (f"  trainer precision={cfg.data.get('precision')}, channels_last={cfg.data.get('channels_last')} ("
+            + ("the device computes bfloat16 natively" if fast else "no native bfloat16 here") + ")")
 
 
 def _apply_unlabelled(cfg: DictConfig) -> None:
