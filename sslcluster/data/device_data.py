@@ -95,7 +95,7 @@ def cache_key(source: ImageSource, max_side: int, channels: int) -> str:
     h = hashlib.sha256()
     h.update(f"{type(source).__name__}|{len(source)}|{max_side}|{channels}|v2".encode())
     for p in source.paths:
-        h.update(p.encode())
+        h.update(os.fsencode(p))  # file names need not be UTF-8
         if os.path.isfile(p):
             st = os.stat(p)
             h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
