@@ -11,7 +11,7 @@ from pathlib import Path
 
 from _common import ROOT  # noqa: F401  (puts the repository on sys.path)
 
-VARIANTS = {
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "proj_l2": ("train_projection", dict(l2=True, pca_dim=None, whiten=False)),
     "proj_l2_pca32w": ("train_projection", dict(l2=True, pca_dim=32, whiten=True)),
     "bb_l2": ("train", dict(l2=True, pca_dim=None, whiten=False)),
