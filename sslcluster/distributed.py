@@ -11,6 +11,21 @@ from typing import Iterator
 #: environment variable through which processes started by Lightning's DDP launcher find rank 0's run directory.
 RUN_KEY_ENV = "SSLCLUSTER_RUN_KEY"
 
+@contextlib.contextmanager
+def run_key_in_env(key: str) -> Iterator[None]:
+    """Within the block, ``RUN_KEY_ENV`` names the run ``key``: processes that Lightning's DDP launcher starts
+    reuse this run directory. The variable's earlier value (or its absence) comes back afterwards."""
+    previous = os.environ.get(RUN_KEY_ENV)
+    os.environ[RUN_KEY_ENV] = key
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_KEY_ENV, None)
+        else:
+            os.environ[RUN_KEY_ENV] = previous
+
+
 #: when this process imported the module (about when it started): a file another process left before it is older
 STARTED = time.time()
 

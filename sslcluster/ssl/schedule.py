@@ -91,11 +91,6 @@ class StepPlan:
         return asdict(self)
 
 
-def step_now(trainer: pl.Trainer) -> int:
-    """Optimiser steps taken so far."""
-    return int(trainer.global_step)
-
-
 def warmup_steps(warmup_epochs: float, steps_per_epoch: int, total: int | None, max_fraction: float) -> int:
     """``warmup_epochs`` in optimiser steps, at most ``max_fraction`` of ``total`` (so a short run, ``max_steps`` or
     a small time budget keeps a cosine phase), and always below ``total``."""
@@ -213,12 +208,7 @@ class TimeBudget(pl.Callback):
             return
         now = self.clock()
         rate = (step - self._step_skip) / max(now - self._t_skip, 1e-9)  # optimiser steps per second
-        left = self.seconds * (1.0 - self.margin) - self.elapsed()
-        total = step + max(1, int(rate * max(left, 0.0)))
-        limit = trainer.estimated_stepping_batches  # max_epochs / max_steps, where set
-        if math.isfinite(limit):
-            total = min(total, int(limit))
-        plan.total = max(total, step + 1)
+        plan.total = max(self._steps_in_budget(trainer, step, rate), step + 1)
         plan.warmup = warmup_steps(self.warmup_epochs, plan.steps_per_epoch, plan.total, self.max_fraction)
         plan.warmup = min(max(plan.warmup, step), plan.total - 1)  # the steps already ramped stay the warm-up's
         plan.pending = False
@@ -228,6 +218,14 @@ class TimeBudget(pl.Callback):
         log.info("time budget %.0f s: %.2f steps/s over steps %d-%d; the schedule spans %d steps (%.1f epochs), "
                  "warm-up %d", self.seconds, rate, self._step_skip, step, plan.total,
                  plan.total / max(plan.steps_per_epoch, 1), plan.warmup)
+
+    def _steps_in_budget(self, trainer: pl.Trainer, step: int, rate: float) -> int:
+        """The run's step count if the rest of the budget (less ``margin``) goes at ``rate`` steps/s from ``step``,
+        capped by ``max_epochs`` / ``max_steps`` where set."""
+        left = self.seconds * (1.0 - self.margin) - self.elapsed()
+        total = step + max(1, int(rate * max(left, 0.0)))
+        limit = trainer.estimated_stepping_batches
+        return min(total, int(limit)) if math.isfinite(limit) else total
 
     @staticmethod
     def _set_lr(trainer: pl.Trainer, plan: StepPlan, step: int) -> None:
@@ -240,19 +238,16 @@ class TimeBudget(pl.Callback):
     def _refit(self, trainer: pl.Trainer, plan: StepPlan) -> None:
         """Every ``refit_every`` of the budget, measure the rate over the last window and re-fit the step count
         where the rest of the budget holds a different number of steps than planned (capped as the first fit)."""
-        if self._window is None or plan.total is None or self.refit_every <= 0 or step_now(trainer) >= plan.total - 1:
+        step = int(trainer.global_step)
+        if self._window is None or plan.total is None or self.refit_every <= 0 or step >= plan.total - 1:
             return
-        now, step = self.clock(), int(trainer.global_step)
+        now = self.clock()
         t0, s0 = self._window
         if now - t0 < self.refit_every * self.seconds or step <= s0:
             return
         self._window = (now, step)
         rate = (step - s0) / max(now - t0, 1e-9)
-        left = self.seconds * (1.0 - self.margin) - self.elapsed()
-        total = step + max(1, int(rate * max(left, 0.0)))
-        limit = trainer.estimated_stepping_batches
-        if math.isfinite(limit):
-            total = min(total, int(limit))
+        total = self._steps_in_budget(trainer, step, rate)
         planned = plan.total - step
         if planned > 0 and abs(total - plan.total) <= self.refit_tolerance * planned:
             return

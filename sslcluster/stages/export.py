@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,7 +21,7 @@ from torch.utils.data import DataLoader, Sampler
 from sslcluster.data.datasets import ImageDataset
 from sslcluster.data.folders import report_skipped
 from sslcluster.data.sources import labels_or_unknown
-from sslcluster.distributed import RUN_KEY_ENV
+from sslcluster.distributed import run_key_in_env
 from sslcluster.errors import SSLClusterError
 from sslcluster.progress import progress
 from sslcluster.ssl.factory import load_method
@@ -209,9 +208,7 @@ def _distributed_shards(cfg: DictConfig, run: RunDir, model: SSLMethod | None, f
     assembles) and how many shards were missing."""
     module = _DistributedExport(model, features, writer, dataset, batch_size, int(cfg.data.num_workers))
     trainer_cfg = cfg.trainer
-    previous = os.environ.get(RUN_KEY_ENV)
-    os.environ[RUN_KEY_ENV] = run.key  # the processes Lightning starts reuse this run directory
-    try:
+    with run_key_in_env(run.key):  # the processes Lightning starts reuse this run directory
         trainer = pl.Trainer(accelerator=trainer_cfg.get("accelerator", "auto"), devices=trainer_cfg.get("devices", 1),
                              num_nodes=int(trainer_cfg.get("num_nodes", 1) or 1), strategy="ddp", logger=False,
                              use_distributed_sampler=False, enable_progress_bar=False, enable_model_summary=False,
@@ -221,11 +218,6 @@ def _distributed_shards(cfg: DictConfig, run: RunDir, model: SSLMethod | None, f
             raise SSLClusterError(f"rank {trainer.global_rank} of the export into {writer.folder} stopped before "
                                   "its last shard")
         trainer.strategy.barrier("export-shards")  # every rank's shards are on disk
-    finally:
-        if previous is None:
-            os.environ.pop(RUN_KEY_ENV, None)
-        else:
-            os.environ[RUN_KEY_ENV] = previous
     return bool(trainer.is_global_zero), module.n_missing
 
 

@@ -8,7 +8,6 @@ continues from one. Under DDP every process runs this function; only global rank
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from sslcluster.config import config_dir
 from sslcluster.data.device_data import build_pretrain_data
 from sslcluster.errors import SSLClusterError, TrainingInterrupted
-from sslcluster.distributed import RUN_KEY_ENV
+from sslcluster.distributed import run_key_in_env
 from sslcluster.distributed import is_global_rank_zero as is_launch_rank_zero  # noqa: F401  (kept importable)
 from sslcluster.progress import mode as progress_mode
 from sslcluster.ssl.callbacks import (CheckpointOnInterrupt, FitClock, RNGState, TrainProgress,
@@ -168,20 +167,15 @@ def pretrain(cfg: DictConfig, run: RunDir, callbacks: list[pl.Callback] | None =
     if own_logger:
         logger = build_logger(cfg, run)
     trainer = pl.Trainer(**trainer_kwargs, default_root_dir=str(run.path), logger=logger, callbacks=all_callbacks)
-    previous = os.environ.get(RUN_KEY_ENV)
-    os.environ[RUN_KEY_ENV] = run.key  # processes started by Lightning's DDP launcher reuse this run directory
     failed = True
     try:
-        trainer.fit(model, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        with run_key_in_env(run.key):  # processes started by Lightning's DDP launcher reuse this run directory
+            trainer.fit(model, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
         failed = False
     except SIGTERMException:  # Lightning's SIGTERMException is a SystemExit with status 0: make it a failure
         raise TrainingInterrupted(f"training stopped by SIGTERM at step {trainer.global_step}; {last} saved, "
                                   f"continue with run.key={run.key} resume=last") from None
     finally:
-        if previous is None:
-            os.environ.pop(RUN_KEY_ENV, None)
-        else:
-            os.environ[RUN_KEY_ENV] = previous
         if own_logger:
             finish_wandb(logger, exit_code=1 if failed else 0)
     if trainer.is_global_zero and not last.exists():

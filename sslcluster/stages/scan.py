@@ -18,7 +18,6 @@ pictures and label-free quality are in that space.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from sslcluster.data.datasets import ImageDataset
-from sslcluster.distributed import RUN_KEY_ENV, is_global_rank_zero
+from sslcluster.distributed import is_global_rank_zero, run_key_in_env
 from sslcluster.errors import SSLClusterError, TrainingInterrupted
 from sslcluster.evaluation.metrics import QUALITY_SPACE, cluster_metrics, internal_metrics, internal_rows, quality_space
 from sslcluster.progress import mode as progress_mode
@@ -165,18 +164,12 @@ def _fit(cfg: DictConfig, run: RunDir, trainer: pl.Trainer, module: pl.Lightning
     if ckpt is not None:
         _check_same(_checkpoint_settings(last), module.settings, last)  # type: ignore[arg-type]
     module.train()  # Lightning keeps the modules' mode: the loaded backbone and the evaluation passes left eval mode
-    previous = os.environ.get(RUN_KEY_ENV)
-    os.environ[RUN_KEY_ENV] = run.key  # processes started by Lightning's DDP launcher reuse this run directory
     try:
-        trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt)
+        with run_key_in_env(run.key):  # processes started by Lightning's DDP launcher reuse this run directory
+            trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt)
     except SIGTERMException:
         raise TrainingInterrupted(f"SCAN stage ({step}) stopped by SIGTERM at step {trainer.global_step}; {last} "
                                   f"saved, continue with run.key={run.key} scan.resume=last") from None
-    finally:
-        if previous is None:
-            os.environ.pop(RUN_KEY_ENV, None)
-        else:
-            os.environ[RUN_KEY_ENV] = previous
     if trainer.is_global_zero and not last.exists():
         raise SSLClusterError(f"SCAN stage ({step}) ended without writing {last}")
 
