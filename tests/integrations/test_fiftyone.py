@@ -167,6 +167,11 @@ def test_fiftyone_dataset_trains_to_the_folders_embeddings(fo, tmp_path):
     by_fiftyone = run_pipeline(compose(common + ["run.key=fo", "data=fiftyone", f"data.source.dataset={ds.name}",
                                                  "data.source.label_field=ground_truth"]))
     ids_of = dict(zip(ds.values("filepath"), ds.values("id")))
+    # the dataset gets the folder's data-aware defaults (precision, layout, data path, clustered split)
+    from sslcluster.store.runconfig import read_run_config
+    data_folder, data_fo = (read_run_config(r.path)["data"] for r in (by_folder, by_fiftyone))
+    for key in ("precision", "channels_last", "pipeline", "cluster_split"):
+        assert data_fo[key] == data_folder[key] != "auto", key
     for split in ("train", "test"):
         a = by_folder.embeddings(split).read(with_labels=True)
         b = by_fiftyone.embeddings(split).read(with_labels=True)
