@@ -32,7 +32,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from sslcluster.data.datasets import ImageDataset
 from sslcluster.distributed import is_global_rank_zero, run_key_in_env
 from sslcluster.errors import SSLClusterError, TrainingInterrupted
-from sslcluster.evaluation.metrics import QUALITY_SPACE, cluster_metrics, internal_metrics, internal_rows, quality_space
+from sslcluster.evaluation.metrics import (QUALITY_SPACE, cluster_metrics, external_metrics, internal_metrics,
+                                          internal_rows, quality_space)
 from sslcluster.progress import mode as progress_mode
 from sslcluster.ssl.callbacks import CheckpointOnInterrupt, FinalCheckpoint, NonFiniteLossGuard, RNGState, TrainProgress
 from sslcluster.ssl.factory import load_method
@@ -43,6 +44,7 @@ from sslcluster.ssl.speed import split_trainer_config
 from sslcluster.evaluation.plots import training_curve
 from sslcluster.stages.cluster import prepare_cluster_dir, write_curve
 from sslcluster.stages.common import build, build_source, flatten, resolve_device, to_plain
+from sslcluster.stages.evaluate import validation_rows
 from sslcluster.stages.export import export_split
 from sslcluster.store.embeddings import Embeddings, open_streaming
 from sslcluster.store.io import write_json, write_npy
@@ -319,7 +321,8 @@ def scan_stage(cfg: DictConfig, run: RunDir, checkpoint: Path, callbacks: list[p
                         entropy_weight=float(s.entropy_weight), update_cluster_head_only=bool(s.update_cluster_head_only))
     module.settings = _settings(cfg, "scan")
     curve = EpochCurve()
-    trainer, last = _trainer(cfg, run, "scan", int(s.epochs), curve, callbacks)
+    validation = _validation(cfg, curve, train_source, eval_tf, neighbors)
+    trainer, last = _trainer(cfg, run, "scan", int(s.epochs), curve, [*validation, *(callbacks or [])])
     t0 = time.perf_counter()
     _fit(cfg, run, trainer, module, _loader(NeighborPairs(train_source, neighbors, strong_tf), int(s.batch_size),
                                             workers), last, resume, "scan")
@@ -364,6 +367,53 @@ def scan_stage(cfg: DictConfig, run: RunDir, checkpoint: Path, callbacks: list[p
                           assign, clustered_emb, pretrained, keys["selflabel"])
         written += [done] if done is not None else []
     return written
+
+
+class ValidationCurve(pl.Callback):
+    """Validation figures of step 2 every ``every`` epochs, added to the epoch's row of ``curve``: the head with
+    the lowest SCAN loss over the train graph (as the stage chooses it, labels never read) assigns the held-aside
+    validation part of train (``evaluate.validation``: the rows ``val_nmi`` uses everywhere), scored against their
+    held-out labels as ``val_nmi``, ``val_ari``, ``val_acc``. Labels reach these figures only, never training or the
+    head choice; the forward passes run in eval mode under a forked RNG, so a run with them trains exactly as one
+    without (``tests/stages/test_scan.py``). For choosing ``scan.epochs`` on validation data."""
+
+    def __init__(self, every: int, curve: EpochCurve, dataset: Any, neighbors: np.ndarray, rows: np.ndarray,
+                 labels: np.ndarray, entropy_weight: float, batch_size: int) -> None:
+        self.every, self.curve, self.dataset, self.neighbors = every, curve, dataset, neighbors
+        self.rows, self.labels, self.entropy_weight, self.batch_size = rows, labels, entropy_weight, batch_size
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Score the epoch (every ``every`` epochs and the last) on rank 0."""
+        epoch = trainer.current_epoch + 1
+        if not trainer.is_global_zero or (epoch % self.every and epoch != trainer.max_epochs):
+            return
+        model = pl_module.model  # type: ignore[attr-defined]  (both steps' modules hold the ClusteringModel)
+        with torch.random.fork_rng(devices=[]):
+            logits = all_logits(model, self.dataset, self.batch_size, pl_module.device)
+        model.train()
+        head = int(np.argmin(head_losses(logits, self.neighbors, self.entropy_weight)["total"]))
+        scores = external_metrics(self.labels[self.rows], logits[head, self.rows].argmax(dim=1).numpy())
+        row = self.curve.rows[-1] if self.curve.rows and self.curve.rows[-1]["epoch"] == epoch else None
+        if row is not None:
+            row.update({f"val_{k}": scores[k] for k in ("nmi", "ari", "acc")})
+        log.info("SCAN stage epoch %d: val_nmi %.4f val_acc %.4f (head %d)", epoch, scores["nmi"], scores["acc"], head)
+
+
+def _validation(cfg: DictConfig, curve: EpochCurve, train_source: Any, eval_tf: Callable, neighbors: np.ndarray
+                ) -> list[pl.Callback]:
+    """The :class:`ValidationCurve` of step 2 where ``scan.validation_every`` asks for it and train has labels."""
+    every = int(cfg.scan.get("validation_every") or 0)
+    fraction = float((cfg.evaluate.get("validation") or {}).get("fraction", 0) or 0)
+    labels = train_source.labels
+    if every <= 0:
+        return []
+    if labels is None or not (labels >= 0).any() or fraction <= 0:
+        log.warning("scan.validation_every=%d: no validation figures (the train split has no labels, or "
+                    "evaluate.validation.fraction is 0)", every)
+        return []
+    rows = validation_rows(labels, fraction, int(cfg.evaluate.validation.get("seed", 0)))
+    return [ValidationCurve(every, curve, ImageDataset(train_source, eval_tf), neighbors, rows, labels,
+                            float(cfg.scan.entropy_weight), int(cfg.export.batch_size))]
 
 
 def _rate(rows: list[dict[str, Any]]) -> float | None:

@@ -105,6 +105,30 @@ def test_a_second_scan_stage_is_refused_without_resume_or_overwrite(pretrained, 
     stage_scan(compose(overrides + ["scan.overwrite=true"]))
 
 
+def test_validation_figures_score_the_chosen_head_and_leave_training_unchanged(pretrained, tmp_path):
+    """scan.validation_every: val_nmi per epoch of the head the stage would choose, on evaluate.validation's rows
+    of train; training (weights, head choice, assignments) exactly as without it."""
+    from sslcluster.evaluation.metrics import external_metrics
+    from sslcluster.stages.evaluate import validation_rows
+
+    common = ["scan.selflabel.enabled=false", "clustering.split=train"]  # train assignments: the reference
+    plain = stage_scan(compose(copy_run(pretrained, tmp_path, "plain") + common))
+    scored = stage_scan(compose(copy_run(pretrained, tmp_path, "val") + common + ["scan.validation_every=1"]))
+    key = "scan_backbone-train"
+    assigned = np.load(plain.path / "clusters" / key / "labels.npy")
+    assert np.array_equal(np.load(scored.path / "clusters" / key / "labels.npy"), assigned)
+    curve = (scored.path / "clusters" / key / "curve.csv").read_text().splitlines()
+    header = curve[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in curve[1:]]
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["val_nmi"] != "" for r in rows)
+    assert "val_nmi" not in (plain.path / "clusters" / key / "curve.csv").read_text()
+    labels = DigitsSource(split="train").labels
+    val = validation_rows(labels, 0.1, 0)
+    want = external_metrics(labels[val], assigned[val])
+    assert float(rows[-1]["val_nmi"]) == pytest.approx(want["nmi"], abs=1e-12)
+    assert float(rows[-1]["val_acc"]) == pytest.approx(want["acc"], abs=1e-12)
+
+
 @pytest.mark.parametrize("override, message", [
     ("scan.num_neighbors=1437", r"scan.num_neighbors=1437: more neighbours than the 1437 train images allow"),
     ("scan.num_clusters=1", r"scan.num_clusters=1 must be at least 2"),
