@@ -387,7 +387,7 @@ class ValidationCurve(pl.Callback):
         epoch = trainer.current_epoch + 1
         if not trainer.is_global_zero or (epoch % self.every and epoch != trainer.max_epochs):
             return
-        model = pl_module.model  # type: ignore[attr-defined]  (both steps' modules hold the ClusteringModel)
+        model = pl_module.model  # type: ignore[attr-defined]
         with torch.random.fork_rng(devices=[]):
             logits = all_logits(model, self.dataset, self.batch_size, pl_module.device)
         model.train()
