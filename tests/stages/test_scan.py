@@ -127,6 +127,11 @@ def test_validation_figures_score_the_chosen_head_and_leave_training_unchanged(p
     want = external_metrics(labels[val], assigned[val])
     assert float(rows[-1]["val_nmi"]) == pytest.approx(want["nmi"], abs=1e-12)
     assert float(rows[-1]["val_acc"]) == pytest.approx(want["acc"], abs=1e-12)
+    # a constant learning rate: epoch 1 of the 2-epoch run is the 1-epoch run (one run gives every candidate)
+    short = stage_scan(compose(copy_run(pretrained, tmp_path, "short") + common
+                               + ["scan.validation_every=1", "scan.epochs=1"]))
+    lines = (short.path / "clusters" / key / "curve.csv").read_text().splitlines()
+    assert dict(zip(lines[0].split(","), lines[1].split(",")))["val_nmi"] == rows[0]["val_nmi"]
 
 
 @pytest.mark.parametrize("override, message", [
