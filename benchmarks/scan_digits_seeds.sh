@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 29's digits figures: for seeds 0, 1, 2 the default pretrained run (SimCLR, export, k-means `kmeans-test`),
-# the heads on its frozen embeddings fitted on train (`clustering=scan`, `clustering=temi`), and SCAN's whole recipe
+# the heads on its frozen embeddings fitted on train (`clustering=kmeans`, `clustering=scan`, `clustering=temi`), and SCAN's whole recipe
 # (the SCAN stage: EPOCHS of step 2 scored on the validation part of train every VAL_EVERY epochs, then 200 epochs
 # of self-labelling). Then `python benchmarks/scan_digits_table.py DIR/digits_s*` prints the validation curve
 # (choose scan.epochs there) and the test figures.
@@ -18,7 +18,7 @@ for S in ${SEEDS:-0 1 2}; do
         case $step in
         pretrain) python train.py "${RUN[@]}" ;;
         heads)
-            for m in scan temi; do
+            for m in kmeans scan temi; do
                 sslcluster cluster "${RUN[@]}" clustering=$m clustering.fit_split=train clustering.key=$m-fit-train
                 sslcluster evaluate "${RUN[@]}" clustering=$m clustering.key=$m-fit-train
             done ;;
