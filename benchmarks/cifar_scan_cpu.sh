@@ -7,7 +7,7 @@
 # metrics.json and clusters/<key>/ (`sslcluster evaluate` prints them).
 #
 #   bash benchmarks/cifar_scan_cpu.sh [STEP...]     # steps: pretrain heads scan (default: all three)
-#   BUDGET=00:00:45:00 SCAN_EPOCHS=1 SL_EPOCHS=1 TEMI_EPOCHS=100 KEY=cifar10_r18 DIR=/tmp/own_folder bash ...
+#   BUDGET=00:00:45:00 SCAN_EPOCHS=1 SL_EPOCHS=1 SCAN_LIMIT=0.25 TEMI_EPOCHS=10 KEY=cifar10_r18 DIR=/tmp/own_folder bash ...
 #
 # Needs ../shared/data/cifar10-jpeg.tar.gz (extracted into DIR/cifar10 when missing).
 set -euo pipefail
@@ -33,7 +33,9 @@ for step in "${steps[@]}"; do
             sslcluster evaluate "${RUN[@]}" clustering=$m clustering.key=$m-fit-train
         done ;;
     scan)
-        sslcluster scan "${RUN[@]}" scan.epochs="${SCAN_EPOCHS:-1}" scan.selflabel.epochs="${SL_EPOCHS:-1}" ;;
+        # SCAN_LIMIT: the share of each epoch trained (Lightning's limit_train_batches), for a CPU budget
+        sslcluster scan "${RUN[@]}" scan.epochs="${SCAN_EPOCHS:-1}" scan.selflabel.epochs="${SL_EPOCHS:-1}" \
+            ${SCAN_LIMIT:+"+trainer.limit_train_batches=$SCAN_LIMIT"} ;;
     *) echo "unknown step $step (pretrain, heads, scan)" >&2; exit 2 ;;
     esac
 done
