@@ -1,6 +1,6 @@
 """Data-aware defaults: settings a data config leaves as ``auto`` are decided from the data before a run starts.
 
-An image folder (``configs/data/image_folder.yaml``) leaves its channels, image size, mean and std, number of
+An image folder (``configs/data/image_folder.yaml``; a FiftyOne dataset, ``fiftyone.yaml``, alike) leaves its channels, image size, mean and std, number of
 classes, the clustered split and the views (``augmentation=auto``) to this module. They are decided from a seeded
 sample of the train split (:mod:`sslcluster.data.inspect`), printed once and written, resolved, into the run's
 ``config.yaml``, so the run is reproducible and every later stage of it reads the same values (a later stage on an
@@ -105,7 +105,9 @@ def _from_data(cfg: DictConfig, keys: list[str], run_path: Path | None) -> dict[
     source = build(cfg.data.source, **kwargs)
     n = len(source)
     if n == 0:
-        raise SSLClusterError(f"no images in the train split of data.source.root={cfg.data.source.get('root')}")
+        where = next((f"data.source.{k}={cfg.data.source[k]}" for k in ("root", "dataset") if k in cfg.data.source),
+                     "data.source")
+        raise SSLClusterError(f"no images in the train split of {where}")
     facts = inspect_images(source.load, n, source.classes, sample=sample, seed=seed)
     lines = [f"data defaults, from {facts.sampled:,} of the {n:,} train images (seeded sample):"]
     with open_dict(cfg):
