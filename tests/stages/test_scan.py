@@ -269,3 +269,10 @@ def test_selflabel_without_a_confident_image_leaves_the_weights(tmp_path):
     trainer.fit(SelfLabelModule(model, confidence_threshold=0.999999), torch.utils.data.DataLoader(data, batch_size=8))
     for k, v in model.named_parameters():
         assert torch.equal(v, before[k]), k
+
+
+def test_scan_epochs_default_is_the_data_configs_choice():
+    """digits: step 2's epochs chosen on validation (configs/data/digits.yaml); elsewhere SCAN's CIFAR-10 50."""
+    assert compose([]).scan.epochs == 200
+    assert compose(["data=image_folder", "data.source.root=x"]).scan.epochs == 50
+    assert compose(["scan.epochs=7"]).scan.epochs == 7
