@@ -222,6 +222,7 @@ def stage_scan(cfg: DictConfig) -> RunDir:
     """SCAN's recipe on an existing run's pretrained checkpoint (or ``checkpoint=PATH``): neighbours, backbone +
     heads, self-labelling, into ``clusters/scan_backbone-<split>/`` and ``clusters/scan_selflabel-<split>/``, each
     evaluated (``stages.evaluate``); their figures join the run's metrics.json."""
+    resolve_data_defaults(cfg)  # data.*=auto: the run's own decisions (precision, views, k)
     check_scan_config(cfg)
     checkpoint = _existing_file(cfg.checkpoint, "checkpoint")
     with open_run(cfg, "scan", must_exist=True) as run:

@@ -276,3 +276,19 @@ def test_scan_epochs_default_is_the_data_configs_choice():
     assert compose([]).scan.epochs == 200
     assert compose(["data=image_folder", "data.source.root=x"]).scan.epochs == 50
     assert compose(["scan.epochs=7"]).scan.epochs == 7
+
+
+def test_scan_stage_command_on_an_image_folder_run_takes_the_runs_decided_defaults(tmp_path):
+    """``sslcluster scan`` on a run of an image folder (data.precision and the views left ``auto``) takes the run's
+    decisions, as every stage command does; it stopped with "Precision 'auto' is invalid"."""
+    from sslcluster.store.runconfig import read_run_config
+    from ssl_helpers import make_image_folder
+
+    folder = make_image_folder(tmp_path / "imgs", per_class=40, size=16)
+    overrides = [f"run.root={tmp_path / 'runs'}", "run.key=f", "data=image_folder", f"data.source.root={folder}",
+                 "data.num_workers=0", "data.batch_size=32", "data.scan.cache=false", *MODEL[2:], *SCAN]
+    stage_pretrain(compose([*overrides, "trainer.max_epochs=1"]))
+    decided = read_run_config(tmp_path / "runs" / "f")["data"]["precision"]
+    run = stage_scan(compose(overrides + ["scan.num_neighbors=5"]))
+    assert decided in ("bf16-mixed", "32-true")
+    assert json.loads((run.path / "clusters" / KEYS[0] / "record.json").read_text())["status"] == "complete"
