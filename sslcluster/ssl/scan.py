@@ -305,6 +305,17 @@ def head_losses(logits: torch.Tensor, neighbors: np.ndarray, entropy_weight: flo
     return {"total": total.tolist(), "consistency": consistency.tolist(), "entropy": entropy.tolist()}
 
 
+def choose_head(model: ClusteringModel, dataset: Dataset, neighbors: np.ndarray, entropy_weight: float,
+                batch_size: int, device: torch.device, num_workers: int = 0
+                ) -> tuple[int, torch.Tensor, dict[str, list[float]]]:
+    """SCAN's head choice (never labels): the head with the lowest SCAN loss over the train graph. ``dataset``: the
+    train images under the evaluation transform, in ``neighbors``' row order. Returns the head, the logits
+    (H, N, K) and every head's loss terms."""
+    logits = all_logits(model, dataset, batch_size, device, num_workers)
+    losses = head_losses(logits, neighbors, entropy_weight)
+    return int(np.argmin(losses["total"])), logits, losses
+
+
 class EpochCurve(pl.Callback):
     """One row per training epoch: the epoch's logged means (``train/*``), wall seconds and images per second
     (every image the step's forward pass reads: 2 per pair). Kept in checkpoints, so a resumed run's curve has

@@ -39,7 +39,7 @@ from sslcluster.ssl.callbacks import CheckpointOnInterrupt, FinalCheckpoint, Non
 from sslcluster.ssl.factory import load_method
 from sslcluster.clustering.heads.common import mine_neighbours
 from sslcluster.ssl.scan import (SCAN_CONFIG_KEY, ClusteringModel, EpochCurve, NeighborPairs, SCANModule,
-                                 SelfLabelModule, WeakStrong, all_logits, head_losses, strong_transform)
+                                 SelfLabelModule, WeakStrong, all_logits, choose_head, strong_transform)
 from sslcluster.ssl.speed import split_trainer_config
 from sslcluster.evaluation.plots import training_curve
 from sslcluster.stages.cluster import prepare_cluster_dir, write_curve
@@ -332,8 +332,7 @@ def scan_stage(cfg: DictConfig, run: RunDir, checkpoint: Path, callbacks: list[p
     # head choice: every head's SCAN loss over the train graph, evaluation transform (labels never read)
     t0 = time.perf_counter()
     train_eval = ImageDataset(train_source, eval_tf)
-    losses = head_losses(all_logits(model, train_eval, eval_bs, device, workers), neighbors, float(s.entropy_weight))
-    head = int(np.argmin(losses["total"]))
+    head, _, losses = choose_head(model, train_eval, neighbors, float(s.entropy_weight), eval_bs, device, workers)
     times["choose_head"] = time.perf_counter() - t0
     log.info("SCAN stage: head %d chosen (SCAN loss over the train graph %s)", head,
              ", ".join(f"{v:.4f}" for v in losses["total"]))
@@ -389,9 +388,9 @@ class ValidationCurve(pl.Callback):
             return
         model = pl_module.model  # type: ignore[attr-defined]
         with torch.random.fork_rng(devices=[]):
-            logits = all_logits(model, self.dataset, self.batch_size, pl_module.device)
+            head, logits, _ = choose_head(model, self.dataset, self.neighbors, self.entropy_weight, self.batch_size,
+                                          pl_module.device)
         model.train()
-        head = int(np.argmin(head_losses(logits, self.neighbors, self.entropy_weight)["total"]))
         scores = external_metrics(self.labels[self.rows], logits[head, self.rows].argmax(dim=1).numpy())
         row = self.curve.rows[-1] if self.curve.rows and self.curve.rows[-1]["epoch"] == epoch else None
         if row is not None:
@@ -403,7 +402,8 @@ def _validation(cfg: DictConfig, curve: EpochCurve, train_source: Any, eval_tf: 
                 ) -> list[pl.Callback]:
     """The :class:`ValidationCurve` of step 2 where ``scan.validation_every`` asks for it and train has labels."""
     every = int(cfg.scan.get("validation_every") or 0)
-    fraction = float((cfg.evaluate.get("validation") or {}).get("fraction", 0) or 0)
+    vcfg = cfg.evaluate.get("validation") or {}
+    fraction = float(vcfg.get("fraction", 0) or 0)
     labels = train_source.labels
     if every <= 0:
         return []
@@ -411,7 +411,7 @@ def _validation(cfg: DictConfig, curve: EpochCurve, train_source: Any, eval_tf: 
         log.warning("scan.validation_every=%d: no validation figures (the train split has no labels, or "
                     "evaluate.validation.fraction is 0)", every)
         return []
-    rows = validation_rows(labels, fraction, int(cfg.evaluate.validation.get("seed", 0)))
+    rows = validation_rows(labels, fraction, int(vcfg.get("seed", 0)))
     return [ValidationCurve(every, curve, ImageDataset(train_source, eval_tf), neighbors, rows, labels,
                             float(cfg.scan.entropy_weight), int(cfg.export.batch_size))]
 
