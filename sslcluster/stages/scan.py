@@ -83,6 +83,9 @@ def check_scan_config(cfg: DictConfig) -> None:
         raise SSLClusterError(f"scan.entropy_weight={s.entropy_weight} must be >= 0")
     if s.mine_features not in ("backbone", "projection"):
         raise SSLClusterError(f"scan.mine_features={s.mine_features!r}; valid: backbone, projection")
+    every = s.get("validation_every", 0)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise SSLClusterError(f"scan.validation_every={every!r} must be an integer >= 0 (0: off)")
     if s.resume not in (None, "last"):
         raise SSLClusterError(f"scan.resume={s.resume!r}; valid: null, last")
     for key, node in (("scan", s), ("scan.selflabel", s.selflabel)):
@@ -401,7 +404,7 @@ class ValidationCurve(pl.Callback):
 def _validation(cfg: DictConfig, curve: EpochCurve, train_source: Any, eval_tf: Callable, neighbors: np.ndarray
                 ) -> list[pl.Callback]:
     """The :class:`ValidationCurve` of step 2 where ``scan.validation_every`` asks for it and train has labels."""
-    every = int(cfg.scan.get("validation_every") or 0)
+    every = int(cfg.scan.get("validation_every", 0))
     vcfg = cfg.evaluate.get("validation") or {}
     fraction = float(vcfg.get("fraction", 0) or 0)
     labels = train_source.labels

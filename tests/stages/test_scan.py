@@ -139,6 +139,8 @@ def test_validation_figures_score_the_chosen_head_and_leave_training_unchanged(p
     ("scan.num_clusters=1", r"scan.num_clusters=1 must be at least 2"),
     ("scan.entropy_weight=-1", r"scan.entropy_weight=-1(.0)? must be >= 0"),
     ("scan.num_neighbors=0", r"scan.num_neighbors=0 must be at least 1"),
+    ("scan.validation_every=-1", r"scan.validation_every=-1 must be an integer >= 0"),
+    ("scan.validation_every=ten", r"scan.validation_every='ten' must be an integer >= 0"),
 ])
 def test_bad_settings_get_one_line_and_nothing_written(pretrained, tmp_path, override, message):
     overrides = copy_run(pretrained, tmp_path, "a")
